@@ -1,0 +1,191 @@
+"""Settings, read from the environment (see README.md, "Configuration")."""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+from kombu import Queue
+
+from config.database import database_from_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for a throwaway key).")
+    SECRET_KEY = get_random_secret_key()
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# Behind TLS (directly or through a proxy that sets X-Forwarded-Proto), turn on every
+# HTTPS protection at once; locally the service answers plain HTTP on 127.0.0.1.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "plans",
+    "execution",
+    "approvals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": database_from_url(
+        env.str("DATABASE_URL", default="postgresql://postgres@127.0.0.1:5432/plans"),
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", default=0),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# A 10,000-subtask plan with its dependencies is a few megabytes of JSON.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- Plans -----------------------------------------------------------------------------
+
+PLANS_MAX_SUBTASKS = env.int("PLANS_MAX_SUBTASKS", default=10_000)
+PLANS_MAX_GOAL_LENGTH = env.int("PLANS_MAX_GOAL_LENGTH", default=10_000)
+PLANS_MAX_DESCRIPTION_LENGTH = env.int("PLANS_MAX_DESCRIPTION_LENGTH", default=10_000)
+
+# --- Execution -------------------------------------------------------------------------
+
+# Redis re-delivers a message that stays unacknowledged longer than this; every time
+# limit, retry countdown and lease below must stay well inside it.
+CELERY_VISIBILITY_TIMEOUT_S = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600)
+
+EXECUTION_DEFAULT_TIMEOUT_S = env.int("EXECUTION_DEFAULT_TIMEOUT_S", default=300)
+EXECUTION_MAX_TIMEOUT_S = env.int("EXECUTION_MAX_TIMEOUT_S", default=1800)
+# Hard time limit = timeout + this grace, so the soft limit can be handled first.
+EXECUTION_HARD_LIMIT_GRACE_S = env.int("EXECUTION_HARD_LIMIT_GRACE_S", default=30)
+EXECUTION_RETRY_BACKOFF_BASE_S = env.float("EXECUTION_RETRY_BACKOFF_BASE_S", default=2.0)
+EXECUTION_RETRY_BACKOFF_CAP_S = env.float("EXECUTION_RETRY_BACKOFF_CAP_S", default=300.0)
+EXECUTION_RECONCILE_INTERVAL_S = env.float("EXECUTION_RECONCILE_INTERVAL_S", default=5.0)
+# A queued subtask whose message has not started after this long, while its queue is
+# empty, is presumed lost by the broker and dispatched again.
+EXECUTION_QUEUED_STALL_S = env.float("EXECUTION_QUEUED_STALL_S", default=30.0)
+# A subtask whose run was lost this many times (worker killed, hung past its lease) is
+# failed as poison instead of being dispatched again.
+EXECUTION_MAX_LOST_RUNS = env.int("EXECUTION_MAX_LOST_RUNS", default=3)
+EXECUTION_PYTHON_AGENT_MODULES = env.list("EXECUTION_PYTHON_AGENT_MODULES", default=[])
+EXECUTION_HTTP_AGENT_URL = env.str("EXECUTION_HTTP_AGENT_URL", default="")
+EXECUTION_HTTP_AGENT_TIMEOUT_S = env.float("EXECUTION_HTTP_AGENT_TIMEOUT_S", default=30.0)
+
+# Agent name -> implementation and its options. `coder`, `debug` and `ask` are the
+# seeds' agents, played here by the deterministic script agent.
+EXECUTION_AGENTS = {
+    "script": {"class": "execution.agents.script.ScriptAgent"},
+    "http": {"class": "execution.agents.http.HttpAgent", "url": EXECUTION_HTTP_AGENT_URL},
+    "python": {"class": "execution.agents.python.PythonAgent"},
+    "coder": {"class": "execution.agents.script.ScriptAgent"},
+    "debug": {"class": "execution.agents.script.ScriptAgent"},
+    "ask": {"class": "execution.agents.script.ScriptAgent"},
+}
+
+# --- Approvals -------------------------------------------------------------------------
+
+# Default lifetime of a pending approval; 0 means approvals never expire.
+APPROVALS_DEFAULT_TTL_S = env.int("APPROVALS_DEFAULT_TTL_S", default=24 * 3600)
+
+# --- Celery ----------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = env.int("CELERY_RESULT_EXPIRES_S", default=7 * 24 * 3600)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_TASK_QUEUES = [Queue("subtasks"), Queue("control")]
+CELERY_TASK_ROUTES = {"execution.run_subtask": {"queue": "subtasks"}}
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {"task": "execution.reconcile", "schedule": EXECUTION_RECONCILE_INTERVAL_S},
+    "expire-approvals": {"task": "approvals.expire_overdue", "schedule": EXECUTION_RECONCILE_INTERVAL_S},
+}
+
+FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555/")

@@ -1,0 +1,71 @@
+"""Execution records: one ExecutionState per plan run, its transition history, and the event log."""
+
+import uuid
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Q
+
+from plans.models import Plan
+
+
+class ExecState(models.TextChoices):
+    PREPARING = "preparing"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    RESUMED = "resumed"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ExecutionState(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    plan = models.OneToOneField(Plan, on_delete=models.CASCADE, related_name="execution")
+    state = models.CharField(max_length=16, choices=ExecState.choices, default=ExecState.PREPARING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state"], name="execution_state")]
+        constraints = [models.CheckConstraint(condition=Q(state__in=ExecState.values), name="execution_state_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id}: {self.state}"
+
+
+class StateTransition(models.Model):
+    """One change of an ExecutionState: the audit trail."""
+
+    execution = models.ForeignKey(ExecutionState, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=16, choices=ExecState.choices)
+    to_state = models.CharField(max_length=16, choices=ExecState.choices)
+    reason = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=150, default="system")
+    metadata = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "id"]
+        indexes = [models.Index(fields=["execution", "id"], name="transition_execution")]
+
+    def __str__(self) -> str:
+        return f"{self.from_state} -> {self.to_state}"
+
+
+class Event(models.Model):
+    """An entry of a plan's ordered, durable event log; `seq` counts from 1 per plan."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    type = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["plan", "seq"]
+        constraints = [models.UniqueConstraint(fields=["plan", "seq"], name="event_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type}"

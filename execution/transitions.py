@@ -1,0 +1,210 @@
+"""The only writers of a status: plan, subtask and execution changes, checked and recorded.
+
+Each change is checked against the tables in states.py, made with a conditional UPDATE
+on the status the caller read (so of two concurrent changes exactly one wins; the other
+gets TransitionConflict), and recorded in the same transaction: a StateTransition row for
+executions and an event for everything.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from execution.events import event_append, events_append
+from execution.models import ExecutionState, StateTransition
+from execution.states import EXECUTION_TRANSITIONS, PLAN_FINISHED, PLAN_TRANSITIONS, SUBTASK_TRANSITIONS, allowed
+from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
+
+PLAN_EVENTS = {
+    PlanStatus.APPROVED: "plan.approved",
+    PlanStatus.IN_PROGRESS: "plan.started",
+    PlanStatus.COMPLETED: "plan.completed",
+    PlanStatus.FAILED: "plan.failed",
+    PlanStatus.CANCELLED: "plan.cancelled",
+}
+SUBTASK_EVENTS = {
+    SubtaskStatus.PENDING: "subtask.reset",
+    SubtaskStatus.QUEUED: "subtask.queued",
+    SubtaskStatus.RUNNING: "subtask.started",
+    SubtaskStatus.WAITING_APPROVAL: "subtask.waiting_approval",
+    SubtaskStatus.DONE: "subtask.completed",
+    SubtaskStatus.FAILED: "subtask.failed",
+    SubtaskStatus.SKIPPED: "subtask.skipped",
+    SubtaskStatus.CANCELLED: "subtask.cancelled",
+}
+SUBTASK_SETTLED_AT = {SubtaskStatus.DONE, SubtaskStatus.FAILED, SubtaskStatus.SKIPPED, SubtaskStatus.CANCELLED}
+
+
+class TransitionNotAllowed(Exception):
+    """The status table does not allow this change from the current status."""
+
+    def __init__(self, subject: str, current: str, target: str, message: str = "") -> None:
+        self.subject = subject
+        self.current_status = current
+        self.target = target
+        super().__init__(message or f"The {subject} is {current}; it cannot become {target}.")
+
+
+class TransitionConflict(TransitionNotAllowed):
+    """The status changed after the caller read it: a concurrent change won."""
+
+    def __init__(self, subject: str, current: str, target: str, expected: str) -> None:
+        super().__init__(subject, current, target, f"The {subject} changed from {expected} to {current} meanwhile; it was not made {target}.")
+        self.expected = expected
+
+
+def execution_transition(
+    *,
+    execution: ExecutionState,
+    to: str,
+    reason: str = "",
+    actor: str = "system",
+    metadata: dict[str, Any] | None = None,
+) -> StateTransition:
+    """Move an execution from the state the caller read to `to`, and record the transition."""
+    current = execution.state
+    if not allowed(EXECUTION_TRANSITIONS, current, to):
+        raise TransitionNotAllowed("execution", current, to)
+    with transaction.atomic(savepoint=False):
+        changed = ExecutionState.objects.filter(pk=execution.pk, state=current).update(state=to, updated_at=timezone.now())
+        if changed:
+            record = StateTransition.objects.create(
+                execution=execution, from_state=current, to_state=to, reason=reason, actor=actor, metadata=metadata or {}
+            )
+            event_append(
+                plan_id=execution.plan_id,
+                type="agent.execution.state_changed",
+                payload={
+                    "execution_id": execution.pk,
+                    "previous_state": current,
+                    "new_state": to,
+                    "reason": reason,
+                    "actor": actor,
+                },
+            )
+    if not changed:
+        execution.state = ExecutionState.objects.values_list("state", flat=True).get(pk=execution.pk)
+        raise TransitionConflict("execution", execution.state, to, expected=current)
+    execution.state = to
+    return record
+
+
+def plan_transition(*, plan: Plan, to: str, reason: str = "", actor: str = "system", event: str = "") -> None:
+    """Move a plan from the status the caller read to `to`, stamping its timestamps."""
+    current = plan.status
+    if not allowed(PLAN_TRANSITIONS, current, to):
+        raise TransitionNotAllowed("plan", current, to)
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": to, "updated_at": now}
+    if to == PlanStatus.APPROVED:
+        fields["approved_at"] = now
+    elif to == PlanStatus.IN_PROGRESS:
+        fields["started_at"] = plan.started_at or now
+        fields["completed_at"] = None
+    elif to in PLAN_FINISHED:
+        fields["completed_at"] = now
+    with transaction.atomic(savepoint=False):
+        changed = Plan.objects.filter(pk=plan.pk, status=current).update(**fields)
+        if changed:
+            event_append(
+                plan_id=plan.pk,
+                type=event or PLAN_EVENTS[to],
+                payload={"previous_status": current, "status": to, "reason": reason, "actor": actor},
+            )
+    if not changed:
+        plan.status = Plan.objects.values_list("status", flat=True).get(pk=plan.pk)
+        raise TransitionConflict("plan", plan.status, to, expected=current)
+    for name, value in fields.items():
+        setattr(plan, name, value)
+
+
+def subtask_transition(
+    *,
+    subtask: Subtask,
+    to: str,
+    reason: str = "",
+    expect_attempts: int | None = None,
+    fields: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Move a subtask from the status the caller read to `to`.
+
+    `expect_attempts` fences the change on the attempt number too, so a message from an
+    older attempt (a duplicate, or a worker that woke up late) cannot change anything.
+    `fields` are written with the status; `details` go into the event only.
+    """
+    current = subtask.status
+    if not allowed(SUBTASK_TRANSITIONS, current, to):
+        raise TransitionNotAllowed("subtask", current, to)
+    values = {**_subtask_stamps(to), **(fields or {})}
+    conditions: dict[str, Any] = {"pk": subtask.pk, "status": current}
+    if expect_attempts is not None:
+        conditions["attempts"] = expect_attempts
+    with transaction.atomic(savepoint=False):
+        changed = Subtask.objects.filter(**conditions).update(status=to, **values)
+        if changed:
+            for name, value in values.items():
+                setattr(subtask, name, value)
+            subtask.status = to
+            event_append(plan_id=subtask.plan_id, type=SUBTASK_EVENTS[to], payload=_subtask_payload(subtask, current, reason, details))
+    if not changed:
+        latest = Subtask.objects.values_list("status", "attempts").get(pk=subtask.pk)
+        subtask.status, subtask.attempts = latest
+        raise TransitionConflict("subtask", subtask.status, to, expected=current)
+
+
+def subtasks_transition(*, subtasks: Iterable[Subtask], to: str, reason: str = "") -> list[Subtask]:
+    """Move many subtasks of one plan to `to` at once; skip those the table does not allow.
+
+    Return the subtasks that changed. The caller holds the plan's lock, so the statuses
+    it read are current; a mismatch means that rule was broken and raises a conflict.
+    """
+    by_status: dict[str, list[Subtask]] = defaultdict(list)
+    for subtask in subtasks:
+        if allowed(SUBTASK_TRANSITIONS, subtask.status, to):
+            by_status[subtask.status].append(subtask)
+    if not by_status:
+        return []
+    values = {**_subtask_stamps(to), "status": to}
+    changed: list[Subtask] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+    with transaction.atomic(savepoint=False):
+        for current, group in by_status.items():
+            count = Subtask.objects.filter(pk__in=[s.pk for s in group], status=current).update(**values)
+            if count != len(group):
+                raise TransitionConflict("subtask", "changed", to, expected=current)
+            for subtask in group:
+                for name, value in values.items():
+                    setattr(subtask, name, value)
+                events.append((SUBTASK_EVENTS[to], _subtask_payload(subtask, current, reason, None)))
+            changed.extend(group)
+        events_append(plan_id=changed[0].plan_id, events=events)
+    return changed
+
+
+def _subtask_stamps(to: str) -> dict[str, Any]:
+    now = timezone.now()
+    if to == SubtaskStatus.PENDING:
+        return {"queued_at": None, "started_at": None, "completed_at": None, "lease_expires_at": None, "updated_at": now}
+    if to == SubtaskStatus.QUEUED:
+        return {"queued_at": now, "lease_expires_at": None, "completed_at": None, "updated_at": now}
+    if to == SubtaskStatus.RUNNING:
+        return {"started_at": now, "updated_at": now}
+    if to in SUBTASK_SETTLED_AT:
+        return {"completed_at": now, "lease_expires_at": None, "updated_at": now}
+    return {"lease_expires_at": None, "updated_at": now}
+
+
+def _subtask_payload(subtask: Subtask, previous: str, reason: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "subtask_id": subtask.pk,
+        "subtask_key": subtask.key,
+        "previous_status": previous,
+        "status": subtask.status,
+        "attempt": subtask.attempts,
+        "reason": reason,
+        **(details or {}),
+    }

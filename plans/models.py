@@ -1,0 +1,137 @@
+"""Plans and their subtasks: the goal, the pieces of work, and how they depend on each other."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class PlanStatus(models.TextChoices):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class FailurePolicy(models.TextChoices):
+    FAIL_FAST = "fail_fast", "Fail fast"
+    CONTINUE = "continue", "Continue independent branches"
+
+
+class SubtaskStatus(models.TextChoices):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class Plan(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    goal = models.TextField()
+    session_id = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="plans")
+    status = models.CharField(max_length=16, choices=PlanStatus.choices, default=PlanStatus.DRAFT)
+    max_parallel = models.PositiveSmallIntegerField(default=3)
+    failure_policy = models.CharField(max_length=16, choices=FailurePolicy.choices, default=FailurePolicy.FAIL_FAST)
+    requires_approval = models.BooleanField(default=True)
+    auto_execute = models.BooleanField(default=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    callback_url = models.URLField(max_length=2000, blank=True, default="")
+    # Sequence number of the plan's last event; bumped under the plan's row lock.
+    last_event_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="plan_owner_created"),
+            models.Index(fields=["status", "-created_at"], name="plan_status_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=PlanStatus.values), name="plan_status_valid"),
+            models.CheckConstraint(condition=Q(failure_policy__in=FailurePolicy.values), name="plan_failure_policy_valid"),
+            models.CheckConstraint(condition=Q(max_parallel__gte=1, max_parallel__lte=64), name="plan_max_parallel_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.goal[:60]} ({self.status})"
+
+
+class Subtask(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="subtasks")
+    key = models.CharField(max_length=100)
+    description = models.TextField()
+    agent = models.CharField(max_length=64)
+    depends_on = models.ManyToManyField(
+        "self", symmetrical=False, through="SubtaskDependency", related_name="dependents", blank=True
+    )
+    input = models.JSONField(default=dict, blank=True)
+    max_retries = models.PositiveSmallIntegerField(default=3)
+    timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the configured default.")
+    status = models.CharField(max_length=16, choices=SubtaskStatus.choices, default=SubtaskStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="How many times the agent was started.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    # Position in the submitted list and in the batch order; both fix the run order.
+    position = models.PositiveIntegerField()
+    batch_index = models.PositiveIntegerField()
+    # The agent's tool calls so far and the decisions on them, oldest first.
+    tool_calls = models.JSONField(default=list, blank=True)
+    # The Celery task id of the current dispatch, for revocation and the task results.
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    # Runs lost to a dead or hung worker; past the configured limit the subtask is poison.
+    lost_runs = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True, default="", help_text="Worker running the current attempt.")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["plan", "batch_index", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "key"], name="subtask_unique_key_per_plan"),
+            models.CheckConstraint(condition=Q(status__in=SubtaskStatus.values), name="subtask_status_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["plan", "batch_index", "position"], name="subtask_plan_batch"),
+            models.Index(fields=["plan", "status"], name="subtask_plan_status"),
+            # The reconciler's scan: work that should be in flight.
+            models.Index(
+                fields=["status"],
+                name="subtask_in_flight",
+                condition=Q(status__in=["queued", "running"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"
+
+
+class SubtaskDependency(models.Model):
+    """`subtask` may start only after `depends_on` is done; both belong to one plan."""
+
+    subtask = models.ForeignKey(Subtask, on_delete=models.CASCADE, related_name="dependency_links")
+    depends_on = models.ForeignKey(Subtask, on_delete=models.CASCADE, related_name="dependent_links")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subtask", "depends_on"], name="dependency_unique"),
+            models.CheckConstraint(condition=~Q(subtask=models.F("depends_on")), name="dependency_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subtask_id} -> {self.depends_on_id}"

@@ -1,0 +1,157 @@
+"""The state machine: allowed changes, recorded history and events, and concurrent changes."""
+
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from execution.models import Event, ExecState, ExecutionState, StateTransition
+from execution.states import EXECUTION_TRANSITIONS, PLAN_TRANSITIONS, SUBTASK_TRANSITIONS
+from execution.transitions import (
+    TransitionConflict,
+    TransitionNotAllowed,
+    execution_transition,
+    plan_transition,
+    subtask_transition,
+    subtasks_transition,
+)
+from plans.models import PlanStatus, SubtaskStatus
+from tests.factories import draft_plan, subtask
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("table", [PLAN_TRANSITIONS, SUBTASK_TRANSITIONS, EXECUTION_TRANSITIONS])
+def test_tables_name_only_known_states(table):
+    assert all(target in table for targets in table.values() for target in targets)
+
+
+def test_allowed_transition_is_recorded_with_an_event():
+    plan = draft_plan()
+    execution = ExecutionState.objects.create(plan=plan)
+    execution_transition(execution=execution, to=ExecState.RUNNING, reason="started", actor="alice", metadata={"batch": 0})
+
+    execution.refresh_from_db()
+    assert execution.state == ExecState.RUNNING
+    record = StateTransition.objects.get(execution=execution)
+    assert (record.from_state, record.to_state, record.reason, record.actor, record.metadata) == (
+        "preparing",
+        "running",
+        "started",
+        "alice",
+        {"batch": 0},
+    )
+    event = Event.objects.get(plan=plan)
+    assert event.seq == 1
+    assert event.type == "agent.execution.state_changed"
+    assert event.payload == {
+        "plan_id": str(plan.pk),
+        "execution_id": str(execution.pk),
+        "previous_state": "preparing",
+        "new_state": "running",
+        "reason": "started",
+        "actor": "alice",
+    }
+
+
+def test_disallowed_transition_changes_nothing():
+    execution = ExecutionState.objects.create(plan=draft_plan(), state=ExecState.COMPLETED)
+    with pytest.raises(TransitionNotAllowed) as caught:
+        execution_transition(execution=execution, to=ExecState.RUNNING)
+    assert caught.value.current_status == "completed"
+    assert not StateTransition.objects.exists()
+    assert not Event.objects.exists()
+
+
+def test_stale_read_is_a_conflict_and_changes_nothing():
+    execution = ExecutionState.objects.create(plan=draft_plan(), state=ExecState.RUNNING)
+    stale = ExecutionState.objects.get(pk=execution.pk)
+    execution_transition(execution=execution, to=ExecState.PAUSED)
+    with pytest.raises(TransitionConflict) as caught:
+        execution_transition(execution=stale, to=ExecState.WAITING_APPROVAL)
+    assert caught.value.current_status == "paused"
+    assert StateTransition.objects.count() == 1
+
+
+def test_a_conflict_inside_a_transaction_leaves_it_usable():
+    execution = ExecutionState.objects.create(plan=draft_plan(), state=ExecState.RUNNING)
+    stale = ExecutionState.objects.get(pk=execution.pk)
+    with transaction.atomic():
+        execution_transition(execution=execution, to=ExecState.PAUSED)
+        with pytest.raises(TransitionConflict):
+            execution_transition(execution=stale, to=ExecState.PAUSED)
+        execution_transition(execution=execution, to=ExecState.RUNNING)
+    assert list(StateTransition.objects.values_list("to_state", flat=True)) == ["paused", "running"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_transitions_from_the_same_state_have_one_winner():
+    for _ in range(10):
+        execution = ExecutionState.objects.create(plan=draft_plan(), state=ExecState.RUNNING)
+        both_read = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def pause(target: str) -> None:
+            try:
+                mine = ExecutionState.objects.get(pk=execution.pk)
+                both_read.wait()
+                with transaction.atomic():
+                    execution_transition(execution=mine, to=target, actor=target)
+                outcomes.append("won")
+            except TransitionConflict as conflict:
+                outcomes.append(f"conflict:{conflict.current_status}")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=pause, args=(t,)) for t in (ExecState.PAUSED, ExecState.WAITING_APPROVAL)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
+        execution.refresh_from_db()
+        assert StateTransition.objects.filter(execution=execution).count() == 1
+        winner = StateTransition.objects.get(execution=execution)
+        assert execution.state == winner.to_state
+        assert f"conflict:{winner.to_state}" in outcomes
+
+
+def test_plan_transition_stamps_times_and_emits_an_event():
+    plan = draft_plan()
+    plan_transition(plan=plan, to=PlanStatus.APPROVED, actor="bob")
+    plan.refresh_from_db()
+    assert plan.status == PlanStatus.APPROVED
+    assert plan.approved_at is not None
+    assert Event.objects.get(plan=plan).type == "plan.approved"
+    with pytest.raises(TransitionNotAllowed):
+        plan_transition(plan=plan, to=PlanStatus.COMPLETED)
+
+
+def test_subtask_transition_is_fenced_on_the_attempt():
+    plan = draft_plan(None, subtask("a"))
+    task = plan.subtasks.get()
+    subtask_transition(subtask=task, to=SubtaskStatus.QUEUED)
+    stale = plan.subtasks.get()
+    subtask_transition(subtask=task, to=SubtaskStatus.RUNNING, expect_attempts=0, fields={"attempts": 1})
+    assert plan.subtasks.get().attempts == 1
+
+    # A duplicate of the same dispatch finds the attempt already taken.
+    with pytest.raises(TransitionConflict):
+        subtask_transition(subtask=stale, to=SubtaskStatus.RUNNING, expect_attempts=0, fields={"attempts": 1})
+    types = list(Event.objects.filter(plan=plan).values_list("type", flat=True))
+    assert types == ["subtask.queued", "subtask.started"]
+
+
+def test_bulk_subtask_transition_skips_what_the_table_forbids():
+    plan = draft_plan(None, subtask("a"), subtask("b"), subtask("c"))
+    a = plan.subtasks.get(key="a")
+    subtask_transition(subtask=a, to=SubtaskStatus.QUEUED)
+    subtask_transition(subtask=a, to=SubtaskStatus.RUNNING)
+    subtask_transition(subtask=a, to=SubtaskStatus.DONE)
+
+    changed = subtasks_transition(subtasks=plan.subtasks.all(), to=SubtaskStatus.CANCELLED, reason="cancelled")
+    assert sorted(s.key for s in changed) == ["b", "c"]
+    assert dict(plan.subtasks.values_list("key", "status")) == {"a": "done", "b": "cancelled", "c": "cancelled"}
+    seqs = list(Event.objects.filter(plan=plan).values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
