@@ -30,7 +30,7 @@ class Approval(models.Model):
     kind = models.CharField(max_length=16, choices=ApprovalKind.choices)
     tool = models.CharField(max_length=255, blank=True, default="")
     arguments = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
-    # Position of the tool call in its subtask's tool-call history.
+    # Position of the tool call in its subtask's tool-call history (cleared when the subtask is retried).
     call_index = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
     requested_at = models.DateTimeField(auto_now_add=True)
@@ -63,7 +63,6 @@ class Approval(models.Model):
             models.UniqueConstraint(
                 fields=["plan"], condition=Q(kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING), name="approval_one_pending_per_plan"
             ),
-            models.UniqueConstraint(fields=["subtask", "call_index"], name="approval_one_per_tool_call"),
         ]
 
     def __str__(self) -> str:

@@ -135,6 +135,9 @@ EXECUTION_DEFAULT_TIMEOUT_S = env.int("EXECUTION_DEFAULT_TIMEOUT_S", default=300
 EXECUTION_MAX_TIMEOUT_S = env.int("EXECUTION_MAX_TIMEOUT_S", default=1800)
 # Hard time limit = timeout + this grace, so the soft limit can be handled first.
 EXECUTION_HARD_LIMIT_GRACE_S = env.int("EXECUTION_HARD_LIMIT_GRACE_S", default=30)
+# A running subtask's lease ends this long after its hard time limit; past it the run is
+# presumed hung (e.g. a frozen worker) and another attempt takes over.
+EXECUTION_LEASE_SLACK_S = env.int("EXECUTION_LEASE_SLACK_S", default=30)
 EXECUTION_RETRY_BACKOFF_BASE_S = env.float("EXECUTION_RETRY_BACKOFF_BASE_S", default=2.0)
 EXECUTION_RETRY_BACKOFF_CAP_S = env.float("EXECUTION_RETRY_BACKOFF_CAP_S", default=300.0)
 EXECUTION_RECONCILE_INTERVAL_S = env.float("EXECUTION_RECONCILE_INTERVAL_S", default=5.0)
@@ -183,9 +186,18 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_TASK_QUEUES = [Queue("subtasks"), Queue("control")]
 CELERY_TASK_ROUTES = {"execution.run_subtask": {"queue": "subtasks"}}
+# A tick not picked up before the next one is pointless: let it expire.
 CELERY_BEAT_SCHEDULE = {
-    "reconcile": {"task": "execution.reconcile", "schedule": EXECUTION_RECONCILE_INTERVAL_S},
-    "expire-approvals": {"task": "approvals.expire_overdue", "schedule": EXECUTION_RECONCILE_INTERVAL_S},
+    "reconcile": {
+        "task": "execution.reconcile",
+        "schedule": EXECUTION_RECONCILE_INTERVAL_S,
+        "options": {"expires": EXECUTION_RECONCILE_INTERVAL_S},
+    },
+    "expire-approvals": {
+        "task": "approvals.expire_overdue",
+        "schedule": EXECUTION_RECONCILE_INTERVAL_S,
+        "options": {"expires": EXECUTION_RECONCILE_INTERVAL_S},
+    },
 }
 
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555/")

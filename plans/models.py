@@ -82,6 +82,8 @@ class Subtask(models.Model):
     timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the configured default.")
     status = models.CharField(max_length=16, choices=SubtaskStatus.choices, default=SubtaskStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="How many times the agent was started.")
+    # Retries used after agent errors (at most max_retries).
+    retries = models.PositiveSmallIntegerField(default=0)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     # Position in the submitted list and in the batch order; both fix the run order.

@@ -1,0 +1,21 @@
+"""What the approvals app does when the engine asks for a human, or stops waiting for one."""
+
+from typing import Any
+
+from django.dispatch import receiver
+
+from approvals.models import Approval, ApprovalKind
+from approvals.services import approval_request, approvals_cancel
+from execution.signals import tool_call_requested, waits_cancelled
+
+
+@receiver(tool_call_requested, dispatch_uid="approvals.request_tool_call")
+def request_tool_call(sender: Any, *, subtask: Any, call_index: int, tool: str, arguments: dict[str, Any], **kwargs: Any) -> Approval:
+    return approval_request(
+        plan=subtask.plan, kind=ApprovalKind.TOOL_CALL, subtask=subtask, call_index=call_index, tool=tool, arguments=arguments
+    )
+
+
+@receiver(waits_cancelled, dispatch_uid="approvals.cancel_waits")
+def cancel_waits(sender: Any, *, plan_id: Any, subtask_ids: Any, reason: str, **kwargs: Any) -> int:
+    return approvals_cancel(plan_id=plan_id, subtask_ids=subtask_ids, reason=reason)

@@ -1,0 +1,1 @@
+"""Agents: what runs a subtask. See base.py for the contract and registry.py for the names."""

@@ -1,0 +1,64 @@
+"""The agent registry: names from settings.EXECUTION_AGENTS mapped to agent instances."""
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+from execution.agents.base import Agent
+
+
+class UnknownAgent(LookupError):
+    pass
+
+
+@cache
+def _agents() -> dict[str, Agent]:
+    agents: dict[str, Agent] = {}
+    for name, config in settings.EXECUTION_AGENTS.items():
+        options = dict(config)
+        agent_class = import_string(options.pop("class"))
+        agents[name] = agent_class(name, **options)
+    return agents
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "EXECUTION_AGENTS":
+        _agents.cache_clear()
+
+
+def agent_get(name: str) -> Agent:
+    """Return the agent registered under `name`."""
+    try:
+        return _agents()[name]
+    except KeyError:
+        raise UnknownAgent(name) from None
+
+
+def agent_names() -> list[str]:
+    """Return the registered agent names, sorted."""
+    return sorted(_agents())
+
+
+def agents_describe() -> list[dict[str, str]]:
+    """Return each registered agent's name, implementation and description."""
+    return [
+        {
+            "name": name,
+            "implementation": f"{type(agent).__module__}.{type(agent).__qualname__}",
+            "description": getattr(agent, "description", ""),
+        }
+        for name, agent in sorted(_agents().items())
+    ]
+
+
+def agent_input_errors(name: str, task_input: dict[str, Any]) -> list[str]:
+    """Return what the named agent finds wrong with a subtask input (nothing if unknown)."""
+    try:
+        return agent_get(name).validate_input(task_input)
+    except UnknownAgent:
+        return []

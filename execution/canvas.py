@@ -1,0 +1,67 @@
+"""The only module that builds Celery canvases: a chord per batch, a chain per single run.
+
+Tasks are referenced by name, so this module does not import the task module (which
+imports the engine, which uses this module). Each canvas is built when it is sent:
+never the whole plan up front, so no message carries the rest of the plan.
+"""
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from celery import chain, chord, current_app, group, signature
+from celery.canvas import Signature
+from django.conf import settings
+
+RUN_SUBTASK = "execution.run_subtask"
+ADVANCE_PLAN = "execution.advance_plan"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One dispatch of a subtask: which attempt it is, under which task id, how long it may take."""
+
+    subtask_id: UUID
+    attempt: int
+    task_id: str
+    timeout_s: int
+
+
+def run_signature(run: Run) -> Signature:
+    """Return the signature of one run, with its soft and hard time limits."""
+    return signature(
+        RUN_SUBTASK,
+        kwargs={"subtask_id": str(run.subtask_id), "attempt": run.attempt},
+        task_id=run.task_id,
+        queue="subtasks",
+        soft_time_limit=run.timeout_s,
+        time_limit=run.timeout_s + settings.EXECUTION_HARD_LIMIT_GRACE_S,
+        immutable=True,
+    )
+
+
+def advance_signature(plan_id: UUID) -> Signature:
+    return signature(ADVANCE_PLAN, kwargs={"plan_id": str(plan_id)}, queue="control", immutable=True)
+
+
+def send_batch(plan_id: UUID, runs: list[Run]) -> None:
+    """Send a batch as one chord: its runs in parallel, then advance the plan."""
+    chord(group(run_signature(run) for run in runs), advance_signature(plan_id)).apply_async()
+
+
+def send_runs(plan_id: UUID, runs: list[Run]) -> None:
+    """Send runs one by one (a resume, a retry, a re-dispatch), each followed by an advance."""
+    for run in runs:
+        chain(run_signature(run), advance_signature(plan_id)).apply_async()
+
+
+def send_advance(plan_id: UUID) -> None:
+    advance_signature(plan_id).apply_async()
+
+
+def revoke(task_ids: list[str]) -> None:
+    """Revoke runs: queued ones are discarded on arrival, running ones terminated.
+
+    Best effort (workers that start later never hear of it); the (status, attempt) fence
+    is what guarantees a revoked run's late outcome changes nothing.
+    """
+    current_app.control.revoke(task_ids, terminate=True, signal="SIGTERM")

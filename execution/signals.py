@@ -1,0 +1,16 @@
+"""Signals the engine sends so the approvals app can act without the engine importing it.
+
+Both are sent inside the engine's transaction, under the plan's lock; receivers write in
+that same transaction.
+"""
+
+from django.dispatch import Signal
+
+# A running subtask asked for a tool call that needs a human's approval.
+# kwargs: subtask (Subtask), call_index (int), tool (str), arguments (dict)
+tool_call_requested = Signal()
+
+# Waits that can no longer be resumed: the plan was cancelled or failed, or the subtasks
+# stopped. kwargs: plan_id (UUID), subtask_ids (list[UUID] | None: the whole plan,
+# including its plan approval), reason (str)
+waits_cancelled = Signal()

@@ -1,0 +1,29 @@
+"""Celery entry points of the engine: ids in, one service call, nothing else."""
+
+import os
+from uuid import UUID
+
+from celery import shared_task
+
+from execution import engine, reconciler
+from execution.worker import check_worker_configuration  # noqa: F401  (connects the start-up check)
+
+
+@shared_task(name="execution.run_subtask", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
+    """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff."""
+    delay = engine.subtask_run(subtask_id=UUID(subtask_id), attempt=attempt, worker=f"{self.request.hostname}:{os.getpid()}")
+    if delay is not None:
+        raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1})
+
+
+@shared_task(name="execution.advance_plan", acks_late=True)
+def advance_plan(*, plan_id: str) -> None:
+    """Dispatch a plan's next batch, or finish it (a chord callback; also sent after single runs)."""
+    engine.plan_advance(plan_id=UUID(plan_id))
+
+
+@shared_task(name="execution.reconcile")
+def reconcile() -> dict[str, int]:
+    """Re-drive plans whose work is not in flight (Celery beat)."""
+    return reconciler.reconcile()

@@ -1,0 +1,52 @@
+"""Checks a worker makes at start: settings that would let Redis lose or duplicate work."""
+
+import logging
+from typing import Any
+
+import redis
+from celery.signals import worker_init
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+
+def configuration_problems() -> list[str]:
+    """Return what in the settings breaks delivery guarantees with the Redis broker."""
+    problems = []
+    visibility = settings.CELERY_VISIBILITY_TIMEOUT_S
+    hard_limit = settings.EXECUTION_MAX_TIMEOUT_S + settings.EXECUTION_HARD_LIMIT_GRACE_S
+    if hard_limit >= visibility:
+        problems.append(
+            f"The longest hard time limit ({hard_limit}s = EXECUTION_MAX_TIMEOUT_S + EXECUTION_HARD_LIMIT_GRACE_S) "
+            f"is not below the Redis visibility timeout ({visibility}s, CELERY_VISIBILITY_TIMEOUT_S): "
+            "Redis would deliver running subtasks to a second worker."
+        )
+    if settings.EXECUTION_DEFAULT_TIMEOUT_S > settings.EXECUTION_MAX_TIMEOUT_S:
+        problems.append("EXECUTION_DEFAULT_TIMEOUT_S is above EXECUTION_MAX_TIMEOUT_S.")
+    return problems
+
+
+def eviction_warning(broker_url: str) -> str | None:
+    """Return a warning when the Redis broker may evict keys (queues) under memory pressure."""
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    try:
+        client = redis.Redis.from_url(broker_url, socket_connect_timeout=5)
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except redis.RedisError as error:
+        return f"Could not read Redis's maxmemory-policy ({error}); make sure it is noeviction."
+    if policy.startswith("allkeys"):
+        return f"Redis maxmemory-policy is {policy!r}: under memory pressure it can evict queues. Use noeviction."
+    return None
+
+
+@worker_init.connect
+def check_worker_configuration(sender: Any = None, **kwargs: Any) -> None:
+    """Refuse to start with unsafe time limits; warn loudly about an evicting Redis."""
+    problems = configuration_problems()
+    if problems:
+        raise ImproperlyConfigured("Refusing to start the worker:\n- " + "\n- ".join(problems))
+    warning = eviction_warning(settings.CELERY_BROKER_URL)
+    if warning:
+        logger.critical(warning)

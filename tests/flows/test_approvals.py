@@ -1,0 +1,173 @@
+"""Human approvals: plans and tool calls pause without holding a worker, decisions resume them."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from approvals.models import Approval, ApprovalStatus
+from approvals.services import AlreadyDecided, approval_decide, plan_approve, plan_submit
+from execution.models import ExecState, ExecutionState
+from plans.models import PlanStatus, SubtaskStatus
+from tests.factories import UserFactory, plan_data, subtask
+from tests.flows.conftest import wait_for
+from tests.flows.support import event_types, finished, pending_approval, start, subtask_in
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+TWO_TOOLS = {
+    "result": "patched",
+    "tool_calls": [
+        {"tool": "read_file", "arguments": {"path": "main.dart"}},
+        {"tool": "write_file", "arguments": {"path": "main.dart", "content": "void main() {}"}},
+    ],
+}
+
+
+def test_plan_waits_in_draft_until_approved_then_runs():
+    owner = UserFactory()
+    plan = plan_submit(owner=owner, data=plan_data(subtask("a"), subtask("b", "a")))
+    assert plan.status == PlanStatus.DRAFT
+    approval = Approval.objects.get(plan=plan)
+    assert (approval.kind, approval.status, approval.subtask) == ("plan", "pending", None)
+
+    plan_approve(plan_id=plan.pk, user=owner)
+    plan = finished(plan)
+    assert plan.status == PlanStatus.COMPLETED
+    approval.refresh_from_db()
+    assert (approval.status, approval.decided_by) == ("approved", owner)
+    assert event_types(plan)[:4] == ["plan.created", "approval.requested", "approval.resolved", "plan.approved"]
+
+
+def test_tool_calls_pause_the_subtask_and_their_results_reach_the_final_result():
+    owner = UserFactory()
+    plan = start(subtask("edit", input=TWO_TOOLS), subtask("after", "edit", input={"echo": True}), owner=owner)
+
+    first = pending_approval(plan, "edit")
+    waiting = subtask_in(plan, "edit", SubtaskStatus.WAITING_APPROVAL)
+    assert (first.tool, first.arguments, first.call_index) == ("read_file", {"path": "main.dart"}, 0)
+    assert waiting.tool_calls[0]["status"] == "pending"
+    plan.refresh_from_db()
+    assert plan.execution.state == ExecState.WAITING_APPROVAL
+    assert plan.subtasks.get(key="after").status == SubtaskStatus.PENDING
+
+    approval_decide(approval_id=first.pk, decided_by=owner, approve=True, result={"content": "old"})
+    second = pending_approval(plan, "edit")
+    assert second.tool == "write_file"
+    approval_decide(
+        approval_id=second.pk, decided_by=owner, approve=True, arguments={"path": "lib/main.dart"}, result="written"
+    )
+
+    plan = finished(plan)
+    assert plan.status == PlanStatus.COMPLETED
+    edit = plan.subtasks.get(key="edit")
+    assert edit.result == {"result": "patched", "tool_results": [{"content": "old"}, "written"]}
+    assert [call["status"] for call in edit.tool_calls] == ["approved", "approved"]
+    assert edit.tool_calls[1]["approved_arguments"] == {"path": "lib/main.dart"}
+    context = plan.subtasks.get(key="after").result
+    assert context["dependencies"]["edit"]["result"]["tool_results"] == [{"content": "old"}, "written"]
+    states = list(plan.execution.transitions.values_list("to_state", flat=True))
+    assert states[:4] == ["running", "waiting_approval", "resumed", "running"]
+    assert states[-1] == "completed"
+
+
+def test_rejection_fails_the_subtask_with_the_reason():
+    owner = UserFactory()
+    plan = start(subtask("rm", input={"tool_calls": [{"tool": "shell", "arguments": {"cmd": "rm -rf /"}}]}), owner=owner)
+    approval = pending_approval(plan, "rm")
+    approval_decide(approval_id=approval.pk, decided_by=owner, approve=False, reason="far too dangerous")
+    plan = finished(plan)
+    assert plan.status == PlanStatus.FAILED
+    rm = plan.subtasks.get()
+    assert rm.status == SubtaskStatus.FAILED
+    assert "far too dangerous" in rm.error
+    assert rm.retries == 0
+
+
+def test_a_second_decision_is_rejected():
+    owner = UserFactory()
+    plan = start(subtask("a", input={"tool_calls": [{"tool": "t"}]}), owner=owner)
+    approval = pending_approval(plan, "a")
+    approval_decide(approval_id=approval.pk, decided_by=owner, approve=True)
+    with pytest.raises(AlreadyDecided) as caught:
+        approval_decide(approval_id=approval.pk, decided_by=owner, approve=False, reason="too late")
+    assert caught.value.status == "approved"
+    assert finished(plan).status == PlanStatus.COMPLETED
+
+
+def test_concurrent_decisions_have_one_winner_and_resume_once():
+    owner = UserFactory()
+    plan = start(subtask("a", input={"tool_calls": [{"tool": "t"}]}), owner=owner)
+    approval = pending_approval(plan, "a")
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def decide(approve: bool) -> None:
+        try:
+            barrier.wait()
+            approval_decide(approval_id=approval.pk, decided_by=owner, approve=approve, reason="race")
+            outcomes.append("won")
+        except AlreadyDecided:
+            outcomes.append("already_decided")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(flag,)) for flag in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["already_decided", "won"]
+    plan = finished(plan)
+    a = plan.subtasks.get()
+    # The agent ran twice in all: the first run, and one resume.
+    assert a.attempts == 2
+    assert event_types(plan).count("approval.resolved") == 1
+    assert plan.events.filter(type="subtask.queued", payload__reason__startswith="tool call").count() == 1
+
+
+def test_parallel_approvals_are_decided_and_resumed_independently():
+    owner = UserFactory()
+    plan = start(
+        subtask("left", input={"tool_calls": [{"tool": "left_tool"}]}),
+        subtask("right", input={"tool_calls": [{"tool": "right_tool"}]}),
+        subtask("quick", input={"result": 1}),
+        subtask("join", "left", "right", "quick"),
+        owner=owner,
+    )
+    left, right = pending_approval(plan, "left"), pending_approval(plan, "right")
+    subtask_in(plan, "quick", SubtaskStatus.DONE)
+
+    approval_decide(approval_id=right.pk, decided_by=owner, approve=True, result="R")
+    subtask_in(plan, "right", SubtaskStatus.DONE)
+    # Once the resumed subtask is done, all that is left in flight waits for a human again.
+    wait_for(lambda: ExecutionState.objects.get(plan=plan).state == ExecState.WAITING_APPROVAL)
+    assert plan.subtasks.get(key="left").status == SubtaskStatus.WAITING_APPROVAL
+    assert plan.subtasks.get(key="join").status == SubtaskStatus.PENDING
+
+    approval_decide(approval_id=left.pk, decided_by=owner, approve=True, result="L")
+    plan = finished(plan)
+    assert plan.status == PlanStatus.COMPLETED
+    attempts = dict(plan.subtasks.values_list("key", "attempts"))
+
+    # Each resume re-ran only its own subtask.
+    assert attempts == {"left": 2, "right": 2, "quick": 1, "join": 1}
+
+
+def test_overdue_approval_expires_as_a_rejection():
+    owner = UserFactory()
+    plan = start(subtask("a", input={"tool_calls": [{"tool": "t"}]}), owner=owner)
+    approval = pending_approval(plan, "a")
+    assert approval.expires_at is not None
+    # As if its time had run out: beat's expiry task does the rest.
+    Approval.objects.filter(pk=approval.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    plan = finished(plan, timeout=30)
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.EXPIRED
+    assert approval.decided_by is None
+    a = plan.subtasks.get()
+    assert a.status == SubtaskStatus.FAILED
+    assert "expired" in a.error
