@@ -41,7 +41,9 @@ class Approval(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
     edited_arguments = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
-    result = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder, help_text="The tool's output, sent by the client.")
+    result = models.JSONField(
+        null=True, blank=True, encoder=DjangoJSONEncoder, help_text="The tool's output, sent by the client."
+    )
 
     class Meta:
         ordering = ["requested_at"]
@@ -61,7 +63,9 @@ class Approval(models.Model):
                 name="approval_kind_matches_subject",
             ),
             models.UniqueConstraint(
-                fields=["plan"], condition=Q(kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING), name="approval_one_pending_per_plan"
+                fields=["plan"],
+                condition=Q(kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING),
+                name="approval_one_pending_per_plan",
             ),
         ]
 

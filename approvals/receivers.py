@@ -10,9 +10,16 @@ from execution.signals import tool_call_requested, waits_cancelled
 
 
 @receiver(tool_call_requested, dispatch_uid="approvals.request_tool_call")
-def request_tool_call(sender: Any, *, subtask: Any, call_index: int, tool: str, arguments: dict[str, Any], **kwargs: Any) -> Approval:
+def request_tool_call(
+    sender: Any, *, subtask: Any, call_index: int, tool: str, arguments: dict[str, Any], **kwargs: Any
+) -> Approval:
     return approval_request(
-        plan=subtask.plan, kind=ApprovalKind.TOOL_CALL, subtask=subtask, call_index=call_index, tool=tool, arguments=arguments
+        plan=subtask.plan,
+        kind=ApprovalKind.TOOL_CALL,
+        subtask=subtask,
+        call_index=call_index,
+        tool=tool,
+        arguments=arguments,
     )
 
 

@@ -46,7 +46,12 @@ def plan_submit(*, owner: AbstractBaseUser, data: Any) -> Plan:
         event_append(
             plan_id=plan.pk,
             type="plan.created",
-            payload={"goal": plan.goal, "session_id": plan.session_id, "subtasks": len(spec.subtasks), "batches": len(spec.batches)},
+            payload={
+                "goal": plan.goal,
+                "session_id": plan.session_id,
+                "subtasks": len(spec.subtasks),
+                "batches": len(spec.batches),
+            },
         )
         if plan.requires_approval:
             approval_request(plan=plan, kind=ApprovalKind.PLAN)
@@ -84,8 +89,17 @@ def plan_approve(*, plan_id: UUID, user: AbstractBaseUser) -> Plan:
     with transaction.atomic():
         plan = engine.plan_lock(plan_id)
         if plan.status != PlanStatus.DRAFT:
-            raise TransitionNotAllowed("plan", plan.status, PlanStatus.APPROVED, f"Only a draft plan can be approved; this one is {plan.status}.")
-        approval = Approval.objects.select_for_update().filter(plan=plan, kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING).first()
+            raise TransitionNotAllowed(
+                "plan",
+                plan.status,
+                PlanStatus.APPROVED,
+                f"Only a draft plan can be approved; this one is {plan.status}.",
+            )
+        approval = (
+            Approval.objects.select_for_update()
+            .filter(plan=plan, kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING)
+            .first()
+        )
         if approval is None:
             engine.plan_approve(plan=plan, actor=user.get_username())
         else:
@@ -115,7 +129,9 @@ def approval_decide(
 
 def approvals_expire_overdue() -> int:
     """Expire pending approvals past their expiry: a rejection with reason "expired"."""
-    overdue = Approval.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=timezone.now()).values_list("pk", flat=True)
+    overdue = Approval.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=timezone.now()).values_list(
+        "pk", flat=True
+    )
     expired = 0
     for approval_id in list(overdue[:EXPIRE_BATCH]):
         try:
@@ -178,7 +194,9 @@ def _decide(
         if approved:
             engine.plan_approve(plan=plan, actor=actor, reason=reason)
         else:
-            engine.plan_cancel(plan=plan, actor=actor, reason=f"plan approval {status}" + (f": {reason}" if reason else ""))
+            engine.plan_cancel(
+                plan=plan, actor=actor, reason=f"plan approval {status}" + (f": {reason}" if reason else "")
+            )
     else:
         assert approval.subtask_id is not None
         engine.subtask_decision_apply(
@@ -201,10 +219,15 @@ def _approval_payload(approval: Approval) -> dict[str, Any]:
     }
     if approval.kind == ApprovalKind.TOOL_CALL and approval.subtask is not None:
         payload.update(
-            subtask_id=approval.subtask_id, subtask_key=approval.subtask.key, tool=approval.tool, arguments=approval.arguments
+            subtask_id=approval.subtask_id,
+            subtask_key=approval.subtask.key,
+            tool=approval.tool,
+            arguments=approval.arguments,
         )
     if approval.status == ApprovalStatus.PENDING:
         payload["expires_at"] = approval.expires_at
     else:
-        payload.update(reason=approval.reason, decided_by=approval.decided_by.get_username() if approval.decided_by else "system")
+        payload.update(
+            reason=approval.reason, decided_by=approval.decided_by.get_username() if approval.decided_by else "system"
+        )
     return payload

@@ -27,7 +27,8 @@ from execution.progress import plan_progress
 from execution.signals import tool_call_requested, waits_cancelled
 from execution.states import EXECUTION_FINISHED
 from execution.transitions import execution_transition, plan_transition, subtask_transition, subtasks_transition
-from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency, SubtaskStatus as S
+from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
+from plans.models import SubtaskStatus as S
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,11 @@ def _settle_execution_state(plan: Plan, execution: ExecutionState) -> None:
     """Show waiting_approval when all the plan's work in flight waits for a human."""
     if execution.state not in (ExecState.RUNNING, ExecState.RESUMED):
         return
-    statuses = set(Subtask.objects.filter(plan=plan, status__in=[S.QUEUED, S.RUNNING, S.WAITING_APPROVAL]).values_list("status", flat=True).distinct())
+    statuses = set(
+        Subtask.objects.filter(plan=plan, status__in=[S.QUEUED, S.RUNNING, S.WAITING_APPROVAL])
+        .values_list("status", flat=True)
+        .distinct()
+    )
     if statuses == {S.WAITING_APPROVAL}:
         execution_transition(execution=execution, to=ExecState.WAITING_APPROVAL, reason="waiting for approval")
 
@@ -213,7 +218,8 @@ def downstream_ids(subtask_ids: list[UUID]) -> list[UUID]:
             WITH RECURSIVE downstream(id) AS (
                 SELECT subtask_id FROM plans_subtaskdependency WHERE depends_on_id = ANY(%s::uuid[])
                 UNION
-                SELECT link.subtask_id FROM plans_subtaskdependency link JOIN downstream ON link.depends_on_id = downstream.id
+                SELECT link.subtask_id FROM plans_subtaskdependency link
+                JOIN downstream ON link.depends_on_id = downstream.id
             )
             SELECT id FROM downstream
             """,
@@ -238,8 +244,12 @@ def stop_unfinished(plan: Plan, *, statuses: list[str], reason: str, void_plan_a
     subtasks_transition(subtasks=targets, to=S.CANCELLED, reason=reason)
     waiting = [pk for pk, status in before.items() if status == S.WAITING_APPROVAL]
     if waiting or void_plan_approval:
-        waits_cancelled.send(sender=Plan, plan_id=plan.pk, subtask_ids=None if void_plan_approval else waiting, reason=reason)
-    task_ids = [subtask.task_id for subtask in targets if subtask.task_id and before[subtask.pk] in (S.QUEUED, S.RUNNING)]
+        waits_cancelled.send(
+            sender=Plan, plan_id=plan.pk, subtask_ids=None if void_plan_approval else waiting, reason=reason
+        )
+    task_ids = [
+        subtask.task_id for subtask in targets if subtask.task_id and before[subtask.pk] in (S.QUEUED, S.RUNNING)
+    ]
     if task_ids:
         transaction.on_commit(partial(canvas.revoke, task_ids), robust=True)
 
@@ -297,7 +307,13 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
                 recover_lost_run(plan=plan, subtask=subtask, reason="its worker was lost; delivered again")
             return None
         if subtask.status != S.QUEUED or subtask.attempts != attempt - 1:
-            logger.info("Dropping stale run %s of subtask %s (%s, attempt %s)", attempt, subtask_id, subtask.status, subtask.attempts)
+            logger.info(
+                "Dropping stale run %s of subtask %s (%s, attempt %s)",
+                attempt,
+                subtask_id,
+                subtask.status,
+                subtask.attempts,
+            )
             return None
         if not lease_acquire(subtask_id, attempt):
             return None
@@ -354,13 +370,21 @@ def _call_agent(started: Started, auto_calls: list[dict[str, Any]]) -> Step:
         if not isinstance(step, ToolCall) or step.requires_approval:
             return step
         # Calls that need no approval are noted and the agent goes on at once.
-        entry = {"tool": step.tool, "arguments": step.arguments, "requires_approval": False, "status": "auto", "result": None}
+        entry = {
+            "tool": step.tool,
+            "arguments": step.arguments,
+            "requires_approval": False,
+            "status": "auto",
+            "result": None,
+        }
         auto_calls.append(entry)
         context = {**context, "tool_calls": [*context["tool_calls"], entry]}
     return Fail(f"The agent made more than {MAX_AUTO_TOOL_CALLS} tool calls without approval in a row.")
 
 
-def _record_outcome(*, subtask_id: UUID, attempt: int, step: Step | None, error: str, auto_calls: list[dict[str, Any]]) -> float | None:
+def _record_outcome(
+    *, subtask_id: UUID, attempt: int, step: Step | None, error: str, auto_calls: list[dict[str, Any]]
+) -> float | None:
     with transaction.atomic():
         plan = plan_lock(Subtask.objects.values_list("plan_id", flat=True).get(pk=subtask_id))
         subtask = Subtask.objects.get(pk=subtask_id)
@@ -389,19 +413,27 @@ def _record_outcome(*, subtask_id: UUID, attempt: int, step: Step | None, error:
             step = Fail(f"{error} (failed {subtask.retries + 1} times)" if subtask.retries else error)
         if isinstance(step, Finish):
             subtask_transition(
-                subtask=subtask, to=S.DONE, expect_attempts=attempt,
-                fields={"result": step.result, "error": "", "tool_calls": calls}, details={"result": step.result},
+                subtask=subtask,
+                to=S.DONE,
+                expect_attempts=attempt,
+                fields={"result": step.result, "error": "", "tool_calls": calls},
+                details={"result": step.result},
             )
         elif isinstance(step, ToolCall) and in_progress:
             _wait_for_approval(plan, subtask, step, calls, attempt)
             return None
         elif isinstance(step, ToolCall):
-            subtask_transition(subtask=subtask, to=S.CANCELLED, expect_attempts=attempt, reason=f"plan is {plan.status}")
+            subtask_transition(
+                subtask=subtask, to=S.CANCELLED, expect_attempts=attempt, reason=f"plan is {plan.status}"
+            )
         else:
             assert isinstance(step, Fail)
             subtask_transition(
-                subtask=subtask, to=S.FAILED, expect_attempts=attempt,
-                fields={"error": step.error, "tool_calls": calls}, details={"error": step.error},
+                subtask=subtask,
+                to=S.FAILED,
+                expect_attempts=attempt,
+                fields={"error": step.error, "tool_calls": calls},
+                details={"error": step.error},
             )
             _after_failure(plan, subtask)
         _announce_progress(plan)
@@ -410,13 +442,25 @@ def _record_outcome(*, subtask_id: UUID, attempt: int, step: Step | None, error:
 
 def _wait_for_approval(plan: Plan, subtask: Subtask, step: ToolCall, calls: list[dict[str, Any]], attempt: int) -> None:
     call_index = len(calls)
-    entry = {"tool": step.tool, "arguments": step.arguments, "requires_approval": True, "status": "pending", "result": None}
+    entry = {
+        "tool": step.tool,
+        "arguments": step.arguments,
+        "requires_approval": True,
+        "status": "pending",
+        "result": None,
+    }
     subtask_transition(
-        subtask=subtask, to=S.WAITING_APPROVAL, expect_attempts=attempt, reason=f"tool call {step.tool!r} needs approval",
-        fields={"tool_calls": [*calls, entry]}, details={"tool": step.tool, "call_index": call_index},
+        subtask=subtask,
+        to=S.WAITING_APPROVAL,
+        expect_attempts=attempt,
+        reason=f"tool call {step.tool!r} needs approval",
+        fields={"tool_calls": [*calls, entry]},
+        details={"tool": step.tool, "call_index": call_index},
     )
     # The approvals app creates the Approval (and its event) in this transaction.
-    responses = tool_call_requested.send(sender=Subtask, subtask=subtask, call_index=call_index, tool=step.tool, arguments=step.arguments)
+    responses = tool_call_requested.send(
+        sender=Subtask, subtask=subtask, call_index=call_index, tool=step.tool, arguments=step.arguments
+    )
     approval_ids = [str(response.pk) for _, response in responses if response is not None]
     if approval_ids:
         entry["approval_id"] = approval_ids[0]
@@ -424,7 +468,9 @@ def _wait_for_approval(plan: Plan, subtask: Subtask, step: ToolCall, calls: list
         subtask.tool_calls = [*calls, entry]
     execution = execution_of(plan)
     if execution is not None and execution.state in (ExecState.RUNNING, ExecState.RESUMED):
-        execution_transition(execution=execution, to=ExecState.WAITING_APPROVAL, reason=f"{subtask.key!r} asks to call {step.tool!r}")
+        execution_transition(
+            execution=execution, to=ExecState.WAITING_APPROVAL, reason=f"{subtask.key!r} asks to call {step.tool!r}"
+        )
 
 
 def _after_failure(plan: Plan, subtask: Subtask) -> None:
@@ -463,13 +509,19 @@ def recover_lost_run(*, plan: Plan, subtask: Subtask, reason: str) -> None:
     if lost_runs >= settings.EXECUTION_MAX_LOST_RUNS:
         error = f"Poison: its run was lost {lost_runs} times (worker killed or hung); it is not dispatched again."
         subtask_transition(
-            subtask=subtask, to=S.FAILED, expect_attempts=subtask.attempts, reason=reason,
-            fields={"lost_runs": lost_runs, "error": error}, details={"error": error},
+            subtask=subtask,
+            to=S.FAILED,
+            expect_attempts=subtask.attempts,
+            reason=reason,
+            fields={"lost_runs": lost_runs, "error": error},
+            details={"error": error},
         )
         _after_failure(plan, subtask)
         _announce_progress(plan)
         return
-    subtask_transition(subtask=subtask, to=S.QUEUED, expect_attempts=subtask.attempts, reason=reason, fields={"lost_runs": lost_runs})
+    subtask_transition(
+        subtask=subtask, to=S.QUEUED, expect_attempts=subtask.attempts, reason=reason, fields={"lost_runs": lost_runs}
+    )
     dispatch(plan, [subtask], batch=False, reason=reason)
 
 
@@ -493,7 +545,14 @@ def subtask_decision_apply(
     if subtask.status != S.WAITING_APPROVAL:
         return False
     calls = [dict(entry) for entry in subtask.tool_calls]
-    index = next((i for i, entry in enumerate(calls) if entry.get("approval_id") == str(approval_id) and entry["status"] == "pending"), None)
+    index = next(
+        (
+            i
+            for i, entry in enumerate(calls)
+            if entry.get("approval_id") == str(approval_id) and entry["status"] == "pending"
+        ),
+        None,
+    )
     if index is None:
         return False
     calls[index].update(
@@ -505,16 +564,19 @@ def subtask_decision_apply(
         decided_at=timezone.now().isoformat(),
     )
     subtask_transition(
-        subtask=subtask, to=S.QUEUED, reason=f"tool call {calls[index]['tool']!r} {'approved' if approved else 'rejected'}",
+        subtask=subtask,
+        to=S.QUEUED,
+        reason=f"tool call {calls[index]['tool']!r} {'approved' if approved else 'rejected'}",
         fields={"tool_calls": calls},
     )
     execution = execution_of(plan)
     if execution is not None and execution.state == ExecState.WAITING_APPROVAL:
         execution_transition(
-            execution=execution, to=ExecState.RESUMED, actor=actor,
+            execution=execution,
+            to=ExecState.RESUMED,
+            actor=actor,
             reason=f"approval {approval_id} {'approved' if approved else 'rejected'}",
             metadata={"approval_id": str(approval_id), "subtask_key": subtask.key},
         )
     dispatch(plan, [subtask], batch=False, reason="resumed after a decision")
     return True
-

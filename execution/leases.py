@@ -39,7 +39,8 @@ def leases_abandoned(runs: Iterable[tuple[UUID, int]]) -> set[UUID]:
         free = cursor.fetchall()
         if free:
             cursor.execute(
-                "SELECT pg_advisory_unlock(hashtext(id::text), attempt) FROM unnest(%s::uuid[], %s::int[]) AS run(id, attempt)",
+                "SELECT pg_advisory_unlock(hashtext(id::text), attempt)"
+                " FROM unnest(%s::uuid[], %s::int[]) AS run(id, attempt)",
                 [[str(row[0]) for row in free], [row[1] for row in free]],
             )
     return {row[0] for row in free}

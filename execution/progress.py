@@ -5,7 +5,8 @@ from uuid import UUID
 
 from django.db.models import Count, Q
 
-from plans.models import Subtask, SubtaskStatus as S
+from plans.models import Subtask
+from plans.models import SubtaskStatus as S
 
 IN_FLIGHT = [S.QUEUED, S.RUNNING, S.WAITING_APPROVAL]
 

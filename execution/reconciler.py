@@ -27,7 +27,8 @@ from execution import engine
 from execution.events import event_append
 from execution.leases import leases_abandoned
 from execution.models import ExecState
-from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus as S
+from plans.models import Plan, PlanStatus, Subtask
+from plans.models import SubtaskStatus as S
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def reconcile() -> dict[str, int]:
     now = timezone.now()
 
     running = list(
-        Subtask.objects.filter(status=S.RUNNING, plan__status=PlanStatus.IN_PROGRESS).values_list("pk", "attempts", "lease_expires_at")[:BATCH_LIMIT]
+        Subtask.objects.filter(status=S.RUNNING, plan__status=PlanStatus.IN_PROGRESS).values_list(
+            "pk", "attempts", "lease_expires_at"
+        )[:BATCH_LIMIT]
     )
     abandoned = leases_abandoned((pk, attempts) for pk, attempts, _ in running)
     for pk, attempts, lease_expires_at in running:

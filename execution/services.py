@@ -13,7 +13,8 @@ from execution import engine
 from execution.models import ExecState
 from execution.states import EXECUTION_ACTIVE, PLAN_FINISHED
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
-from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus as S
+from plans.models import Plan, PlanStatus, Subtask
+from plans.models import SubtaskStatus as S
 
 
 @transaction.atomic
@@ -21,7 +22,12 @@ def plan_execute(*, plan_id: UUID, actor: str) -> Plan:
     """Start an approved plan that waits for an explicit start (auto_execute off)."""
     plan = engine.plan_lock(plan_id)
     if plan.status != PlanStatus.APPROVED:
-        raise TransitionNotAllowed("plan", plan.status, PlanStatus.IN_PROGRESS, f"Only an approved plan can be executed; this one is {plan.status}.")
+        raise TransitionNotAllowed(
+            "plan",
+            plan.status,
+            PlanStatus.IN_PROGRESS,
+            f"Only an approved plan can be executed; this one is {plan.status}.",
+        )
     engine.plan_start(plan=plan, actor=actor)
     return plan
 
@@ -43,7 +49,9 @@ def plan_pause(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
     execution = engine.execution_of(plan)
     if plan.status != PlanStatus.IN_PROGRESS or execution is None or execution.state not in EXECUTION_ACTIVE:
         current = execution.state if execution is not None and plan.status == PlanStatus.IN_PROGRESS else plan.status
-        raise TransitionNotAllowed("plan", current, ExecState.PAUSED, f"Only a running plan can be paused; this one is {current}.")
+        raise TransitionNotAllowed(
+            "plan", current, ExecState.PAUSED, f"Only a running plan can be paused; this one is {current}."
+        )
     execution_transition(execution=execution, to=ExecState.PAUSED, reason=reason or f"paused by {actor}", actor=actor)
     return plan
 
@@ -55,7 +63,9 @@ def plan_resume(*, plan_id: UUID, actor: str) -> Plan:
     execution = engine.execution_of(plan)
     if plan.status != PlanStatus.IN_PROGRESS or execution is None or execution.state != ExecState.PAUSED:
         current = execution.state if execution is not None and plan.status == PlanStatus.IN_PROGRESS else plan.status
-        raise TransitionNotAllowed("plan", current, ExecState.RUNNING, f"Only a paused plan can be resumed; this one is {current}.")
+        raise TransitionNotAllowed(
+            "plan", current, ExecState.RUNNING, f"Only a paused plan can be resumed; this one is {current}."
+        )
     execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"resumed by {actor}", actor=actor)
     # Decisions taken while paused left their subtasks queued without a message.
     held = list(Subtask.objects.filter(plan=plan, status=S.QUEUED, task_id=""))
@@ -75,13 +85,19 @@ def subtask_retry(*, plan_id: UUID, key: str, actor: str) -> Subtask:
     plan = engine.plan_lock(plan_id)
     subtask = Subtask.objects.get(plan=plan, key=key)
     if subtask.status != S.FAILED:
-        raise TransitionNotAllowed("subtask", subtask.status, S.QUEUED, f"Only a failed subtask can be retried; {key!r} is {subtask.status}.")
+        raise TransitionNotAllowed(
+            "subtask", subtask.status, S.QUEUED, f"Only a failed subtask can be retried; {key!r} is {subtask.status}."
+        )
     if plan.status not in (PlanStatus.IN_PROGRESS, PlanStatus.FAILED):
-        raise TransitionNotAllowed("plan", plan.status, PlanStatus.IN_PROGRESS, f"The plan is {plan.status}; its subtasks cannot be retried.")
+        raise TransitionNotAllowed(
+            "plan", plan.status, PlanStatus.IN_PROGRESS, f"The plan is {plan.status}; its subtasks cannot be retried."
+        )
     execution = engine.execution_of(plan)
     assert execution is not None
     if plan.status == PlanStatus.FAILED:
-        plan_transition(plan=plan, to=PlanStatus.IN_PROGRESS, reason=f"subtask {key!r} retried", actor=actor, event="plan.retried")
+        plan_transition(
+            plan=plan, to=PlanStatus.IN_PROGRESS, reason=f"subtask {key!r} retried", actor=actor, event="plan.retried"
+        )
         execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"subtask {key!r} retried", actor=actor)
         stopped = Subtask.objects.filter(plan=plan, status__in=[S.SKIPPED, S.CANCELLED])
     else:

@@ -12,7 +12,9 @@ from execution.worker import check_worker_configuration  # noqa: F401  (connects
 @shared_task(name="execution.run_subtask", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
     """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff."""
-    delay = engine.subtask_run(subtask_id=UUID(subtask_id), attempt=attempt, worker=f"{self.request.hostname}:{os.getpid()}")
+    delay = engine.subtask_run(
+        subtask_id=UUID(subtask_id), attempt=attempt, worker=f"{self.request.hostname}:{os.getpid()}"
+    )
     if delay is not None:
         raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1})
 

@@ -52,7 +52,12 @@ class TransitionConflict(TransitionNotAllowed):
     """The status changed after the caller read it: a concurrent change won."""
 
     def __init__(self, subject: str, current: str, target: str, expected: str) -> None:
-        super().__init__(subject, current, target, f"The {subject} changed from {expected} to {current} meanwhile; it was not made {target}.")
+        super().__init__(
+            subject,
+            current,
+            target,
+            f"The {subject} changed from {expected} to {current} meanwhile; it was not made {target}.",
+        )
         self.expected = expected
 
 
@@ -69,10 +74,17 @@ def execution_transition(
     if not allowed(EXECUTION_TRANSITIONS, current, to):
         raise TransitionNotAllowed("execution", current, to)
     with transaction.atomic(savepoint=False):
-        changed = ExecutionState.objects.filter(pk=execution.pk, state=current).update(state=to, updated_at=timezone.now())
+        changed = ExecutionState.objects.filter(pk=execution.pk, state=current).update(
+            state=to, updated_at=timezone.now()
+        )
         if changed:
             record = StateTransition.objects.create(
-                execution=execution, from_state=current, to_state=to, reason=reason, actor=actor, metadata=metadata or {}
+                execution=execution,
+                from_state=current,
+                to_state=to,
+                reason=reason,
+                actor=actor,
+                metadata=metadata or {},
             )
             event_append(
                 plan_id=execution.plan_id,
@@ -149,7 +161,11 @@ def subtask_transition(
             for name, value in values.items():
                 setattr(subtask, name, value)
             subtask.status = to
-            event_append(plan_id=subtask.plan_id, type=SUBTASK_EVENTS[to], payload=_subtask_payload(subtask, current, reason, details))
+            event_append(
+                plan_id=subtask.plan_id,
+                type=SUBTASK_EVENTS[to],
+                payload=_subtask_payload(subtask, current, reason, details),
+            )
     if not changed:
         latest = Subtask.objects.values_list("status", "attempts").get(pk=subtask.pk)
         subtask.status, subtask.attempts = latest
@@ -188,7 +204,13 @@ def subtasks_transition(*, subtasks: Iterable[Subtask], to: str, reason: str = "
 def _subtask_stamps(to: str) -> dict[str, Any]:
     now = timezone.now()
     if to == SubtaskStatus.PENDING:
-        return {"queued_at": None, "started_at": None, "completed_at": None, "lease_expires_at": None, "updated_at": now}
+        return {
+            "queued_at": None,
+            "started_at": None,
+            "completed_at": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
     if to == SubtaskStatus.QUEUED:
         return {"queued_at": now, "lease_expires_at": None, "completed_at": None, "updated_at": now}
     if to == SubtaskStatus.RUNNING:

@@ -19,7 +19,16 @@ class PlanAdmin(admin.ModelAdmin):
     list_display = ["goal", "status", "owner", "session_id", "created_at"]
     list_filter = ["status", "failure_policy"]
     search_fields = ["goal", "session_id"]
-    readonly_fields = ["id", "status", "last_event_seq", "created_at", "updated_at", "approved_at", "started_at", "completed_at"]
+    readonly_fields = [
+        "id",
+        "status",
+        "last_event_seq",
+        "created_at",
+        "updated_at",
+        "approved_at",
+        "started_at",
+        "completed_at",
+    ]
     inlines = [SubtaskInline]
 
 

@@ -69,7 +69,9 @@ def chunk_levels(levels: Sequence[Sequence[str]], max_parallel: int) -> list[lis
     """Cut each level into consecutive chunks of at most `max_parallel` keys."""
     if max_parallel < 1:
         raise ValueError("max_parallel must be at least 1")
-    return [list(level[start : start + max_parallel]) for level in levels for start in range(0, len(level), max_parallel)]
+    return [
+        list(level[start : start + max_parallel]) for level in levels for start in range(0, len(level), max_parallel)
+    ]
 
 
 def plan_batches(keys: Sequence[str], depends_on: Mapping[str, Sequence[str]], max_parallel: int) -> list[list[str]]:

@@ -60,8 +60,12 @@ class Plan(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=PlanStatus.values), name="plan_status_valid"),
-            models.CheckConstraint(condition=Q(failure_policy__in=FailurePolicy.values), name="plan_failure_policy_valid"),
-            models.CheckConstraint(condition=Q(max_parallel__gte=1, max_parallel__lte=64), name="plan_max_parallel_range"),
+            models.CheckConstraint(
+                condition=Q(failure_policy__in=FailurePolicy.values), name="plan_failure_policy_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_parallel__gte=1, max_parallel__lte=64), name="plan_max_parallel_range"
+            ),
         ]
 
     def __str__(self) -> str:

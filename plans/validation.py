@@ -101,7 +101,9 @@ def validate_plan(
     `check_input(agent, input)` lets each agent reject an input it cannot run.
     """
     if not isinstance(data, Mapping):
-        raise PlanInvalid("validation_error", "A plan must be a JSON object.", {"non_field_errors": ["Expected an object."]})
+        raise PlanInvalid(
+            "validation_error", "A plan must be a JSON object.", {"non_field_errors": ["Expected an object."]}
+        )
     errors = _Errors()
     errors.unknown_fields("", data, PLAN_FIELDS)
     goal = errors.text("goal", data.get("goal"), max_length=limits.max_goal_length, required=True)
@@ -136,7 +138,9 @@ def validate_plan(
         levels = topological_levels(keys, {spec.key: spec.depends_on for spec in specs})
     except CycleError as cycle:
         raise PlanInvalid(
-            "cyclic_dependencies", f"Subtask dependencies form a cycle: {' -> '.join([*cycle.cycle, cycle.cycle[0]])}.", {"cycle": cycle.cycle}
+            "cyclic_dependencies",
+            f"Subtask dependencies form a cycle: {' -> '.join([*cycle.cycle, cycle.cycle[0]])}.",
+            {"cycle": cycle.cycle},
         ) from None
     batches = tuple(tuple(batch) for batch in chunk_levels(levels, max_parallel))
     return PlanSpec(
@@ -156,7 +160,11 @@ def validate_plan(
 def _check_unique_keys(keys: list[str]) -> None:
     duplicates = sorted(key for key, count in Counter(keys).items() if count > 1)
     if duplicates:
-        raise PlanInvalid("duplicate_key", f"Subtask keys must be unique within a plan: {', '.join(duplicates)}.", {"keys": duplicates})
+        raise PlanInvalid(
+            "duplicate_key",
+            f"Subtask keys must be unique within a plan: {', '.join(duplicates)}.",
+            {"keys": duplicates},
+        )
 
 
 def _check_agents(specs: list[SubtaskSpec], agents: Collection[str]) -> None:
@@ -264,7 +272,9 @@ class _Errors:
         agent = self.text(f"{path}.agent", raw.get("agent"), max_length=AGENT_MAX_LENGTH, required=True)
         depends_on = self._keys(f"{path}.depends_on", raw.get("depends_on", []))
         task_input = self.mapping(f"{path}.input", raw.get("input", {}))
-        max_retries = self.integer(f"{path}.max_retries", raw.get("max_retries", DEFAULT_MAX_RETRIES), 0, MAX_RETRIES_LIMIT)
+        max_retries = self.integer(
+            f"{path}.max_retries", raw.get("max_retries", DEFAULT_MAX_RETRIES), 0, MAX_RETRIES_LIMIT
+        )
         timeout_s = raw.get("timeout_s")
         if timeout_s is not None:
             timeout_s = self.integer(f"{path}.timeout_s", timeout_s, 1, limits.max_timeout_s)

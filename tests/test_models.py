@@ -22,7 +22,9 @@ def violates(statement) -> bool:
 
 def test_subtask_keys_are_unique_per_plan():
     plan = draft_plan(None, subtask("a"))
-    assert violates(lambda: Subtask.objects.create(plan=plan, key="a", description="d", agent="script", position=1, batch_index=0))
+    assert violates(
+        lambda: Subtask.objects.create(plan=plan, key="a", description="d", agent="script", position=1, batch_index=0)
+    )
     other = draft_plan(None, subtask("a"))
     assert other.subtasks.get().key == "a"
 

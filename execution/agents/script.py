@@ -54,7 +54,9 @@ class ScriptAgent(BaseAgent):
                     requires_approval=call.get("requires_approval", True),
                 )
             if history[index]["status"] == "rejected":
-                return Fail(f"Tool call {call['tool']!r} was rejected: {history[index].get('reason') or 'no reason given'}")
+                return Fail(
+                    f"Tool call {call['tool']!r} was rejected: {history[index].get('reason') or 'no reason given'}"
+                )
 
         if script.get("echo"):
             return Finish(context)

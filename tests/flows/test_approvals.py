@@ -12,8 +12,7 @@ from approvals.services import AlreadyDecided, approval_decide, plan_approve, pl
 from execution.models import ExecState, ExecutionState
 from plans.models import PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
-from tests.flows.conftest import wait_for
-from tests.flows.support import event_types, finished, pending_approval, start, subtask_in
+from tests.support import event_types, finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -75,7 +74,9 @@ def test_tool_calls_pause_the_subtask_and_their_results_reach_the_final_result()
 
 def test_rejection_fails_the_subtask_with_the_reason():
     owner = UserFactory()
-    plan = start(subtask("rm", input={"tool_calls": [{"tool": "shell", "arguments": {"cmd": "rm -rf /"}}]}), owner=owner)
+    plan = start(
+        subtask("rm", input={"tool_calls": [{"tool": "shell", "arguments": {"cmd": "rm -rf /"}}]}), owner=owner
+    )
     approval = pending_approval(plan, "rm")
     approval_decide(approval_id=approval.pk, decided_by=owner, approve=False, reason="far too dangerous")
     plan = finished(plan)

@@ -2,18 +2,20 @@
 
 import pytest
 
+from approvals.services import plan_submit
 from execution.models import Event
 from plans.models import PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
-from tests.flows.conftest import wait_for
-from approvals.services import plan_submit
+from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 
 
 def run_plan(*subtasks, timeout=60, **fields):
     plan = plan_submit(owner=UserFactory(), data=plan_data(*subtasks, requires_approval=False, **fields))
-    wait_for(lambda: plan.__class__.objects.get(pk=plan.pk).status in ("completed", "failed", "cancelled"), timeout=timeout)
+    wait_for(
+        lambda: plan.__class__.objects.get(pk=plan.pk).status in ("completed", "failed", "cancelled"), timeout=timeout
+    )
     plan.refresh_from_db()
     return plan
 

@@ -1,7 +1,6 @@
 """Failures: retries with backoff, failure policies, timeouts, operator retry, cancel, pause."""
 
 import pytest
-
 from django_celery_results.models import TaskResult
 
 from approvals.models import ApprovalStatus
@@ -11,8 +10,7 @@ from execution.services import plan_cancel, plan_pause, plan_resume, subtask_ret
 from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, subtask
-from tests.flows.conftest import wait_for
-from tests.flows.support import event_types, finished, pending_approval, start, subtask_in
+from tests.support import event_types, finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -47,7 +45,12 @@ def test_exhausted_retries_fail_fast_cancels_what_has_not_started():
     assert "Scripted failure on attempt 2" in broken.error
     # The sibling already running finishes; nothing new starts.
     wait_for(lambda: Plan.objects.get(pk=plan.pk).subtasks.get(key="slow").status == SubtaskStatus.DONE)
-    assert statuses(plan) == {"broken": "failed", "slow": "done", "after_slow": "cancelled", "after_broken": "cancelled"}
+    assert statuses(plan) == {
+        "broken": "failed",
+        "slow": "done",
+        "after_slow": "cancelled",
+        "after_broken": "cancelled",
+    }
     assert event_types(plan).count("agent.execution.completed") == 1
 
 
@@ -158,4 +161,3 @@ def test_pause_stops_new_batches_and_resume_continues():
     assert plan.status == PlanStatus.COMPLETED
     assert plan.subtasks.get(key="asks").result == {"result": "asks: done", "tool_results": ["ok"]}
     assert plan.subtasks.get(key="first").attempts == 1
-

@@ -10,8 +10,7 @@ from django.conf import settings
 
 from plans.models import PlanStatus, SubtaskStatus
 from tests.factories import subtask
-from tests.flows.conftest import wait_for
-from tests.flows.support import event_types, finished, start, subtask_in
+from tests.support import event_types, finished, start, subtask_in, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine")]
 
@@ -32,7 +31,11 @@ def test_subtask_of_a_killed_worker_runs_again_and_the_plan_completes(engine):
 
 def test_plan_finishes_after_the_broker_loses_every_message():
     # Four workers' slots, eight subtasks: half of them wait in the queue when it is flushed.
-    plan = start(*[subtask(f"s{i}", input={"sleep_ms": 1000}) for i in range(8)], subtask("end", *[f"s{i}" for i in range(8)]), max_parallel=8)
+    plan = start(
+        *[subtask(f"s{i}", input={"sleep_ms": 1000}) for i in range(8)],
+        subtask("end", *[f"s{i}" for i in range(8)]),
+        max_parallel=8,
+    )
     wait_for(lambda: plan.subtasks.filter(status=SubtaskStatus.RUNNING).count() >= 3)
     assert plan.subtasks.filter(status=SubtaskStatus.QUEUED).exists()
 

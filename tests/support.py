@@ -1,14 +1,27 @@
-"""Helpers for flows: submit plans and wait for what the workers do."""
+"""Helpers for tests with real workers: submit plans and wait for what the workers do."""
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from approvals.models import Approval, ApprovalStatus
 from approvals.services import plan_submit
 from plans.models import Plan, Subtask
 from tests.factories import UserFactory, plan_data
-from tests.flows.conftest import wait_for
 
 FINISHED = ("completed", "failed", "cancelled")
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, interval: float = 0.05, message: str = "") -> Any:
+    """Return the predicate's first truthy value, polling the database (tests only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
 
 
 def start(*subtasks: dict[str, Any], owner=None, **fields: Any) -> Plan:
@@ -18,7 +31,9 @@ def start(*subtasks: dict[str, Any], owner=None, **fields: Any) -> Plan:
 
 
 def finished(plan: Plan, timeout: float = 60) -> Plan:
-    wait_for(lambda: Plan.objects.get(pk=plan.pk).status in FINISHED, timeout=timeout, message=f"plan {plan.pk} to finish")
+    wait_for(
+        lambda: Plan.objects.get(pk=plan.pk).status in FINISHED, timeout=timeout, message=f"plan {plan.pk} to finish"
+    )
     return Plan.objects.select_related("execution").get(pk=plan.pk)
 
 
