@@ -4,6 +4,9 @@ import os
 
 from celery import Celery
 
+# Connects the start-up checks of every worker (see execution/worker.py).
+import execution.worker  # noqa: F401
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")

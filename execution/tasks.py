@@ -6,7 +6,6 @@ from uuid import UUID
 from celery import shared_task
 
 from execution import engine, reconciler
-from execution.worker import check_worker_configuration  # noqa: F401  (connects the start-up check)
 
 
 @shared_task(name="execution.run_subtask", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)

@@ -6,7 +6,6 @@ from typing import Any
 import redis
 from celery.signals import worker_init
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,10 @@ def check_worker_configuration(sender: Any = None, **kwargs: Any) -> None:
     """Refuse to start with unsafe time limits; warn loudly about an evicting Redis."""
     problems = configuration_problems()
     if problems:
-        raise ImproperlyConfigured("Refusing to start the worker:\n- " + "\n- ".join(problems))
+        message = "Refusing to start the worker:\n- " + "\n- ".join(problems)
+        logger.critical(message)
+        # Celery logs and swallows a receiver's exceptions; only an exit stops the worker.
+        raise SystemExit(message)
     warning = eviction_warning(settings.CELERY_BROKER_URL)
     if warning:
         logger.critical(warning)

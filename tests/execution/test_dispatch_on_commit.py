@@ -1,0 +1,55 @@
+"""Dispatch happens only after the transaction commits, and never for rolled-back work."""
+
+import pytest
+from django.db import transaction
+
+from approvals.services import plan_submit
+from execution import canvas
+from plans.models import Plan, SubtaskStatus
+from tests.factories import UserFactory, plan_data, subtask
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Record what would be sent to the broker instead of sending it."""
+    batches: list[tuple] = []
+    monkeypatch.setattr(canvas, "send_batch", lambda plan_id, runs: batches.append((plan_id, runs)))
+    return batches
+
+
+def test_the_first_batch_is_sent_after_commit(sent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        plan = plan_submit(
+            owner=UserFactory(), data=plan_data(subtask("a"), subtask("b"), subtask("c", "a"), requires_approval=False)
+        )
+    assert sent == []
+    assert dict(plan.subtasks.values_list("key", "status")) == {"a": "queued", "b": "queued", "c": "pending"}
+
+    for callback in callbacks:
+        callback()
+    [(plan_id, runs)] = sent
+    assert plan_id == plan.pk
+    a, b = plan.subtasks.get(key="a"), plan.subtasks.get(key="b")
+    assert [(run.subtask_id, run.attempt, run.task_id) for run in runs] == [(a.pk, 1, a.task_id), (b.pk, 1, b.task_id)]
+
+
+def test_nothing_is_sent_for_a_rolled_back_transaction(sent, django_capture_on_commit_callbacks):
+    def submit_then_fail():
+        with transaction.atomic():
+            plan_submit(owner=UserFactory(), data=plan_data(subtask("a"), requires_approval=False))
+            raise RuntimeError("rolled back")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(RuntimeError):
+        submit_then_fail()
+    assert callbacks == []
+    assert sent == []
+    assert not Plan.objects.exists()
+
+
+def test_a_plan_needing_approval_sends_nothing(sent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        plan = plan_submit(owner=UserFactory(), data=plan_data(subtask("a")))
+    assert sent == []
+    assert plan.subtasks.get().status == SubtaskStatus.PENDING
