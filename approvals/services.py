@@ -39,7 +39,13 @@ def plan_submit(*, owner: AbstractBaseUser, data: Any) -> Plan:
 
     Raise PlanInvalid (with the API error code) when the plan breaks a rule.
     """
-    spec = validate_plan(data, agents=agent_names(), limits=plan_limits(), check_input=agent_input_errors)
+    spec = validate_plan(
+        data,
+        agents=agent_names(),
+        limits=plan_limits(),
+        check_input=agent_input_errors,
+        callbacks_enabled=bool(settings.WEBHOOK_SECRET),
+    )
     with transaction.atomic():
         plan = plan_create(owner=owner, spec=spec)
         plan = engine.plan_lock(plan.pk)

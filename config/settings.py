@@ -45,6 +45,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_results",
     "plans",
     "execution",
@@ -119,6 +124,70 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("CACHE_URL")}
+        if env.str("CACHE_URL", default="")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# --- API -------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes unauthenticated requests 401, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    # Generous enough for a client polling a few times a second; stricter on logins.
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="120/minute"),
+        "user": env.str("API_THROTTLE_USER", default="1200/minute"),
+        "token": env.str("API_THROTTLE_TOKEN", default="30/minute"),
+    },
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Plan execution service API",
+    "DESCRIPTION": (
+        "Submit plans (a goal and subtasks with dependencies), approve them, follow their execution, "
+        "and decide the tool calls agents ask for. Errors are "
+        '`{"error": {"code": ..., "message": ..., "details": {...}}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "PlanStatusEnum": "plans.models.PlanStatus",
+        "SubtaskStatusEnum": "plans.models.SubtaskStatus",
+        "FailurePolicyEnum": "plans.models.FailurePolicy",
+        "ExecutionStateEnum": "execution.models.ExecState",
+        "ApprovalStatusEnum": "approvals.models.ApprovalStatus",
+        "ApprovalKindEnum": "approvals.models.ApprovalKind",
+    },
+}
+
+# Signs webhook deliveries (HMAC-SHA256); plans may set a callback_url only when it is set.
+WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=8)
+
 # --- Plans -----------------------------------------------------------------------------
 
 PLANS_MAX_SUBTASKS = env.int("PLANS_MAX_SUBTASKS", default=10_000)
@@ -184,8 +253,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_DEFAULT_QUEUE = "control"
-CELERY_TASK_QUEUES = [Queue("subtasks"), Queue("control")]
-CELERY_TASK_ROUTES = {"execution.run_subtask": {"queue": "subtasks"}}
+CELERY_TASK_QUEUES = [Queue("subtasks"), Queue("control"), Queue("webhooks")]
+CELERY_TASK_ROUTES = {
+    "execution.run_subtask": {"queue": "subtasks"},
+    "execution.deliver_webhook": {"queue": "webhooks"},
+}
 # A tick not picked up before the next one is pointless: let it expire.
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {

@@ -14,6 +14,7 @@ from django.conf import settings
 
 RUN_SUBTASK = "execution.run_subtask"
 ADVANCE_PLAN = "execution.advance_plan"
+DELIVER_WEBHOOK = "execution.deliver_webhook"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ def send_runs(plan_id: UUID, runs: list[Run]) -> None:
 
 def send_advance(plan_id: UUID) -> None:
     advance_signature(plan_id).apply_async()
+
+
+def send_webhooks(plan_id: UUID, seqs: list[int]) -> None:
+    """Send one webhook delivery per event (queue "webhooks")."""
+    for seq in seqs:
+        signature(DELIVER_WEBHOOK, kwargs={"plan_id": str(plan_id), "seq": seq}, queue="webhooks").apply_async()
 
 
 def revoke(task_ids: list[str]) -> None:

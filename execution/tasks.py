@@ -4,8 +4,10 @@ import os
 from uuid import UUID
 
 from celery import shared_task
+from django.conf import settings
 
 from execution import engine, reconciler
+from execution.webhooks import WebhookFailed, webhook_deliver
 
 
 @shared_task(name="execution.run_subtask", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -28,3 +30,12 @@ def advance_plan(*, plan_id: str) -> None:
 def reconcile() -> dict[str, int]:
     """Re-drive plans whose work is not in flight (Celery beat)."""
     return reconciler.reconcile()
+
+
+@shared_task(name="execution.deliver_webhook", bind=True, acks_late=True, max_retries=settings.WEBHOOK_MAX_RETRIES)
+def deliver_webhook(self, *, plan_id: str, seq: int) -> None:
+    """POST one event to its plan's callback_url, retrying with backoff until it is taken."""
+    try:
+        webhook_deliver(plan_id=UUID(plan_id), seq=seq)
+    except WebhookFailed as error:
+        raise self.retry(exc=error, countdown=engine.retry_delay(self.request.retries)) from error

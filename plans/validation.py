@@ -93,12 +93,14 @@ def validate_plan(
     agents: Collection[str],
     limits: Limits = Limits(),
     check_input: InputCheck | None = None,
+    callbacks_enabled: bool = True,
 ) -> PlanSpec:
     """Return the plan described by `data`, or raise PlanInvalid with the first failing rule.
 
     Shapes and types are checked first (all problems at once, as `validation_error`),
     then the size limit, duplicate keys, unknown agents, unknown dependencies and cycles.
-    `check_input(agent, input)` lets each agent reject an input it cannot run.
+    `check_input(agent, input)` lets each agent reject an input it cannot run;
+    `callbacks_enabled` false refuses a callback_url (webhooks are not configured).
     """
     if not isinstance(data, Mapping):
         raise PlanInvalid(
@@ -114,6 +116,8 @@ def validate_plan(
     auto_execute = errors.boolean("auto_execute", data.get("auto_execute", True))
     metadata = errors.mapping("metadata", data.get("metadata", {}))
     callback_url = errors.url("callback_url", data.get("callback_url", ""))
+    if callback_url and not callbacks_enabled:
+        errors.add("callback_url", "Webhooks are disabled on this service (WEBHOOK_SECRET is not set).")
 
     raw_subtasks = data.get("subtasks")
     if not isinstance(raw_subtasks, list) or not raw_subtasks:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from celery import current_app
+from django.core.management import call_command
 from django.db import connection
 
 from execution.services import plan_cancel
@@ -34,8 +35,12 @@ FAST = {
     "EXECUTION_LEASE_SLACK_S": "2",
     "EXECUTION_MAX_LOST_RUNS": "3",
     "EXECUTION_PYTHON_AGENT_MODULES": "tests",
+    "WEBHOOK_SECRET": "webhook-secret-for-tests",
 }
-SETTING_TYPES: dict[str, Callable[[str], Any]] = {"EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(",")}
+SETTING_TYPES: dict[str, Callable[[str], Any]] = {
+    "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
+    "WEBHOOK_SECRET": str,
+}
 
 
 class Worker:
@@ -133,7 +138,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
         ),
         Worker(
             "control",
-            ["worker", "--queues", "control", "--hostname", "control@%h", "--concurrency", "2", *common],
+            ["worker", "--queues", "control,webhooks", "--hostname", "control@%h", "--concurrency", "2", *common],
             env,
             log_dir,
         ),
@@ -151,6 +156,12 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
     finally:
         for worker in workers:
             worker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_files(django_test_environment) -> None:
+    """Collect static files once: the manifest storage serves the admin's only from there."""
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,1 @@
+"""REST API for approvals (under /api/v1/approvals/)."""

@@ -1,0 +1,57 @@
+"""Serializers for approvals and the bodies of decisions."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from approvals.models import Approval
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    plan = serializers.UUIDField(source="plan_id")
+    plan_goal = serializers.CharField(source="plan.goal")
+    session_id = serializers.CharField(source="plan.session_id")
+    subtask = serializers.UUIDField(source="subtask_id", allow_null=True)
+    subtask_key = serializers.CharField(source="subtask.key", allow_null=True, default=None)
+    decided_by = serializers.CharField(source="decided_by.get_username", allow_null=True, default=None)
+    arguments = serializers.JSONField()
+    edited_arguments = serializers.JSONField(allow_null=True)
+    result = serializers.JSONField(allow_null=True)
+
+    class Meta:
+        model = Approval
+        fields = [
+            "id",
+            "plan",
+            "plan_goal",
+            "session_id",
+            "subtask",
+            "subtask_key",
+            "kind",
+            "tool",
+            "arguments",
+            "status",
+            "requested_at",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "reason",
+            "edited_arguments",
+            "result",
+        ]
+
+
+class ApproveSerializer(serializers.Serializer):
+    arguments = serializers.DictField(
+        required=False, allow_null=True, help_text="The tool call's arguments, edited; omit to keep them."
+    )
+    result = serializers.JSONField(required=False, allow_null=True, help_text="The tool's output, handed to the agent.")
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+
+    def decision(self) -> dict[str, Any]:
+        data = self.validated_data
+        return {"arguments": data.get("arguments"), "result": data.get("result"), "reason": data.get("reason", "")}
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=10_000, help_text="Why; the agent sees it.")

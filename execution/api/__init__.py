@@ -1,0 +1,1 @@
+"""REST API for agents, health and the event stream."""

@@ -1,0 +1,1 @@
+"""REST API for plans (under /api/v1/plans/)."""

@@ -1,0 +1,175 @@
+"""Approval endpoints: list and filters, decisions, conflicts, and who may see and decide."""
+
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from approvals.models import Approval
+from approvals.services import approval_request, plan_submit
+from execution.engine import plan_lock
+from plans.models import Subtask
+from tests.api.conftest import client_for
+from tests.api.test_plans import assert_error
+from tests.factories import plan_data, subtask
+
+pytestmark = pytest.mark.django_db
+
+APPROVALS = "/api/v1/approvals/"
+
+
+def waiting_tool_call(plan, key="a", tool="write_file", arguments=None):
+    """Put a subtask in waiting_approval with a pending tool call, as a worker would."""
+    subtask_row = Subtask.objects.get(plan=plan, key=key)
+    entry = {"tool": tool, "arguments": arguments or {}, "requires_approval": True, "status": "pending", "result": None}
+    Subtask.objects.filter(pk=subtask_row.pk).update(status="waiting_approval", attempts=1, tool_calls=[entry])
+    subtask_row.refresh_from_db()
+    with transaction.atomic():
+        approval = approval_request(
+            plan=plan_lock(plan.pk), kind="tool_call", subtask=subtask_row, call_index=0, tool=tool, arguments=arguments
+        )
+    entry["approval_id"] = str(approval.pk)
+    Subtask.objects.filter(pk=subtask_row.pk).update(tool_calls=[entry])
+    return approval
+
+
+@pytest.fixture
+def plan(owner):
+    return plan_submit(
+        owner=owner, data=plan_data(subtask("a"), subtask("b"), session_id="chat-9", requires_approval=False)
+    )
+
+
+@pytest.fixture
+def tool_approval(plan):
+    return waiting_tool_call(plan, arguments={"path": "a.txt"})
+
+
+def test_list_shows_the_fields_and_filters(api, owner, plan, tool_approval):
+    draft = plan_submit(owner=owner, data=plan_data(subtask("x")))
+    page = api.get(APPROVALS).json()
+    assert set(page) == {"count", "next", "previous", "results"}
+    assert page["count"] == 2
+    first = page["results"][0]
+    assert first["id"] == str(tool_approval.pk)
+    assert (first["kind"], first["tool"], first["arguments"], first["status"]) == (
+        "tool_call",
+        "write_file",
+        {"path": "a.txt"},
+        "pending",
+    )
+    assert (first["plan"], first["session_id"], first["subtask_key"]) == (str(plan.pk), "chat-9", "a")
+    assert first["expires_at"] is not None
+    assert [a["kind"] for a in api.get(APPROVALS, {"kind": "plan"}).json()["results"]] == ["plan"]
+    assert api.get(APPROVALS, {"plan": str(draft.pk)}).json()["count"] == 1
+    assert api.get(APPROVALS, {"session_id": "chat-9"}).json()["count"] == 1
+    assert api.get(APPROVALS, {"status": "approved"}).json()["count"] == 0
+    assert_error(api.get(APPROVALS, {"kind": "bogus"}), 400, "validation_error")
+
+
+def test_approve_with_edited_arguments_and_a_result(api, tool_approval):
+    response = api.post(
+        f"{APPROVALS}{tool_approval.pk}/approve/",
+        {"arguments": {"path": "b.txt"}, "result": {"bytes": 10}, "reason": "fine"},
+        format="json",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["decided_by"], body["edited_arguments"], body["result"]) == (
+        "approved",
+        "owner",
+        {"path": "b.txt"},
+        {"bytes": 10},
+    )
+    subtask_row = Subtask.objects.get(pk=tool_approval.subtask_id)
+    assert subtask_row.status == "queued"
+    assert subtask_row.tool_calls[0]["approved_arguments"] == {"path": "b.txt"}
+    assert subtask_row.tool_calls[0]["result"] == {"bytes": 10}
+
+
+def test_reject_needs_a_reason(api, tool_approval):
+    assert_error(api.post(f"{APPROVALS}{tool_approval.pk}/reject/", {}, format="json"), 400, "validation_error")
+    body = api.post(f"{APPROVALS}{tool_approval.pk}/reject/", {"reason": "no"}, format="json").json()
+    assert (body["status"], body["reason"]) == ("rejected", "no")
+
+
+def test_a_second_decision_is_already_decided(api, tool_approval):
+    api.post(f"{APPROVALS}{tool_approval.pk}/approve/", {}, format="json")
+    for path in ("approve/", "reject/"):
+        error = assert_error(
+            api.post(f"{APPROVALS}{tool_approval.pk}/{path}", {"reason": "late"}, format="json"), 409, "already_decided"
+        )
+        assert error["details"] == {"status": "approved"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_decisions_through_the_api_have_one_winner(owner, plan):
+    approval = waiting_tool_call(plan)
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def decide(path: str) -> None:
+        try:
+            barrier.wait()
+            statuses.append(
+                client_for(owner)
+                .post(f"{APPROVALS}{approval.pk}/{path}", {"reason": "race"}, format="json")
+                .status_code
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(path,)) for path in ("approve/", "reject/")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 409]
+    assert plan.events.filter(type="approval.resolved").count() == 1
+
+
+def test_bad_decision_bodies(api, tool_approval):
+    assert_error(
+        api.post(f"{APPROVALS}{tool_approval.pk}/approve/", {"arguments": [1]}, format="json"), 400, "validation_error"
+    )
+    assert Approval.objects.get(pk=tool_approval.pk).status == "pending"
+
+
+def test_approving_a_plan_approval_approves_the_plan(api, owner):
+    draft = plan_submit(owner=owner, data=plan_data(subtask("a"), auto_execute=False))
+    approval = Approval.objects.get(plan=draft)
+    assert api.post(f"{APPROVALS}{approval.pk}/approve/", {}, format="json").status_code == 200
+    draft.refresh_from_db()
+    assert draft.status == "approved"
+
+
+def test_rejecting_a_plan_approval_cancels_the_plan(api, owner):
+    draft = plan_submit(owner=owner, data=plan_data(subtask("a")))
+    approval = Approval.objects.get(plan=draft)
+    api.post(f"{APPROVALS}{approval.pk}/reject/", {"reason": "too risky"}, format="json")
+    draft.refresh_from_db()
+    assert draft.status == "cancelled"
+    assert draft.subtasks.get().status == "cancelled"
+
+
+class TestPermissions:
+    def test_anonymous_gets_401(self, tool_approval):
+        assert_error(client_for().get(APPROVALS), 401, "not_authenticated")
+        assert_error(client_for().post(f"{APPROVALS}{tool_approval.pk}/approve/"), 401, "not_authenticated")
+
+    @pytest.mark.parametrize("who", ["stranger", "staff"])
+    def test_others_get_404(self, tool_approval, request, who):
+        other = client_for(request.getfixturevalue(who))
+        assert other.get(APPROVALS).json()["count"] == 0
+        assert_error(other.get(f"{APPROVALS}{tool_approval.pk}/"), 404, "not_found")
+        assert_error(other.post(f"{APPROVALS}{tool_approval.pk}/approve/", {}, format="json"), 404, "not_found")
+        assert_error(
+            other.post(f"{APPROVALS}{tool_approval.pk}/reject/", {"reason": "x"}, format="json"), 404, "not_found"
+        )
+        assert Approval.objects.get(pk=tool_approval.pk).status == "pending"
+
+    def test_an_approver_decides_anyones_approval(self, tool_approval, approver):
+        client = client_for(approver)
+        assert client.get(APPROVALS).json()["count"] == 1
+        body = client.post(f"{APPROVALS}{tool_approval.pk}/approve/", {"result": "ok"}, format="json").json()
+        assert (body["status"], body["decided_by"]) == ("approved", "approver")

@@ -1,0 +1,108 @@
+"""Tokens, sessions, throttling, the agents list, health, and the OpenAPI schema and docs."""
+
+import pytest
+import yaml
+from django.core.cache import cache
+from django.core.management import call_command
+from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
+
+from execution import health
+from tests.api.conftest import client_for
+from tests.api.test_plans import assert_error
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_token_from_username_and_password_authenticates():
+    UserFactory(username="alice", password="s3cret-pass")
+    client = APIClient()
+    response = client.post("/api/v1/auth/token/", {"username": "alice", "password": "s3cret-pass"}, format="json")
+    assert response.status_code == 200
+    token = response.json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/plans/").status_code == 200
+    client.credentials(HTTP_AUTHORIZATION="Token wrong")
+    assert_error(client.get("/api/v1/plans/"), 401, "not_authenticated")
+
+
+def test_wrong_credentials_get_no_token():
+    UserFactory(username="alice", password="s3cret-pass")
+    error = assert_error(
+        APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json"),
+        400,
+        "validation_error",
+    )
+    assert "credentials" in error["message"]
+    assert_error(APIClient().post("/api/v1/auth/token/", {}, format="json"), 400, "validation_error")
+
+
+def test_session_login_works_too():
+    UserFactory(username="alice", password="s3cret-pass")
+    client = APIClient()
+    assert client.login(username="alice", password="s3cret-pass")
+    assert client.get("/api/v1/plans/").status_code == 200
+
+
+def test_requests_past_the_rate_are_throttled(monkeypatch):
+    # DRF reads the rates into the throttle class when it is imported.
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "2/minute", "user": "3/minute", "token": "2/minute"}
+    )
+    cache.clear()
+    client = client_for(UserFactory())
+    codes = [client.get("/api/v1/agents/").status_code for _ in range(4)]
+    assert codes[:3] == [200, 200, 200]
+    error = assert_error(client.get("/api/v1/agents/"), 429, "throttled")
+    assert error["details"]["wait"] > 0
+    cache.clear()
+
+
+def test_agents_are_listed():
+    agents = client_for(UserFactory()).get("/api/v1/agents/").json()
+    names = [agent["name"] for agent in agents]
+    assert {"script", "http", "python", "coder", "debug", "ask"} <= set(names)
+    assert set(agents[0]) == {"name", "implementation", "description"}
+
+
+def test_health_reports_503_when_a_dependency_is_down(monkeypatch):
+    monkeypatch.setattr(health.current_app.control, "ping", lambda timeout: [])
+    response = APIClient().get("/api/v1/health/")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database"]["ok"]
+    assert body["broker"]["ok"]
+    assert body["workers"] == {"ok": False, "count": 0, "names": []}
+
+    def broken():
+        raise ConnectionError("database is down")
+
+    monkeypatch.setattr(health, "_database", broken)
+    body = APIClient().get("/health/").json()
+    assert body["database"] == {"ok": False, "error": "ConnectionError: database is down"}
+
+
+def test_health_is_200_with_workers(monkeypatch):
+    monkeypatch.setattr(health.current_app.control, "ping", lambda timeout: [{"subtasks@host": {"ok": "pong"}}])
+    response = APIClient().get("/api/v1/health/")
+    assert response.status_code == 200
+    assert response.json()["workers"] == {"ok": True, "count": 1, "names": ["subtasks@host"]}
+
+
+def test_the_schema_validates_and_documents_errors(tmp_path):
+    path = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(path))
+    schema = yaml.safe_load(path.read_text())
+    assert "/api/v1/plans/{id}/subtasks/{key}/retry/" in schema["paths"]
+    create = schema["paths"]["/api/v1/plans/"]["post"]["responses"]
+    assert {"201", "400", "401"} <= set(create)
+    assert "Error" in schema["components"]["schemas"]
+    served = APIClient().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert served.status_code == 200
+
+
+def test_docs_are_served_without_a_cdn():
+    page = APIClient().get("/api/v1/docs/").content.decode()
+    assert "swagger-ui" in page
+    assert "cdn" not in page.lower()
