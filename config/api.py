@@ -109,7 +109,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         400: "Invalid input (validation_error, or a plan rule's code).",
         401: "Not authenticated (not_authenticated).",
         403: "Not allowed (permission_denied).",
-        404: "Not found, or not yours (not_found).",
+        404: "Not found, not yours, or no such page (not_found).",
         409: "Conflicts with the current state (invalid_state or already_decided).",
         429: "Too many requests (throttled).",
         503: "A dependency is down.",

@@ -7,6 +7,7 @@ resume them. Timings are shortened through the same environment variables users 
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,6 +157,70 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
     finally:
         for worker in workers:
             worker.stop()
+
+
+class WebServer:
+    """The ASGI app under uvicorn, as users run it, on a free port."""
+
+    APPLICATION_NAME = "web-under-test"
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / "web.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "config.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"uvicorn did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WebServer]:
+    """uvicorn serving config.asgi against the test database (for the event stream)."""
+    with django_db_blocker.unblock():
+        database_url = f"{_test_database_url()} application_name={WebServer.APPLICATION_NAME}"
+    env = {**os.environ, **FAST, "DATABASE_URL": database_url, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
+    server = WebServer(env, tmp_path_factory.mktemp("web"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -46,7 +46,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(ApprovalSerializer(self.get_queryset().get(pk=approval_id)).data)
 
     @extend_schema(
-        summary="List approvals, oldest first", responses={200: ApprovalSerializer(many=True), **errors(400, 401)}
+        summary="List approvals, oldest first", responses={200: ApprovalSerializer(many=True), **errors(400, 401, 404)}
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)

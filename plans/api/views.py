@@ -90,7 +90,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(
         summary="List plans",
-        responses={200: PlanSerializer(many=True), **errors(400, 401)},
+        responses={200: PlanSerializer(many=True), **errors(400, 401, 404)},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
