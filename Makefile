@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH ?=
 
 .PHONY: run test bench lint format clean
 
@@ -20,7 +21,7 @@ test: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m benchmarks
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m benchmarks $(BENCH)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

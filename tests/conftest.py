@@ -17,7 +17,7 @@ from django.core.management import call_command
 
 from execution.services import plan_cancel
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
-from tests.processes import FAST, Cluster, WebServer, Worker, current_database_url
+from tests.processes import FAST, WORKER_ENV, Cluster, WebServer, Worker, current_database_url
 from tests.support import wait_for
 
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
@@ -31,7 +31,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
     with django_db_blocker.unblock():
         database_url = current_database_url()
     log_dir = tmp_path_factory.mktemp("workers")
-    env = {**os.environ, **FAST, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **FAST, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
     common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--pool", "prefork"]
     current_app.control.purge()
     workers = [

@@ -26,6 +26,8 @@ FAST = {
     "EXECUTION_PYTHON_AGENT_MODULES": "tests",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
 }
+# What workers get on top, as in the Procfile: they keep their database connections.
+WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
 
 
 class Worker:
