@@ -6,11 +6,12 @@ the decision on the subtask and, after commit, enqueues the chain that resumes i
 advances the plan; no one polls.
 """
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -34,7 +35,7 @@ class AlreadyDecided(Exception):
         super().__init__(f"This approval is already {approval.status}.")
 
 
-def plan_submit(*, owner: AbstractBaseUser, data: Any) -> Plan:
+def plan_submit(*, owner: User, data: Any) -> Plan:
     """Validate and store a plan; ask for its approval, or approve (and start) it at once.
 
     Raise PlanInvalid (with the API error code) when the plan breaks a rule.
@@ -84,13 +85,13 @@ def approval_request(
         tool=tool,
         arguments=arguments or {},
         call_index=call_index,
-        expires_at=timezone.now() + timezone.timedelta(seconds=ttl) if ttl else None,
+        expires_at=timezone.now() + timedelta(seconds=ttl) if ttl else None,
     )
     event_append(plan_id=plan.pk, type="approval.requested", payload=_approval_payload(approval))
     return approval
 
 
-def plan_approve(*, plan_id: UUID, user: AbstractBaseUser) -> Plan:
+def plan_approve(*, plan_id: UUID, user: User) -> Plan:
     """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft)."""
     with transaction.atomic():
         plan = engine.plan_lock(plan_id)
@@ -116,7 +117,7 @@ def plan_approve(*, plan_id: UUID, user: AbstractBaseUser) -> Plan:
 def approval_decide(
     *,
     approval_id: UUID,
-    decided_by: AbstractBaseUser | None,
+    decided_by: User | None,
     approve: bool,
     reason: str = "",
     arguments: dict[str, Any] | None = None,
@@ -176,7 +177,7 @@ def _decide(
     approval: Approval,
     *,
     status: str,
-    user: AbstractBaseUser | None,
+    user: User | None,
     reason: str = "",
     arguments: dict[str, Any] | None = None,
     result: Any = None,

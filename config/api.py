@@ -3,11 +3,13 @@
 import logging
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ObjectDoesNotExist
 from django.http import Http404, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -53,12 +55,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             error_body("server_error", "Internal server error."), status=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
+    details: dict[str, Any]
     if isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         response.data = error_body("validation_error", _first_message(details), details)
     elif isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
-        details = {"wait": exc.wait} if isinstance(exc, exceptions.Throttled) else {}
+        details = {"wait": getattr(exc, "wait", None)} if isinstance(exc, exceptions.Throttled) else {}
         response.data = error_body(DRF_CODES.get(str(code), str(code)), str(exc.detail), details)
     return response
 
@@ -71,6 +74,13 @@ def _first_message(details: Any, path: str = "") -> str:
         return _first_message(details[0], path)
     prefix = "" if path in ("", "non_field_errors") else f"{path}: "
     return f"{prefix}{details}"
+
+
+def authenticated_user(request: Request) -> User:
+    """Return the request's user; IsAuthenticated (the default permission) let only users in."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
 
 
 def not_found(request, exception=None) -> JsonResponse:

@@ -1,7 +1,7 @@
 """Top-level URL routes: the admin, the API (/api/v1/) with its schema and docs, and health."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -13,7 +13,7 @@ router = DefaultRouter()
 router.register("plans", PlanViewSet, basename="plan")
 router.register("approvals", ApprovalViewSet, basename="approval")
 
-api = [
+api: list[URLPattern | URLResolver] = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("agents/", AgentsView.as_view(), name="agents"),
     path("health/", HealthView.as_view(), name="health"),

@@ -7,7 +7,9 @@ what it needs, and sends messages only after the commit. Runs are fenced on
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -237,7 +239,7 @@ def _fail_plan(plan: Plan, execution: ExecutionState, *, reason: str) -> None:
     announce_end(plan, execution)
 
 
-def stop_unfinished(plan: Plan, *, statuses: list[str], reason: str, void_plan_approval: bool) -> None:
+def stop_unfinished(plan: Plan, *, statuses: Sequence[str], reason: str, void_plan_approval: bool) -> None:
     """Cancel the plan's subtasks in these statuses, void their waits, revoke their messages."""
     targets = list(Subtask.objects.filter(plan=plan, status__in=statuses))
     before = {subtask.pk: subtask.status for subtask in targets}
@@ -326,7 +328,7 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
             fields={
                 "attempts": attempt,
                 "worker": worker,
-                "lease_expires_at": timezone.now() + timezone.timedelta(seconds=lease),
+                "lease_expires_at": timezone.now() + timedelta(seconds=lease),
             },
         )
         execution = execution_of(plan)
@@ -405,7 +407,7 @@ def _record_outcome(
                         "retries": subtask.retries + 1,
                         "error": error,
                         "tool_calls": calls,
-                        "queued_at": timezone.now() + timezone.timedelta(seconds=delay),
+                        "queued_at": timezone.now() + timedelta(seconds=delay),
                     },
                     details={"error": error, "retry_in_s": delay},
                 )
@@ -461,7 +463,7 @@ def _wait_for_approval(plan: Plan, subtask: Subtask, step: ToolCall, calls: list
     responses = tool_call_requested.send(
         sender=Subtask, subtask=subtask, call_index=call_index, tool=step.tool, arguments=step.arguments
     )
-    approval_ids = [str(response.pk) for _, response in responses if response is not None]
+    approval_ids = [str(getattr(response, "pk", "")) for _, response in responses if response is not None]
     if approval_ids:
         entry["approval_id"] = approval_ids[0]
         Subtask.objects.filter(pk=subtask.pk).update(tool_calls=[*calls, entry])

@@ -6,7 +6,7 @@ from typing import Any
 from celery import current_app
 from django.db import connection
 
-PING_TIMEOUT_S = 1.0
+PING_TIMEOUT_S = 1
 
 
 def health_check() -> dict[str, Any]:
@@ -15,7 +15,7 @@ def health_check() -> dict[str, Any]:
     broker = _timed(_broker)
     workers: dict[str, Any] = {"ok": False, "count": 0, "names": []}
     if broker["ok"]:
-        replies = current_app.control.ping(timeout=PING_TIMEOUT_S)
+        replies = current_app.control.ping(timeout=PING_TIMEOUT_S) or []
         names = sorted(name for reply in replies for name in reply)
         workers = {"ok": bool(names), "count": len(names), "names": names}
     return {
@@ -33,7 +33,7 @@ def _database() -> None:
 
 def _broker() -> None:
     with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=PING_TIMEOUT_S)
+        conn.ensure_connection(max_retries=1, timeout=1)
 
 
 def _timed(check) -> dict[str, Any]:

@@ -13,6 +13,7 @@ repair racing the original message, change nothing twice.
 """
 
 import logging
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -56,7 +57,7 @@ def reconcile() -> dict[str, int]:
         Subtask.objects.filter(
             status=S.QUEUED,
             plan__status=PlanStatus.IN_PROGRESS,
-            queued_at__lt=now - timezone.timedelta(seconds=settings.EXECUTION_QUEUED_STALL_S),
+            queued_at__lt=now - timedelta(seconds=settings.EXECUTION_QUEUED_STALL_S),
         )
         .exclude(plan__execution__state=ExecState.PAUSED)
         .values_list("pk", "task_id", "queued_at")[:BATCH_LIMIT]
@@ -121,6 +122,7 @@ def subtask_queue_length() -> int:
     """Return how many messages wait in the broker's subtask queue."""
     with current_app.connection_for_read() as connection:
         try:
-            return connection.default_channel.queue_declare(queue="subtasks", passive=True).message_count
+            channel = connection.default_channel
+            return channel.queue_declare(queue="subtasks", passive=True).message_count  # type: ignore[attr-defined]
         except ChannelError:  # Redis drops an empty list's key: the queue "does not exist"
             return 0

@@ -18,14 +18,14 @@ from execution.models import ExecutionState, StateTransition
 from execution.states import EXECUTION_TRANSITIONS, PLAN_FINISHED, PLAN_TRANSITIONS, SUBTASK_TRANSITIONS, allowed
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 
-PLAN_EVENTS = {
+PLAN_EVENTS: dict[str, str] = {
     PlanStatus.APPROVED: "plan.approved",
     PlanStatus.IN_PROGRESS: "plan.started",
     PlanStatus.COMPLETED: "plan.completed",
     PlanStatus.FAILED: "plan.failed",
     PlanStatus.CANCELLED: "plan.cancelled",
 }
-SUBTASK_EVENTS = {
+SUBTASK_EVENTS: dict[str, str] = {
     SubtaskStatus.PENDING: "subtask.reset",
     SubtaskStatus.QUEUED: "subtask.queued",
     SubtaskStatus.RUNNING: "subtask.started",

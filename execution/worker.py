@@ -32,7 +32,7 @@ def eviction_warning(broker_url: str) -> str | None:
         return None
     try:
         client = redis.Redis.from_url(broker_url, socket_connect_timeout=5)
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy") or "")
     except redis.RedisError as error:
         return f"Could not read Redis's maxmemory-policy ({error}); make sure it is noeviction."
     if policy.startswith("allkeys"):

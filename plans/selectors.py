@@ -1,6 +1,6 @@
 """Who may see and act on which plans."""
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
 from plans.models import Plan
@@ -9,12 +9,12 @@ from plans.models import Plan
 DECIDE_PERMISSION = "approvals.decide_approval"
 
 
-def is_approver(user: AbstractBaseUser | AnonymousUser) -> bool:
+def is_approver(user: User | AnonymousUser) -> bool:
     """Return whether the user may decide any approval (staff with the permission, or superuser)."""
     return bool(user.is_active and user.is_staff and user.has_perm(DECIDE_PERMISSION))
 
 
-def plans_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Plan]:
+def plans_visible_to(user: User | AnonymousUser) -> QuerySet[Plan]:
     """Return the plans a user may see: their own, or all of them for approvers."""
     if not user.is_authenticated:
         return Plan.objects.none()
@@ -23,6 +23,6 @@ def plans_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Plan]:
     return Plan.objects.filter(owner=user)
 
 
-def can_operate(user: AbstractBaseUser | AnonymousUser, plan: Plan) -> bool:
+def can_operate(user: User | AnonymousUser, plan: Plan) -> bool:
     """Return whether the user may execute, pause, resume, cancel or retry the plan (its owner, or a superuser)."""
     return bool(user.is_authenticated and (plan.owner_id == user.pk or user.is_superuser))

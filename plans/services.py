@@ -1,7 +1,7 @@
 """Writing plans: persist a validated PlanSpec with its subtasks and dependency edges."""
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from plans.models import Plan, Subtask, SubtaskDependency
@@ -21,7 +21,7 @@ def plan_limits() -> Limits:
 
 
 @transaction.atomic
-def plan_create(*, owner: AbstractBaseUser, spec: PlanSpec) -> Plan:
+def plan_create(*, owner: User, spec: PlanSpec) -> Plan:
     """Store a draft plan, its subtasks (with their batch) and their dependencies."""
     plan = Plan.objects.create(
         owner=owner,

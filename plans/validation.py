@@ -84,7 +84,7 @@ class PlanInvalid(Exception):
         self.details = details or {}
 
 
-InputCheck = Callable[[str, Mapping[str, Any]], list[str]]
+InputCheck = Callable[[str, dict[str, Any]], list[str]]
 
 
 def validate_plan(

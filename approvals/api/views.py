@@ -14,7 +14,7 @@ from approvals.api.serializers import ApprovalSerializer, ApproveSerializer, Rej
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.selectors import approvals_visible_to
 from approvals.services import approval_decide
-from config.api import errors
+from config.api import authenticated_user, errors
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -65,7 +65,9 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         approval = self.get_object()
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval_decide(approval_id=approval.pk, decided_by=request.user, approve=True, **body.decision())
+        approval_decide(
+            approval_id=approval.pk, decided_by=authenticated_user(request), approve=True, **body.decision()
+        )
         return self._answer(approval.pk)
 
     @extend_schema(
@@ -79,6 +81,9 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         approval_decide(
-            approval_id=approval.pk, decided_by=request.user, approve=False, reason=body.validated_data["reason"]
+            approval_id=approval.pk,
+            decided_by=authenticated_user(request),
+            approve=False,
+            reason=body.validated_data["reason"],
         )
         return self._answer(approval.pk)

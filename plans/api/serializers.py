@@ -155,7 +155,7 @@ class PlanDetailSerializer(PlanSerializer):
         return ExecutionSerializer(execution).data if execution is not None else None
 
     @extend_schema_field(SubtaskSerializer(many=True))
-    def get_subtasks(self, plan: Plan) -> list[dict[str, Any]]:
+    def get_subtasks(self, plan: Plan) -> Any:
         return SubtaskSerializer(self.context["subtasks"], many=True, context=self.context).data
 
 

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from approvals.services import plan_approve, plan_submit
-from config.api import errors
+from config.api import authenticated_user, errors
 from execution.api.renderers import EventStreamRenderer
 from execution.models import Event, ExecState, StateTransition
 from execution.progress import current_subtask_keys, plan_progress
@@ -107,7 +107,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def create(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise exceptions.ValidationError({"non_field_errors": ["A plan must be a JSON object."]})
-        plan = plan_submit(owner=request.user, data=request.data)
+        plan = plan_submit(owner=authenticated_user(request), data=request.data)
         response = self._detail(plan.pk, status_code=status.HTTP_201_CREATED)
         response["Location"] = reverse("plan-detail", kwargs={"pk": plan.pk})
         return response
@@ -124,7 +124,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         plan = self.get_object()
         if not (can_operate(request.user, plan) or is_approver(request.user)):
             raise exceptions.PermissionDenied("Only the plan's owner or an approver may approve it.")
-        plan_approve(plan_id=plan.pk, user=request.user)
+        plan_approve(plan_id=plan.pk, user=authenticated_user(request))
         return self._detail(plan.pk)
 
     @extend_schema(
