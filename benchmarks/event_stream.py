@@ -50,10 +50,10 @@ def run() -> dict[str, float]:
         for i in range(SAMPLES):
             with transaction.atomic():
                 plan_lock(plan.pk)  # events are numbered under the plan's lock
-                event = event_append(plan_id=plan.pk, type="benchmark.ping", payload={"i": i})
+                seq = event_append(plan_id=plan.pk, type="benchmark.ping", payload={"i": i})
             committed = time.perf_counter()
-            seq, arrived = arrivals.get(timeout=10)
-            assert seq == event.seq
+            arrived_seq, arrived = arrivals.get(timeout=10)
+            assert arrived_seq == seq
             latencies.append((arrived - committed) * 1000)
             time.sleep(0.02)
     finally:

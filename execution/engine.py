@@ -38,6 +38,11 @@ UNSETTLED = [S.PENDING, S.QUEUED, S.RUNNING, S.WAITING_APPROVAL]
 MAX_AUTO_TOOL_CALLS = 100
 
 
+def plan_lock_for(subtask_id: UUID) -> Plan:
+    """Lock and return the plan of a subtask (see plan_lock)."""
+    return Plan.objects.select_for_update(of=("self",)).get(subtasks__id=subtask_id)
+
+
 def plan_lock(plan_id: UUID) -> Plan:
     """Lock a plan's row for the rest of the transaction and return it.
 
@@ -295,8 +300,8 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
 def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
     with transaction.atomic():
         try:
-            plan = plan_lock(Subtask.objects.values_list("plan_id", flat=True).get(pk=subtask_id))
-        except (Subtask.DoesNotExist, Plan.DoesNotExist):
+            plan = plan_lock_for(subtask_id)
+        except Plan.DoesNotExist:
             return None
         subtask = Subtask.objects.get(pk=subtask_id)
         if plan.status != PlanStatus.IN_PROGRESS:
@@ -388,7 +393,7 @@ def _record_outcome(
     *, subtask_id: UUID, attempt: int, step: Step | None, error: str, auto_calls: list[dict[str, Any]]
 ) -> float | None:
     with transaction.atomic():
-        plan = plan_lock(Subtask.objects.values_list("plan_id", flat=True).get(pk=subtask_id))
+        plan = plan_lock_for(subtask_id)
         subtask = Subtask.objects.get(pk=subtask_id)
         if subtask.status != S.RUNNING or subtask.attempts != attempt:
             logger.info("Ignoring the outcome of stale run %s of subtask %s", attempt, subtask_id)

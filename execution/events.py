@@ -1,21 +1,40 @@
 """The plan event log: append events in the caller's transaction and announce them on commit."""
 
+import json
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 from uuid import UUID
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
 from execution import canvas
-from execution.models import Event
 
-# Listeners (the live event stream) LISTEN on this channel; the payload is "<plan_id>:<seq>".
+# Listeners (the live event stream) LISTEN on this channel; the payload is the plan id.
 NOTIFY_CHANNEL = "plan_events"
 
+# One round trip: number the events from the plan's counter (its row stays locked until
+# commit), insert them, and queue the NOTIFY (PostgreSQL sends it at commit, once per
+# plan and transaction).
+APPEND_SQL = """
+WITH counter AS (
+    UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s WHERE id = %(plan)s
+    RETURNING last_event_seq, callback_url
+), inserted AS (
+    INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
+    SELECT %(plan)s, counter.last_event_seq - %(count)s + event.position, event.type, event.payload,
+           statement_timestamp()
+    FROM counter, unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
+), notified AS (
+    SELECT pg_notify(%(channel)s, %(plan_text)s) FROM counter
+)
+SELECT last_event_seq, callback_url FROM counter, notified
+"""
 
-def events_append(*, plan_id: UUID, events: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
-    """Append events to a plan's log, numbered after its last one; announce them on commit.
+
+def events_append(*, plan_id: UUID, events: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Append events to a plan's log, numbered after its last one; return their numbers.
 
     Call inside the transaction that makes the change the events describe. Numbers are
     taken from the plan row, whose lock is held until commit, so a plan's events commit
@@ -26,25 +45,25 @@ def events_append(*, plan_id: UUID, events: Sequence[tuple[str, dict[str, Any]]]
         return []
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE plans_plan SET last_event_seq = last_event_seq + %s WHERE id = %s"
-            " RETURNING last_event_seq, callback_url",
-            [len(events), plan_id],
+            APPEND_SQL,
+            {
+                "count": len(events),
+                "plan": plan_id,
+                "plan_text": str(plan_id),
+                "channel": NOTIFY_CHANNEL,
+                "types": [kind for kind, _ in events],
+                "payloads": [
+                    json.dumps({"plan_id": str(plan_id), **payload}, cls=DjangoJSONEncoder) for _, payload in events
+                ],
+            },
         )
         last, callback_url = cursor.fetchone()
-        first = last - len(events) + 1
-        created = Event.objects.bulk_create(
-            [
-                Event(plan_id=plan_id, seq=first + offset, type=kind, payload={"plan_id": str(plan_id), **payload})
-                for offset, (kind, payload) in enumerate(events)
-            ]
-        )
-        # NOTIFY is transactional: listeners hear it only if and when this commits.
-        cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{plan_id}:{last}"])
+    seqs = list(range(last - len(events) + 1, last + 1))
     if callback_url:
-        transaction.on_commit(partial(canvas.send_webhooks, plan_id, [event.seq for event in created]), robust=True)
-    return created
+        transaction.on_commit(partial(canvas.send_webhooks, plan_id, seqs), robust=True)
+    return seqs
 
 
-def event_append(*, plan_id: UUID, type: str, payload: dict[str, Any]) -> Event:
-    """Append one event to a plan's log (see events_append)."""
+def event_append(*, plan_id: UUID, type: str, payload: dict[str, Any]) -> int:
+    """Append one event to a plan's log and return its number (see events_append)."""
     return events_append(plan_id=plan_id, events=[(type, payload)])[0]

@@ -86,7 +86,7 @@ def reconcile() -> dict[str, int]:
 
 def _recover(subtask_id: UUID, attempts: int, reason: str) -> int:
     with transaction.atomic():
-        plan = engine.plan_lock(Subtask.objects.values_list("plan_id", flat=True).get(pk=subtask_id))
+        plan = engine.plan_lock_for(subtask_id)
         subtask = Subtask.objects.get(pk=subtask_id)
         # Re-checked under the plan's lock: a run that finished meanwhile is left alone.
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.RUNNING or subtask.attempts != attempts:
@@ -97,7 +97,7 @@ def _recover(subtask_id: UUID, attempts: int, reason: str) -> int:
 
 def _resend(subtask_id: UUID, queued_at: Any) -> int:
     with transaction.atomic():
-        plan = engine.plan_lock(Subtask.objects.values_list("plan_id", flat=True).get(pk=subtask_id))
+        plan = engine.plan_lock_for(subtask_id)
         subtask = Subtask.objects.get(pk=subtask_id)
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.QUEUED or subtask.queued_at != queued_at:
             return 0

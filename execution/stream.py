@@ -1,6 +1,6 @@
 """Live plan events for Server-Sent Events: one LISTEN connection per process, fanned out.
 
-Each event commit sends NOTIFY plan_events '<plan_id>:<seq>' (see events.py). One
+Each commit that appends events sends NOTIFY plan_events '<plan_id>' (see events.py). One
 asyncio task per process LISTENs and wakes the streams of that plan; each stream then
 reads the new events with a short-lived database connection, so an idle stream holds no
 connection at all and a new event reaches it as soon as it is committed.
@@ -65,7 +65,7 @@ class PlanEventHub:
                     self._wake(list(self._waiters))
                     while self._waiters:
                         async for notify in listener.notifies(timeout=KEEPALIVE_S):
-                            self._wake([notify.payload.split(":", 1)[0]])
+                            self._wake([notify.payload])
             except psycopg.Error as error:
                 logger.warning("Event listener lost its connection (%s); reconnecting", error)
                 await asyncio.sleep(RECONNECT_S)
