@@ -5,6 +5,7 @@ plan, checks the action applies (TransitionNotAllowed otherwise: HTTP 409), and 
 messages only after commit.
 """
 
+from collections.abc import Sequence
 from uuid import UUID
 
 from django.db import transaction
@@ -75,35 +76,51 @@ def plan_resume(*, plan_id: UUID, actor: str) -> Plan:
     return plan
 
 
-@transaction.atomic
 def subtask_retry(*, plan_id: UUID, key: str, actor: str) -> Subtask:
-    """Run a failed subtask again from scratch and put its plan back in progress.
+    """Run a failed subtask again from scratch and put its plan back in progress (see subtasks_retry)."""
+    return subtasks_retry(plan_id=plan_id, keys=[key], actor=actor)[0]
 
-    What the failure stopped runs again too: subtasks skipped downstream of it, and
-    under fail_fast the subtasks cancelled when the plan failed.
+
+@transaction.atomic
+def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Subtask]:
+    """Run failed subtasks again from scratch, all or none, and put their plan back in progress.
+
+    What the failures stopped runs again too: subtasks skipped downstream of them, and
+    under fail_fast the subtasks cancelled when the plan failed. Raise Subtask.DoesNotExist
+    for an unknown key and TransitionNotAllowed when a subtask has not failed.
     """
     plan = engine.plan_lock(plan_id)
-    subtask = Subtask.objects.get(plan=plan, key=key)
-    if subtask.status != S.FAILED:
-        raise TransitionNotAllowed(
-            "subtask", subtask.status, S.QUEUED, f"Only a failed subtask can be retried; {key!r} is {subtask.status}."
-        )
+    subtasks = list(Subtask.objects.filter(plan=plan, key__in=keys).order_by("batch_index", "position"))
+    missing = sorted(set(keys) - {subtask.key for subtask in subtasks})
+    if missing:
+        raise Subtask.DoesNotExist(f"The plan has no subtask {', '.join(map(repr, missing))}.")
+    for subtask in subtasks:
+        if subtask.status != S.FAILED:
+            raise TransitionNotAllowed(
+                "subtask",
+                subtask.status,
+                S.QUEUED,
+                f"Only a failed subtask can be retried; {subtask.key!r} is {subtask.status}.",
+            )
     if plan.status not in (PlanStatus.IN_PROGRESS, PlanStatus.FAILED):
         raise TransitionNotAllowed(
             "plan", plan.status, PlanStatus.IN_PROGRESS, f"The plan is {plan.status}; its subtasks cannot be retried."
         )
     execution = engine.execution_of(plan)
     assert execution is not None
+    reason = f"{', '.join(repr(subtask.key) for subtask in subtasks)} retried by {actor}"
     if plan.status == PlanStatus.FAILED:
-        plan_transition(
-            plan=plan, to=PlanStatus.IN_PROGRESS, reason=f"subtask {key!r} retried", actor=actor, event="plan.retried"
-        )
-        execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"subtask {key!r} retried", actor=actor)
+        plan_transition(plan=plan, to=PlanStatus.IN_PROGRESS, reason=reason, actor=actor, event="plan.retried")
+        execution_transition(execution=execution, to=ExecState.RUNNING, reason=reason, actor=actor)
         stopped = Subtask.objects.filter(plan=plan, status__in=[S.SKIPPED, S.CANCELLED])
     else:
-        stopped = Subtask.objects.filter(plan=plan, status=S.SKIPPED, pk__in=engine.downstream_ids([subtask.pk]))
-    subtasks_transition(subtasks=list(stopped), to=S.PENDING, reason=f"subtask {key!r} retried")
-    Subtask.objects.filter(pk=subtask.pk).update(retries=0, lost_runs=0, error="", result=None, tool_calls=[])
-    subtask.retries, subtask.lost_runs, subtask.error, subtask.result, subtask.tool_calls = 0, 0, "", None, []
-    engine.dispatch(plan, [subtask], batch=False, reason=f"retried by {actor}")
-    return subtask
+        downstream = engine.downstream_ids([subtask.pk for subtask in subtasks])
+        stopped = Subtask.objects.filter(plan=plan, status=S.SKIPPED, pk__in=downstream)
+    subtasks_transition(subtasks=list(stopped), to=S.PENDING, reason=reason)
+    Subtask.objects.filter(pk__in=[subtask.pk for subtask in subtasks]).update(
+        retries=0, lost_runs=0, error="", result=None, tool_calls=[]
+    )
+    for subtask in subtasks:
+        subtask.retries, subtask.lost_runs, subtask.error, subtask.result, subtask.tool_calls = 0, 0, "", None, []
+    engine.dispatch(plan, subtasks, batch=False, reason=reason)
+    return subtasks

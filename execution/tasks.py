@@ -20,19 +20,25 @@ def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
         raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1})
 
 
-@shared_task(name="execution.advance_plan", acks_late=True)
+@shared_task(name="execution.advance_plan", acks_late=True, ignore_result=True)
 def advance_plan(*, plan_id: str) -> None:
     """Dispatch a plan's next batch, or finish it (a chord callback; also sent after single runs)."""
     engine.plan_advance(plan_id=UUID(plan_id))
 
 
-@shared_task(name="execution.reconcile")
+@shared_task(name="execution.reconcile", ignore_result=True)
 def reconcile() -> dict[str, int]:
     """Re-drive plans whose work is not in flight (Celery beat)."""
     return reconciler.reconcile()
 
 
-@shared_task(name="execution.deliver_webhook", bind=True, acks_late=True, max_retries=settings.WEBHOOK_MAX_RETRIES)
+@shared_task(
+    name="execution.deliver_webhook",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=settings.WEBHOOK_MAX_RETRIES,
+)
 def deliver_webhook(self, *, plan_id: str, seq: int) -> None:
     """POST one event to its plan's callback_url, retrying with backoff until it is taken."""
     try:

@@ -26,3 +26,8 @@ def plans_visible_to(user: User | AnonymousUser) -> QuerySet[Plan]:
 def can_operate(user: User | AnonymousUser, plan: Plan) -> bool:
     """Return whether the user may execute, pause, resume, cancel or retry the plan (its owner, or a superuser)."""
     return bool(user.is_authenticated and (plan.owner_id == user.pk or user.is_superuser))
+
+
+def can_approve(user: User | AnonymousUser, plan: Plan) -> bool:
+    """Return whether the user may approve the plan: its owner, or an approver (it decides its plan approval)."""
+    return bool(user.is_authenticated and (plan.owner_id == user.pk or is_approver(user)))

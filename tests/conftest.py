@@ -34,25 +34,15 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
     env = {**os.environ, **FAST, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
     common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--pool", "prefork"]
     current_app.control.purge()
+
+    def worker(name: str, *queues: str) -> Worker:
+        args = ["worker", "--queues", ",".join(queues), "--hostname", f"{name}@%h", "--concurrency", "2", *common]
+        return Worker(name, args, env, log_dir, queues=queues)
+
     workers = [
-        Worker(
-            "subtasks1",
-            ["worker", "--queues", "subtasks", "--hostname", "subtasks1@%h", "--concurrency", "2", *common],
-            env,
-            log_dir,
-        ),
-        Worker(
-            "subtasks2",
-            ["worker", "--queues", "subtasks", "--hostname", "subtasks2@%h", "--concurrency", "2", *common],
-            env,
-            log_dir,
-        ),
-        Worker(
-            "control",
-            ["worker", "--queues", "control,webhooks", "--hostname", "control@%h", "--concurrency", "2", *common],
-            env,
-            log_dir,
-        ),
+        worker("subtasks1", "subtasks"),
+        worker("subtasks2", "subtasks"),
+        worker("control", "control", "webhooks"),
         Worker("beat", ["beat", "--loglevel", "INFO", "--schedule", str(log_dir / "beat-schedule")], env, log_dir),
     ]
     cluster = Cluster(workers)
@@ -65,8 +55,8 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
         cluster.quiesce()
         yield cluster
     finally:
-        for worker in workers:
-            worker.stop()
+        for process in workers:
+            process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from celery import current_app
 from django.db import connection
 
 from plans.models import Subtask
@@ -33,8 +34,12 @@ WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
 class Worker:
     """A `celery -A config ...` process in its own process group."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, queues: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
+        self.queues = queues
+        self.hostname = f"{name}@{socket.gethostname()}"
         self.log = log_dir / f"{name}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -80,16 +85,24 @@ class Cluster:
         parent = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
         return next(worker for worker in self.workers.values() if worker.pid == parent)
 
-    def quiesce(self) -> None:
-        """Stop beat and let its last ticks expire, so no reconciler touches the database.
+    def _consumers(self, *, consume: bool) -> None:
+        for worker in self.workers.values():
+            for queue in worker.queues:
+                control = current_app.control.add_consumer if consume else current_app.control.cancel_consumer
+                control(queue, destination=[worker.hostname], reply=True, timeout=5)
 
-        Between tests the database is truncated; a reconciler query racing TRUNCATE can
-        deadlock with it.
+    def quiesce(self) -> None:
+        """Stop consuming and stop beat (letting its last ticks expire): nothing touches the database.
+
+        Between tests the database is truncated; a worker or reconciler query racing
+        TRUNCATE can deadlock with it, and tasks sent by tests without workers must not run.
         """
+        self._consumers(consume=False)
         self.workers["beat"].signal_group(signal.SIGSTOP)
         time.sleep(float(FAST["EXECUTION_RECONCILE_INTERVAL_S"]) + 0.3)
 
     def wake(self) -> None:
+        self._consumers(consume=True)
         self.workers["beat"].signal_group(signal.SIGCONT)
 
     def logs(self) -> str:

@@ -35,7 +35,7 @@ from plans.api.serializers import (
     TransitionSerializer,
 )
 from plans.models import Plan, PlanStatus, SubtaskDependency
-from plans.selectors import can_operate, is_approver, plans_visible_to
+from plans.selectors import can_approve, can_operate, plans_visible_to
 from plans.validation import KEY_PATTERN
 
 EVENTS_LIMIT = 1000
@@ -122,7 +122,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         plan = self.get_object()
-        if not (can_operate(request.user, plan) or is_approver(request.user)):
+        if not can_approve(request.user, plan):
             raise exceptions.PermissionDenied("Only the plan's owner or an approver may approve it.")
         plan_approve(plan_id=plan.pk, user=authenticated_user(request))
         return self._detail(plan.pk)

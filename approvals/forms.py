@@ -1,0 +1,61 @@
+"""The decision form of the approvals admin: a reason and, for tool calls, edited arguments and the tool's result."""
+
+import json
+from typing import Any
+
+from django import forms
+from django.core.serializers.json import DjangoJSONEncoder
+
+from approvals.models import Approval, ApprovalKind
+
+
+class PrettyJSONField(forms.JSONField):
+    """A JSON field shown indented; empty means no value (None), invalid JSON is a form error."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        if value is None:
+            return ""
+        return json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder)
+
+
+class DecisionForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Why (shown to the agent when rejecting)"}),
+    )
+    arguments = PrettyJSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="The arguments the agent asked for, as a JSON object. Edit them to approve with other arguments.",
+    )
+    result = PrettyJSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": '{"content": "…"}  or  "done"'}),
+        help_text="Optional: the tool's output as JSON, sent to the agent with the approval.",
+    )
+
+    def __init__(self, *args: Any, approval: Approval, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {"arguments": approval.arguments})
+        super().__init__(*args, **kwargs)
+        self.approval = approval
+        if approval.kind != ApprovalKind.TOOL_CALL:
+            del self.fields["arguments"]
+            del self.fields["result"]
+
+    def clean_arguments(self) -> dict[str, Any] | None:
+        arguments = self.cleaned_data.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise forms.ValidationError("The arguments must be a JSON object.")
+        return arguments
+
+    def decision(self) -> dict[str, Any]:
+        """Return the keyword arguments of approval_decide this form asks for (besides approve)."""
+        decision: dict[str, Any] = {"reason": self.cleaned_data.get("reason", "")}
+        if self.approval.kind == ApprovalKind.TOOL_CALL:
+            arguments = self.cleaned_data.get("arguments")
+            # Unchanged arguments are no edit: the approval keeps edited_arguments empty.
+            decision["arguments"] = None if arguments == self.approval.arguments else arguments
+            decision["result"] = self.cleaned_data.get("result")
+        return decision
