@@ -49,7 +49,7 @@ def workers(*, result_backend: str, include: str = "") -> Iterator[None]:
     ]
     try:
         deadline = time.monotonic() + 60
-        while len(current_app.control.ping(timeout=0.5)) < len(started):
+        while len(current_app.control.ping(timeout=0.5) or []) < len(started):
             if time.monotonic() > deadline:
                 raise RuntimeError("benchmark workers did not start: " + "\n".join(w.tail() for w in started))
         yield

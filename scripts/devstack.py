@@ -66,37 +66,40 @@ def postgres_server(workdir: Path) -> Iterator[str]:
     bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
     data, log = workdir / "pgdata", workdir / "postgres.log"
     data.mkdir()
-    run_as: dict[str, object] = {}
+    user: int | None = None
+    group: int | None = None
     if os.geteuid() == 0:
         from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
         entry = ensure_user_exists(PG_SYSTEM_USER)
+        assert entry is not None
         ensure_prefix_permissions(data)
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir.parent, 0o555)
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
         os.chown(data, entry.pw_uid, entry.pw_gid)
-        run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
+        user, group = entry.pw_uid, entry.pw_gid
     subprocess.run(
-        [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"],
+        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"],
         check=True,
         capture_output=True,
-        **run_as,
+        user=user,
+        group=group,
     )
     port = free_port()
     with log.open("wb") as log_file:
         # Durability is pointless for a throwaway server; speed is not.
         server = subprocess.Popen(
             [
-                bin_dir / "postgres",
+                str(bin_dir / "postgres"),
                 "-D",
-                data,
+                str(data),
                 "-p",
                 str(port),
                 "-h",
                 "127.0.0.1",
                 "-k",
-                workdir,
+                str(workdir),
                 "-c",
                 "fsync=off",
                 "-c",
@@ -109,7 +112,8 @@ def postgres_server(workdir: Path) -> Iterator[str]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the app; the database is stopped after it
-            **run_as,
+            user=user,
+            group=group,
         )
     admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
 

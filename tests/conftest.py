@@ -48,7 +48,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
     cluster = Cluster(workers)
     try:
         deadline = time.monotonic() + 60
-        while len(current_app.control.ping(timeout=0.5)) < 3:
+        while len(current_app.control.ping(timeout=0.5) or []) < 3:
             dead = [w.name for w in workers if w.process.poll() is not None]
             if dead or time.monotonic() > deadline:
                 pytest.fail(f"Workers did not start ({dead or 'timeout'}):\n{cluster.logs()}")
