@@ -22,6 +22,7 @@ from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.selectors import approvals_visible_to, can_decide
 from approvals.services import AlreadyDecided, approval_decide
 from execution.transitions import TransitionNotAllowed
+from plans.admin.access import StaffReadOnly
 from plans.display import badge, pretty_json
 from plans.selectors import is_approver, plans_visible_to
 
@@ -106,7 +107,7 @@ class PlanFilter(admin.SimpleListFilter):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     list_display = [
         "subject",
         "plan_goal",
@@ -168,21 +169,7 @@ class ApprovalAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
         return approvals_visible_to(request.user).select_related("plan", "subtask", "decided_by")
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    # Approvals are created by plans and agents, and change only through a decision.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
 
     def has_decide_permission(self, request: HttpRequest, obj: Approval | None = None) -> bool:
         """Approvers decide any approval; other staff the approvals of their own plans."""

@@ -13,25 +13,13 @@ from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
 from execution.models import Event, ExecutionState, StateTransition
+from plans.admin.access import ReadOnly, StaffReadOnly
 from plans.display import badge, pretty_json
 from plans.models import Subtask
 from plans.selectors import plans_visible_to
 
 
-class ReadOnly:
-    """Nothing here is written by hand: states change through services, results through workers."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class PlanScoped(ReadOnly):
+class PlanScoped(StaffReadOnly):
     """Staff see the records of the plans they may see (plans.selectors), as in the plan pages."""
 
     plan_path = "plan"
@@ -39,12 +27,6 @@ class PlanScoped(ReadOnly):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)  # type: ignore[misc]
         return queryset.filter(**{f"{self.plan_path}__in": plans_visible_to(request.user)})
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
 
 
 def plan_link(plan_id: Any, goal: str) -> SafeString:

@@ -19,6 +19,7 @@ from django.utils.timesince import timesince
 from approvals.models import Approval, ApprovalStatus
 from execution.states import PLAN_FINISHED
 from plans import dag
+from plans.admin.access import StaffReadOnly
 from plans.admin.operations import OPERATIONS, PlanActionForm, operations_for, perform_and_report, plan_execution
 from plans.admin.subtask import SubtaskInline
 from plans.display import badge, pretty_json, progress_bar
@@ -77,7 +78,7 @@ class PendingApprovalsFilter(admin.SimpleListFilter):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
     list_display = [
         "goal_short",
         "status_badge",
@@ -168,19 +169,8 @@ class PlanAdmin(admin.ModelAdmin):
             return results, may_have_duplicates
         return results | queryset.filter(pk=plan_id), may_have_duplicates
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    # Plans are submitted through the API or the command line, and change only through services.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
+    # Plans are submitted through the API or the command line, and change only through services
+    # (StaffReadOnly); a superuser may delete a finished one.
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_superuser and (obj is None or obj.status in PLAN_FINISHED))
 

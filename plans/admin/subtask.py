@@ -12,6 +12,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from plans.admin.access import StaffReadOnly
 from plans.display import badge, pretty_json, pretty_text
 from plans.models import Subtask
 from plans.selectors import plans_visible_to
@@ -50,7 +51,8 @@ def without_task(fields: Sequence[Any], request: HttpRequest) -> list[Any]:
     return kept
 
 
-class SubtaskInline(admin.TabularInline):
+class SubtaskInline(StaffReadOnly, admin.TabularInline):
+    # The parent admin has checked the plan is visible; its subtasks are too.
     model = Subtask
     fields = readonly_fields = (
         "key_link",
@@ -71,19 +73,6 @@ class SubtaskInline(admin.TabularInline):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         return without_task(super().get_fields(request, obj), request)
-
-    # The parent admin has checked the plan is visible; its subtasks are too.
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="key")
     def key_link(self, subtask: Subtask) -> SafeString:
@@ -107,7 +96,7 @@ class SubtaskInline(admin.TabularInline):
 
 
 @admin.register(Subtask)
-class SubtaskAdmin(admin.ModelAdmin):
+class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
     list_display = ["key", "plan_link", "agent", "status_badge", "attempts", "batch_index", "task", "updated_at"]
     list_filter = ["status", "agent"]
     search_fields = ["key", "plan__goal"]
@@ -160,21 +149,6 @@ class SubtaskAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         return without_task(super().get_fields(request, obj), request)
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="plan", ordering="plan__created_at")
     def plan_link(self, subtask: Subtask) -> SafeString:
