@@ -201,9 +201,8 @@ def _decide(
         if approved:
             engine.plan_approve(plan=plan, actor=actor, reason=reason)
         else:
-            engine.plan_cancel(
-                plan=plan, actor=actor, reason=f"plan approval {status}" + (f": {reason}" if reason else "")
-            )
+            detail = f": {reason}" if reason and reason != status else ""
+            engine.plan_cancel(plan=plan, actor=actor, reason=f"plan approval {status}{detail}")
     else:
         assert approval.subtask_id is not None
         engine.subtask_decision_apply(
