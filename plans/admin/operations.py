@@ -11,7 +11,8 @@ from django.http import HttpRequest
 from django.utils.text import Truncator
 
 from approvals.services import plan_approve
-from execution.models import ExecState, ExecutionState
+from execution.engine import execution_of
+from execution.models import ExecState
 from execution.services import plan_cancel, plan_execute, plan_pause, plan_resume, subtasks_retry
 from execution.states import EXECUTION_ACTIVE, PLAN_FINISHED
 from execution.transitions import TransitionNotAllowed
@@ -19,14 +20,6 @@ from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from plans.selectors import can_approve, can_operate
 
 S = SubtaskStatus
-
-
-def plan_execution(plan: Plan) -> ExecutionState | None:
-    """Return the plan's execution state, or None before it starts."""
-    try:
-        return plan.execution
-    except ExecutionState.DoesNotExist:
-        return None
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,7 @@ def may_perform(user: User | AnonymousUser, plan: Plan, name: str) -> bool:
 
 def operations_for(user: User | AnonymousUser, plan: Plan, *, failed_keys: list[str]) -> list[Operation]:
     """Return the operations that apply to the plan now and that the user may perform."""
-    execution = plan_execution(plan)
+    execution = execution_of(plan)
     state = execution.state if execution is not None else None
     applies = {
         "approve": plan.status == PlanStatus.DRAFT,

@@ -17,10 +17,11 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from approvals.models import Approval, ApprovalStatus
+from execution.engine import execution_of
 from execution.states import PLAN_FINISHED
 from plans import dag
 from plans.admin.access import StaffReadOnly
-from plans.admin.operations import OPERATIONS, PlanActionForm, operations_for, perform_and_report, plan_execution
+from plans.admin.operations import OPERATIONS, PlanActionForm, operations_for, perform_and_report
 from plans.admin.subtask import SubtaskInline
 from plans.display import badge, pretty_json, progress_bar
 from plans.models import Plan, Subtask, SubtaskDependency, SubtaskStatus
@@ -191,7 +192,7 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
 
     @admin.display(description="execution", ordering="execution__state")
     def execution_badge(self, plan: Plan) -> SafeString | str:
-        execution = plan_execution(plan)
+        execution = execution_of(plan)
         return badge(execution.state) if execution is not None else "—"
 
     @admin.display(description="progress")
@@ -263,7 +264,7 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
 
     @admin.display(description="transitions")
     def transition_history(self, plan: Plan) -> SafeString | str:
-        execution = plan_execution(plan)
+        execution = execution_of(plan)
         if execution is None:
             return "Not started."
         rows = execution.transitions.order_by("id")[:TRANSITIONS_SHOWN]
