@@ -143,23 +143,6 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "edited_arguments_json",
         "result_json",
     ]
-    readonly_fields = [
-        "subject",
-        "plan_goal",
-        "subtask_key",
-        "agent",
-        "kind",
-        "tool",
-        "arguments_json",
-        "status_badge",
-        "requested_at",
-        "expires_at",
-        "decided_by",
-        "decided_at",
-        "reason",
-        "edited_arguments_json",
-        "result_json",
-    ]
 
     class Media:
         css = {"all": ["plans/admin.css"]}

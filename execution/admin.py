@@ -38,7 +38,7 @@ def plan_link(plan_id: Any, goal: str) -> SafeString:
 class StateTransitionInline(PlanScoped, admin.TabularInline):
     model = StateTransition
     plan_path = "execution__plan"
-    fields = readonly_fields = ("created_at", "from_badge", "to_badge", "reason", "actor", "metadata")
+    fields = ("created_at", "from_badge", "to_badge", "reason", "actor", "metadata")
     extra = 0
     can_delete = False
 
@@ -57,7 +57,7 @@ class ExecutionStateAdmin(PlanScoped, admin.ModelAdmin):
     list_filter = ["state"]
     search_fields = ["plan__goal", "plan__session_id"]
     list_select_related = ["plan"]
-    fields = readonly_fields = ("plan_goal", "state_badge", "created_at", "updated_at")
+    fields = ("plan_goal", "state_badge", "created_at", "updated_at")
     inlines = [StateTransitionInline]
 
     class Media:
@@ -103,7 +103,7 @@ class EventAdmin(PlanScoped, admin.ModelAdmin):
     search_fields = ["plan__goal", "type"]
     list_select_related = ["plan"]
     ordering = ["-created_at", "-seq"]
-    fields = readonly_fields = ("plan_goal", "seq", "type", "payload_json", "created_at")
+    fields = ("plan_goal", "seq", "type", "payload_json", "created_at")
 
     class Media:
         css = {"all": ["plans/admin.css"]}

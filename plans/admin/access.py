@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.contrib.admin.utils import flatten_fieldsets
 from django.http import HttpRequest
 
 
@@ -19,7 +20,15 @@ class ReadOnly:
 
 
 class StaffReadOnly(ReadOnly):
-    """Any active staff user may look; what they see is narrowed by each admin's queryset."""
+    """Any active staff user may look; what they see is narrowed by each admin's queryset.
+
+    Every field a page shows is read-only, so the layout (`fields` or `fieldsets`) is the
+    only list of them.
+    """
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fieldsets = getattr(self, "fieldsets", None) or [(None, {"fields": getattr(self, "fields", None) or ()})]
+        return flatten_fieldsets(fieldsets)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_active and request.user.is_staff

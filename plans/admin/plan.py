@@ -121,30 +121,6 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
         ("Transition history", {"fields": ["transition_history"]}),
         ("Event log", {"fields": ["event_log"], "classes": ["collapse"]}),
     ]
-    readonly_fields = [
-        "goal",
-        "id",
-        "status_badge",
-        "execution_badge",
-        "progress",
-        "subtask_counts",
-        "approvals_waiting",
-        "owner",
-        "session_id",
-        "failure_policy",
-        "max_parallel",
-        "requires_approval",
-        "auto_execute",
-        "created_at",
-        "approved_at",
-        "started_at",
-        "completed_at",
-        "metadata_json",
-        "subtask_list",
-        "dag_picture",
-        "transition_history",
-        "event_log",
-    ]
     inlines = [SubtaskInline]
 
     class Media:

@@ -54,7 +54,7 @@ def without_task(fields: Sequence[Any], request: HttpRequest) -> list[Any]:
 class SubtaskInline(StaffReadOnly, admin.TabularInline):
     # The parent admin has checked the plan is visible; its subtasks are too.
     model = Subtask
-    fields = readonly_fields = (
+    fields = (
         "key_link",
         "agent",
         "status_badge",
@@ -113,29 +113,6 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
         ("task", "worker"),
         ("batch_index", "position"),
         ("queued_at", "started_at", "completed_at", "updated_at"),
-    ]
-    readonly_fields = [
-        "plan_link",
-        "key",
-        "agent",
-        "description",
-        "status_badge",
-        "attempts",
-        "retries",
-        "max_retries",
-        "timeout_s",
-        "depends_on_keys",
-        "input_json",
-        "outcome",
-        "tool_call_transcript",
-        "task",
-        "worker",
-        "batch_index",
-        "position",
-        "queued_at",
-        "started_at",
-        "completed_at",
-        "updated_at",
     ]
 
     class Media:
