@@ -6,16 +6,29 @@ from django.dispatch import receiver
 
 from approvals.models import Approval, ApprovalKind
 from approvals.services import approval_request, approvals_cancel
-from execution.signals import tool_call_requested, waits_cancelled
+from execution.signals import plan_approval_requested, tool_call_requested, waits_cancelled
+
+
+@receiver(plan_approval_requested, dispatch_uid="approvals.request_plan_approval")
+def request_plan_approval(sender: Any, *, plan: Any, **kwargs: Any) -> Approval:
+    return approval_request(plan=plan, kind=ApprovalKind.PLAN)
 
 
 @receiver(tool_call_requested, dispatch_uid="approvals.request_tool_call")
 def request_tool_call(
-    sender: Any, *, subtask: Any, call_index: int, tool: str, arguments: dict[str, Any], **kwargs: Any
+    sender: Any,
+    *,
+    subtask: Any,
+    approval_id: Any,
+    call_index: int,
+    tool: str,
+    arguments: dict[str, Any],
+    **kwargs: Any,
 ) -> Approval:
     return approval_request(
         plan=subtask.plan,
         kind=ApprovalKind.TOOL_CALL,
+        approval_id=approval_id,
         subtask=subtask,
         call_index=call_index,
         tool=tool,

@@ -1,4 +1,4 @@
-"""Human gates: submitting a plan for approval, and deciding approvals exactly once.
+"""Human gates: asking for an approval, and deciding approvals exactly once.
 
 A decision locks the plan, then the approval; a second decision (even one arriving at
 the same moment) finds it decided and gets AlreadyDecided. Deciding a tool call records
@@ -16,61 +16,29 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.transitions import AlreadyDecided, approval_payload, approval_transition, approvals_transition
 from execution import engine
-from execution.agents.registry import agent_input_errors, agent_names
 from execution.events import event_append
-from execution.transitions import TransitionNotAllowed
-from plans.models import Plan, PlanStatus, Subtask
-from plans.services import plan_create, plan_limits
-from plans.validation import validate_plan
+from execution.operations import operation_require
+from plans.models import Plan, Subtask
+
+__all__ = [
+    "AlreadyDecided",
+    "approval_decide",
+    "approval_request",
+    "approvals_cancel",
+    "approvals_expire_overdue",
+    "plan_approve",
+]
 
 EXPIRE_BATCH = 200
-
-
-class AlreadyDecided(Exception):
-    """The approval was decided before; `status` is what it became."""
-
-    def __init__(self, approval: Approval) -> None:
-        self.status = approval.status
-        super().__init__(f"This approval is already {approval.status}.")
-
-
-def plan_submit(*, owner: User, data: Any) -> Plan:
-    """Validate and store a plan; ask for its approval, or approve (and start) it at once.
-
-    Raise PlanInvalid (with the API error code) when the plan breaks a rule.
-    """
-    spec = validate_plan(
-        data,
-        agents=agent_names(),
-        limits=plan_limits(),
-        check_input=agent_input_errors,
-        callbacks_enabled=bool(settings.WEBHOOK_SECRET),
-    )
-    with transaction.atomic():
-        plan = plan_create(owner=owner, spec=spec)
-        plan = engine.plan_lock(plan.pk)
-        event_append(
-            plan_id=plan.pk,
-            type="plan.created",
-            payload={
-                "goal": plan.goal,
-                "session_id": plan.session_id,
-                "subtasks": len(spec.subtasks),
-                "batches": len(spec.batches),
-            },
-        )
-        if plan.requires_approval:
-            approval_request(plan=plan, kind=ApprovalKind.PLAN)
-        else:
-            engine.plan_approve(plan=plan, actor=owner.get_username(), reason="no approval required")
-    return plan
 
 
 def approval_request(
     *,
     plan: Plan,
     kind: str,
+    approval_id: UUID | None = None,
     subtask: Subtask | None = None,
     call_index: int | None = None,
     tool: str = "",
@@ -79,6 +47,7 @@ def approval_request(
     """Create a pending approval (the caller holds the plan's lock) and announce it."""
     ttl = settings.APPROVALS_DEFAULT_TTL_S
     approval = Approval.objects.create(
+        **({"pk": approval_id} if approval_id is not None else {}),
         plan=plan,
         subtask=subtask,
         kind=kind,
@@ -87,7 +56,7 @@ def approval_request(
         call_index=call_index,
         expires_at=timezone.now() + timedelta(seconds=ttl) if ttl else None,
     )
-    event_append(plan_id=plan.pk, type="approval.requested", payload=_approval_payload(approval))
+    event_append(plan_id=plan.pk, type="approval.requested", payload=approval_payload(approval))
     return approval
 
 
@@ -95,13 +64,7 @@ def plan_approve(*, plan_id: UUID, user: User) -> Plan:
     """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft)."""
     with transaction.atomic():
         plan = engine.plan_lock(plan_id)
-        if plan.status != PlanStatus.DRAFT:
-            raise TransitionNotAllowed(
-                "plan",
-                plan.status,
-                PlanStatus.APPROVED,
-                f"Only a draft plan can be approved; this one is {plan.status}.",
-            )
+        operation_require("approve", status=plan.status, state=None)
         approval = (
             Approval.objects.select_for_update()
             .filter(plan=plan, kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING)
@@ -154,13 +117,9 @@ def approvals_cancel(*, plan_id: UUID, subtask_ids: list[UUID] | None, reason: s
     pending = Approval.objects.filter(plan_id=plan_id, status=ApprovalStatus.PENDING)
     if subtask_ids is not None:
         pending = pending.filter(subtask_id__in=subtask_ids)
-    approvals = list(pending.select_related("subtask"))
-    now = timezone.now()
-    for approval in approvals:
-        approval.status, approval.decided_at, approval.reason = ApprovalStatus.CANCELLED, now, reason
-        event_append(plan_id=plan_id, type="approval.resolved", payload=_approval_payload(approval))
-    Approval.objects.bulk_update(approvals, ["status", "decided_at", "reason"])
-    return len(approvals)
+    return approvals_transition(
+        approvals=list(pending.select_related("subtask")), to=ApprovalStatus.CANCELLED, reason=reason
+    )
 
 
 def _decide_by_id(approval_id: UUID, **decision: Any) -> Approval:
@@ -183,20 +142,17 @@ def _decide(
     result: Any = None,
 ) -> None:
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
-    if approval.status != ApprovalStatus.PENDING:
-        raise AlreadyDecided(approval)
     actor = user.get_username() if user is not None else "system"
     approved = status == ApprovalStatus.APPROVED
-    approval.status = status
-    approval.decided_by = user
-    approval.decided_at = timezone.now()
-    approval.reason = reason
-    if approved and approval.kind == ApprovalKind.TOOL_CALL:
-        approval.edited_arguments = arguments
-        approval.result = result
-    approval.save(update_fields=["status", "decided_by", "decided_at", "reason", "edited_arguments", "result"])
-    event_append(plan_id=plan.pk, type="approval.resolved", payload=_approval_payload(approval))
-
+    tool_call_approved = approved and approval.kind == ApprovalKind.TOOL_CALL
+    approval_transition(
+        approval=approval,
+        to=status,
+        decided_by=user,
+        reason=reason,
+        edited_arguments=arguments if tool_call_approved else None,
+        result=result if tool_call_approved else None,
+    )
     if approval.kind == ApprovalKind.PLAN:
         if approved:
             engine.plan_approve(plan=plan, actor=actor, reason=reason)
@@ -215,25 +171,3 @@ def _decide(
             reason=reason,
             actor=actor,
         )
-
-
-def _approval_payload(approval: Approval) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "approval_id": approval.pk,
-        "kind": approval.kind,
-        "status": approval.status,
-    }
-    if approval.kind == ApprovalKind.TOOL_CALL and approval.subtask is not None:
-        payload.update(
-            subtask_id=approval.subtask_id,
-            subtask_key=approval.subtask.key,
-            tool=approval.tool,
-            arguments=approval.arguments,
-        )
-    if approval.status == ApprovalStatus.PENDING:
-        payload["expires_at"] = approval.expires_at
-    else:
-        payload.update(
-            reason=approval.reason, decided_by=approval.decided_by.get_username() if approval.decided_by else "system"
-        )
-    return payload

@@ -12,9 +12,9 @@ import httpx
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from approvals.services import plan_submit
 from execution.engine import plan_lock
 from execution.events import event_append
+from execution.services import plan_submit
 from tests.factories import UserFactory, plan_data, subtask
 from tests.processes import FAST, WebServer, current_database_url
 

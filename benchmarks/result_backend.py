@@ -9,8 +9,8 @@ import time
 
 from django.conf import settings
 
-from approvals.services import plan_submit
 from benchmarks.harness import RedisWatch, in_subprocess, megabytes, redis_results_url, workers
+from execution.services import plan_submit
 from plans.models import Plan
 from tests.factories import UserFactory
 

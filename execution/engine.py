@@ -449,12 +449,14 @@ def _record_outcome(
 
 def _wait_for_approval(plan: Plan, subtask: Subtask, step: ToolCall, calls: list[dict[str, Any]], attempt: int) -> None:
     call_index = len(calls)
+    approval_id = uuid4()
     entry = {
         "tool": step.tool,
         "arguments": step.arguments,
         "requires_approval": True,
         "status": "pending",
         "result": None,
+        "approval_id": str(approval_id),
     }
     subtask_transition(
         subtask=subtask,
@@ -465,14 +467,14 @@ def _wait_for_approval(plan: Plan, subtask: Subtask, step: ToolCall, calls: list
         details={"tool": step.tool, "call_index": call_index},
     )
     # The approvals app creates the Approval (and its event) in this transaction.
-    responses = tool_call_requested.send(
-        sender=Subtask, subtask=subtask, call_index=call_index, tool=step.tool, arguments=step.arguments
+    tool_call_requested.send(
+        sender=Subtask,
+        subtask=subtask,
+        approval_id=approval_id,
+        call_index=call_index,
+        tool=step.tool,
+        arguments=step.arguments,
     )
-    approval_ids = [str(getattr(response, "pk", "")) for _, response in responses if response is not None]
-    if approval_ids:
-        entry["approval_id"] = approval_ids[0]
-        Subtask.objects.filter(pk=subtask.pk).update(tool_calls=[*calls, entry])
-        subtask.tool_calls = [*calls, entry]
     execution = execution_of(plan)
     if execution is not None and execution.state in (ExecState.RUNNING, ExecState.RESUMED):
         execution_transition(

@@ -1,34 +1,75 @@
-"""Operator actions on a plan's execution: execute, pause, resume, cancel, retry a subtask.
+"""Use cases of a plan's life: submit it, then execute, pause, resume, cancel it, retry its subtasks.
 
 One call per action, shared by the API, the admin and the command line. Each locks the
-plan, checks the action applies (TransitionNotAllowed otherwise: HTTP 409), and sends
-messages only after commit.
+plan, checks the action applies (execution/operations.py; TransitionNotAllowed otherwise,
+HTTP 409), and sends messages only after commit. Deciding approvals (the plan's included)
+is the approvals app's.
 """
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from execution import engine
+from execution.agents.registry import agent_input_errors, agent_names
+from execution.events import event_append
 from execution.models import ExecState
-from execution.states import EXECUTION_ACTIVE, PLAN_FINISHED
+from execution.operations import operation_require
+from execution.signals import plan_approval_requested
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
+from plans.services import plan_create, plan_limits
+from plans.validation import validate_plan
+
+
+def plan_submit(*, owner: User, data: Any) -> Plan:
+    """Validate and store a plan; ask for its approval, or approve (and start) it at once.
+
+    Raise PlanInvalid (with the API error code) when the plan breaks a rule.
+    """
+    spec = validate_plan(
+        data,
+        agents=agent_names(),
+        limits=plan_limits(),
+        check_input=agent_input_errors,
+        callbacks_enabled=bool(settings.WEBHOOK_SECRET),
+    )
+    with transaction.atomic():
+        plan = plan_create(owner=owner, spec=spec)
+        plan = engine.plan_lock(plan.pk)
+        event_append(
+            plan_id=plan.pk,
+            type="plan.created",
+            payload={
+                "goal": plan.goal,
+                "session_id": plan.session_id,
+                "subtasks": len(spec.subtasks),
+                "batches": len(spec.batches),
+            },
+        )
+        if plan.requires_approval:
+            # The approvals app creates the pending plan approval in this transaction.
+            plan_approval_requested.send(sender=Plan, plan=plan)
+        else:
+            engine.plan_approve(plan=plan, actor=owner.get_username(), reason="no approval required")
+    return plan
+
+
+def _state(plan: Plan) -> str | None:
+    execution = engine.execution_of(plan)
+    return execution.state if execution is not None else None
 
 
 @transaction.atomic
 def plan_execute(*, plan_id: UUID, actor: str) -> Plan:
     """Start an approved plan that waits for an explicit start (auto_execute off)."""
     plan = engine.plan_lock(plan_id)
-    if plan.status != PlanStatus.APPROVED:
-        raise TransitionNotAllowed(
-            "plan",
-            plan.status,
-            PlanStatus.IN_PROGRESS,
-            f"Only an approved plan can be executed; this one is {plan.status}.",
-        )
+    operation_require("execute", status=plan.status, state=_state(plan))
     engine.plan_start(plan=plan, actor=actor)
     return plan
 
@@ -37,8 +78,7 @@ def plan_execute(*, plan_id: UUID, actor: str) -> Plan:
 def plan_cancel(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
     """Cancel a plan: unfinished subtasks cancelled, their messages revoked, waits voided."""
     plan = engine.plan_lock(plan_id)
-    if plan.status in PLAN_FINISHED:
-        raise TransitionNotAllowed("plan", plan.status, PlanStatus.CANCELLED, f"The plan is already {plan.status}.")
+    operation_require("cancel", status=plan.status, state=_state(plan))
     engine.plan_cancel(plan=plan, actor=actor, reason=reason or f"cancelled by {actor}")
     return plan
 
@@ -48,11 +88,8 @@ def plan_pause(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
     """Stop dispatching new work; running subtasks finish and approvals can still be decided."""
     plan = engine.plan_lock(plan_id)
     execution = engine.execution_of(plan)
-    if plan.status != PlanStatus.IN_PROGRESS or execution is None or execution.state not in EXECUTION_ACTIVE:
-        current = execution.state if execution is not None and plan.status == PlanStatus.IN_PROGRESS else plan.status
-        raise TransitionNotAllowed(
-            "plan", current, ExecState.PAUSED, f"Only a running plan can be paused; this one is {current}."
-        )
+    operation_require("pause", status=plan.status, state=_state(plan))
+    assert execution is not None
     execution_transition(execution=execution, to=ExecState.PAUSED, reason=reason or f"paused by {actor}", actor=actor)
     return plan
 
@@ -62,11 +99,8 @@ def plan_resume(*, plan_id: UUID, actor: str) -> Plan:
     """Continue a paused plan where it stopped."""
     plan = engine.plan_lock(plan_id)
     execution = engine.execution_of(plan)
-    if plan.status != PlanStatus.IN_PROGRESS or execution is None or execution.state != ExecState.PAUSED:
-        current = execution.state if execution is not None and plan.status == PlanStatus.IN_PROGRESS else plan.status
-        raise TransitionNotAllowed(
-            "plan", current, ExecState.RUNNING, f"Only a paused plan can be resumed; this one is {current}."
-        )
+    operation_require("resume", status=plan.status, state=_state(plan))
+    assert execution is not None
     execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"resumed by {actor}", actor=actor)
     # Decisions taken while paused left their subtasks queued without a message.
     held = list(Subtask.objects.filter(plan=plan, status=S.QUEUED, task_id=""))
@@ -102,10 +136,7 @@ def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Su
                 S.QUEUED,
                 f"Only a failed subtask can be retried; {subtask.key!r} is {subtask.status}.",
             )
-    if plan.status not in (PlanStatus.IN_PROGRESS, PlanStatus.FAILED):
-        raise TransitionNotAllowed(
-            "plan", plan.status, PlanStatus.IN_PROGRESS, f"The plan is {plan.status}; its subtasks cannot be retried."
-        )
+    operation_require("retry", status=plan.status, state=_state(plan), has_failed=bool(subtasks))
     execution = engine.execution_of(plan)
     assert execution is not None
     reason = f"{', '.join(repr(subtask.key) for subtask in subtasks)} retried by {actor}"

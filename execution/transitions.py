@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from common.errors import DomainError
 from execution.events import event_append, events_append
 from execution.models import ExecutionState, StateTransition
 from execution.states import EXECUTION_TRANSITIONS, PLAN_FINISHED, PLAN_TRANSITIONS, SUBTASK_TRANSITIONS, allowed
@@ -38,14 +39,19 @@ SUBTASK_EVENTS: dict[str, str] = {
 SUBTASK_SETTLED_AT = {SubtaskStatus.DONE, SubtaskStatus.FAILED, SubtaskStatus.SKIPPED, SubtaskStatus.CANCELLED}
 
 
-class TransitionNotAllowed(Exception):
+class TransitionNotAllowed(DomainError):
     """The status table does not allow this change from the current status."""
+
+    code = "invalid_state"
+    http_status = 409
 
     def __init__(self, subject: str, current: str, target: str, message: str = "") -> None:
         self.subject = subject
         self.current_status = current
         self.target = target
-        super().__init__(message or f"The {subject} is {current}; it cannot become {target}.")
+        super().__init__(
+            message or f"The {subject} is {current}; it cannot become {target}.", details={"current_status": current}
+        )
 
 
 class TransitionConflict(TransitionNotAllowed):

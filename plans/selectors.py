@@ -1,9 +1,11 @@
-"""Who may see and act on which plans."""
+"""Who may see and act on which plans, and reading a plan's subtasks."""
+
+from uuid import UUID
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
-from plans.models import Plan
+from plans.models import Plan, Subtask, SubtaskDependency
 
 # Approvers (staff with this permission) see every plan, to decide on its approvals.
 DECIDE_PERMISSION = "approvals.decide_approval"
@@ -31,3 +33,14 @@ def can_operate(user: User | AnonymousUser, plan: Plan) -> bool:
 def can_approve(user: User | AnonymousUser, plan: Plan) -> bool:
     """Return whether the user may approve the plan: its owner, or an approver (it decides its plan approval)."""
     return bool(user.is_authenticated and (plan.owner_id == user.pk or is_approver(user)))
+
+
+def plan_subtasks(plan: Plan) -> tuple[list[Subtask], dict[UUID, list[str]]]:
+    """Return a plan's subtasks in run order and each one's dependency keys, in two queries."""
+    subtasks = list(plan.subtasks.order_by("batch_index", "position"))
+    depends_on: dict[UUID, list[str]] = {}
+    for subtask_id, key in (
+        SubtaskDependency.objects.filter(subtask__plan=plan).order_by("pk").values_list("subtask_id", "depends_on__key")
+    ):
+        depends_on.setdefault(subtask_id, []).append(key)
+    return subtasks, depends_on

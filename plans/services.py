@@ -5,7 +5,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from plans.models import Plan, Subtask, SubtaskDependency
-from plans.validation import Limits, PlanSpec
+from plans.shape import Limits
+from plans.validation import PlanSpec
 
 BULK_BATCH_SIZE = 2000
 

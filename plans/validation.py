@@ -12,41 +12,20 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import URLValidator
 
+from common.errors import DomainError
 from plans.batching import CycleError, chunk_levels, topological_levels
+from plans.shape import (
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_MAX_RETRIES,
+    Field,
+    Limits,
+    plan_fields,
+    subtask_fields,
+)
 
-MAX_PARALLEL_LIMIT = 64
-DEFAULT_MAX_PARALLEL = 3
-DEFAULT_MAX_RETRIES = 3
-MAX_RETRIES_LIMIT = 100
-KEY_MAX_LENGTH = 100
-AGENT_MAX_LENGTH = 64
-SESSION_ID_MAX_LENGTH = 255
-FAILURE_POLICIES = ("fail_fast", "continue")
-# Keys appear in URLs (/plans/{id}/subtasks/{key}/retry/), so keep them path-safe.
-KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+__all__ = ["Limits", "PlanInvalid", "PlanSpec", "SubtaskSpec", "validate_plan"]
 
-PLAN_FIELDS = {
-    "goal",
-    "session_id",
-    "max_parallel",
-    "failure_policy",
-    "requires_approval",
-    "auto_execute",
-    "metadata",
-    "callback_url",
-    "subtasks",
-}
-SUBTASK_FIELDS = {"key", "description", "agent", "depends_on", "input", "max_retries", "timeout_s"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Sizes a plan may not exceed (from settings)."""
-
-    max_subtasks: int = 10_000
-    max_goal_length: int = 10_000
-    max_description_length: int = 10_000
-    max_timeout_s: int = 1800
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -74,14 +53,12 @@ class PlanSpec:
     callback_url: str = ""
 
 
-class PlanInvalid(Exception):
+class PlanInvalid(DomainError):
     """A submitted plan breaks a rule; `code` is the API error code."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, details=details)
         self.code = code
-        self.message = message
-        self.details = details or {}
 
 
 InputCheck = Callable[[str, dict[str, Any]], list[str]]
@@ -91,7 +68,7 @@ def validate_plan(
     data: Any,
     *,
     agents: Collection[str],
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     check_input: InputCheck | None = None,
     callbacks_enabled: bool = True,
 ) -> PlanSpec:
@@ -107,16 +84,10 @@ def validate_plan(
             "validation_error", "A plan must be a JSON object.", {"non_field_errors": ["Expected an object."]}
         )
     errors = _Errors()
-    errors.unknown_fields("", data, PLAN_FIELDS)
-    goal = errors.text("goal", data.get("goal"), max_length=limits.max_goal_length, required=True)
-    session_id = errors.text("session_id", data.get("session_id", ""), max_length=SESSION_ID_MAX_LENGTH, blank=True)
-    max_parallel = errors.integer("max_parallel", data.get("max_parallel", DEFAULT_MAX_PARALLEL), 1, MAX_PARALLEL_LIMIT)
-    failure_policy = errors.choice("failure_policy", data.get("failure_policy", "fail_fast"), FAILURE_POLICIES)
-    requires_approval = errors.boolean("requires_approval", data.get("requires_approval", True))
-    auto_execute = errors.boolean("auto_execute", data.get("auto_execute", True))
-    metadata = errors.mapping("metadata", data.get("metadata", {}))
-    callback_url = errors.url("callback_url", data.get("callback_url", ""))
-    if callback_url and not callbacks_enabled:
+    fields = plan_fields(limits)
+    errors.unknown_fields("", data, fields)
+    values = {field.name: errors.read(field.name, field, data) for field in fields if field.kind != "subtasks"}
+    if values["callback_url"] and not callbacks_enabled:
         errors.add("callback_url", "Webhooks are disabled on this service (WEBHOOK_SECRET is not set).")
 
     raw_subtasks = data.get("subtasks")
@@ -146,19 +117,8 @@ def validate_plan(
             f"Subtask dependencies form a cycle: {' -> '.join([*cycle.cycle, cycle.cycle[0]])}.",
             {"cycle": cycle.cycle},
         ) from None
-    batches = tuple(tuple(batch) for batch in chunk_levels(levels, max_parallel))
-    return PlanSpec(
-        goal=goal,
-        subtasks=tuple(specs),
-        batches=batches,
-        session_id=session_id,
-        max_parallel=max_parallel,
-        failure_policy=failure_policy,
-        requires_approval=requires_approval,
-        auto_execute=auto_execute,
-        metadata=metadata,
-        callback_url=callback_url,
-    )
+    batches = tuple(tuple(batch) for batch in chunk_levels(levels, values["max_parallel"]))
+    return PlanSpec(subtasks=tuple(specs), batches=batches, **values)
 
 
 def _check_unique_keys(keys: list[str]) -> None:
@@ -208,97 +168,99 @@ class _Errors:
             first = next(iter(self.fields))
             raise PlanInvalid("validation_error", f"Invalid plan: {first}: {self.fields[first][0]}", dict(self.fields))
 
-    def unknown_fields(self, prefix: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    def unknown_fields(self, prefix: str, data: Mapping[str, Any], fields: tuple[Field, ...]) -> None:
+        names = {field.name for field in fields}
         for name in data:
-            if name not in allowed:
+            if name not in names:
                 self.add(f"{prefix}{name}", "Unknown field.")
 
-    def text(self, path: str, value: Any, *, max_length: int, required: bool = False, blank: bool = False) -> str:
-        if value is None and not required:
-            return ""
+    def read(self, path: str, field: Field, data: Mapping[str, Any]) -> Any:
+        """Return the field's value in `data` (its default when absent), noting what is wrong with it."""
+        if field.name not in data:
+            if field.required:
+                self.add(path, "This field is required.")
+            return field.initial()
+        value = data[field.name]
+        if value is None and (field.nullable or (field.kind == "text" and not field.required)):
+            return field.initial()
+        reader = getattr(self, f"_{field.kind}")
+        return reader(path, field, value)
+
+    def _text(self, path: str, field: Field, value: Any) -> str:
         if not isinstance(value, str):
             self.add(path, "This field is required." if value is None else "Must be a string.")
             return ""
-        if not blank and not value.strip():
+        if not field.blank and not value.strip():
             self.add(path, "May not be blank.")
-        if len(value) > max_length:
-            self.add(path, f"At most {max_length} characters (got {len(value)}).")
+        if field.max_length is not None and len(value) > field.max_length:
+            self.add(path, f"At most {field.max_length} characters (got {len(value)}).")
+        if field.pattern and value and not re.fullmatch(field.pattern, value):
+            self.add(path, "Use letters, digits and _ . : - only, starting with a letter or digit.")
         return value
 
-    def integer(self, path: str, value: Any, low: int, high: int) -> int:
+    def _integer(self, path: str, field: Field, value: Any) -> int:
+        low = field.minimum if field.minimum is not None else 0
         if not isinstance(value, int) or isinstance(value, bool):
             self.add(path, "Must be an integer.")
             return low
-        if not low <= value <= high:
+        high = field.maximum
+        if value < low or (high is not None and value > high):
             self.add(path, f"Must be between {low} and {high}.")
         return value
 
-    def boolean(self, path: str, value: Any) -> bool:
+    def _boolean(self, path: str, field: Field, value: Any) -> bool:
         if not isinstance(value, bool):
             self.add(path, "Must be true or false.")
             return False
         return value
 
-    def choice(self, path: str, value: Any, choices: tuple[str, ...]) -> str:
-        if value not in choices:
-            self.add(path, f"Must be one of: {', '.join(choices)}.")
-            return choices[0]
+    def _choice(self, path: str, field: Field, value: Any) -> str:
+        if value not in field.choices:
+            self.add(path, f"Must be one of: {', '.join(field.choices)}.")
+            return field.choices[0]
         return str(value)
 
-    def mapping(self, path: str, value: Any) -> dict[str, Any]:
+    def _object(self, path: str, field: Field, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.add(path, "Must be an object.")
             return {}
         return value
 
-    def url(self, path: str, value: Any) -> str:
-        if value in ("", None):
+    def _url(self, path: str, field: Field, value: Any) -> str:
+        if value == "":
+            return ""
+        if not isinstance(value, str):
+            self.add(path, "Must be an http(s) URL.")
+            return ""
+        if field.max_length is not None and len(value) > field.max_length:
+            self.add(path, f"At most {field.max_length} characters (got {len(value)}).")
             return ""
         try:
             URLValidator(schemes=["http", "https"])(value)
         except DjangoValidationError:
             self.add(path, "Must be an http(s) URL.")
             return ""
-        return str(value)
+        return value
+
+    def _keys(self, path: str, field: Field, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.add(path, "Must be a list of subtask keys.")
+            return ()
+        return tuple(dict.fromkeys(value))
 
     def subtask(self, path: str, raw: Any, limits: Limits, check_input: InputCheck | None) -> SubtaskSpec | None:
         if not isinstance(raw, Mapping):
             self.add(path, "Must be an object.")
             return None
         before = len(self.fields)
-        self.unknown_fields(f"{path}.", raw, SUBTASK_FIELDS)
-        key = self.text(f"{path}.key", raw.get("key"), max_length=KEY_MAX_LENGTH, required=True)
-        if key and not KEY_PATTERN.fullmatch(key):
-            self.add(f"{path}.key", "Use letters, digits and _ . : - only, starting with a letter or digit.")
-        description = self.text(
-            f"{path}.description", raw.get("description"), max_length=limits.max_description_length, required=True
-        )
-        agent = self.text(f"{path}.agent", raw.get("agent"), max_length=AGENT_MAX_LENGTH, required=True)
-        depends_on = self._keys(f"{path}.depends_on", raw.get("depends_on", []))
-        task_input = self.mapping(f"{path}.input", raw.get("input", {}))
-        max_retries = self.integer(
-            f"{path}.max_retries", raw.get("max_retries", DEFAULT_MAX_RETRIES), 0, MAX_RETRIES_LIMIT
-        )
-        timeout_s = raw.get("timeout_s")
-        if timeout_s is not None:
-            timeout_s = self.integer(f"{path}.timeout_s", timeout_s, 1, limits.max_timeout_s)
-        if check_input is not None and agent and len(self.fields) == before:
-            for message in check_input(agent, task_input):
+        fields = subtask_fields(limits)
+        self.unknown_fields(f"{path}.", raw, fields)
+        values = {field.name: self.read(f"{path}.{field.name}", field, raw) for field in fields}
+        if isinstance(values["depends_on"], list):
+            values["depends_on"] = tuple(values["depends_on"])
+        if check_input is not None and values["agent"] and len(self.fields) == before:
+            for message in check_input(values["agent"], values["input"]):
                 self.add(f"{path}.input", message)
         if len(self.fields) > before:
             return None
-        return SubtaskSpec(
-            key=key,
-            description=description,
-            agent=agent,
-            depends_on=depends_on,
-            input=task_input,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-        )
-
-    def _keys(self, path: str, value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            self.add(path, "Must be a list of subtask keys.")
-            return ()
-        return tuple(dict.fromkeys(value))
+        return SubtaskSpec(**values)

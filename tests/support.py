@@ -5,7 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from approvals.models import Approval, ApprovalStatus
-from approvals.services import plan_submit
+from execution.services import plan_submit
 from plans.models import Plan, Subtask
 from tests.factories import UserFactory, plan_data
 

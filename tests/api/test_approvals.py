@@ -6,8 +6,9 @@ import pytest
 from django.db import connection, transaction
 
 from approvals.models import Approval
-from approvals.services import approval_request, plan_submit
+from approvals.services import approval_request
 from execution.engine import plan_lock
+from execution.services import plan_submit
 from plans.models import Subtask
 from tests.api.conftest import client_for
 from tests.api.test_plans import assert_error

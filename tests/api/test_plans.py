@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 
 from approvals.models import Approval
-from approvals.services import plan_submit
 from execution.models import ExecState
+from execution.services import plan_submit
 from plans.models import Plan, Subtask
 from tests.api.conftest import client_for
 from tests.factories import plan_data, subtask

@@ -15,8 +15,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from approvals.services import plan_submit
 from config.wsgi import application
+from execution.services import plan_submit
 from tests.factories import UserFactory, plan_data, subtask
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

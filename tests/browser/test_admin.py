@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 
 from approvals.models import ApprovalStatus
 from plans.models import PlanStatus, SubtaskStatus
-from tests.admin.support import staff
+from tests.desk.support import staff
 from tests.factories import subtask
 from tests.support import finished, pending_approval, start
 

@@ -3,8 +3,8 @@
 import pytest
 from django.db import transaction
 
-from approvals.services import plan_submit
 from execution import canvas
+from execution.services import plan_submit
 from plans.models import Plan, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
 

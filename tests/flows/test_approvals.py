@@ -8,8 +8,9 @@ from django.db import connection
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalStatus
-from approvals.services import AlreadyDecided, approval_decide, plan_approve, plan_submit
+from approvals.services import AlreadyDecided, approval_decide, plan_approve
 from execution.models import ExecState, ExecutionState
+from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
 from tests.support import event_types, finished, pending_approval, start, subtask_in, wait_for

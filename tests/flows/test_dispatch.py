@@ -2,8 +2,8 @@
 
 import pytest
 
-from approvals.services import plan_submit
 from execution.models import Event
+from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
 from tests.support import wait_for

@@ -1,0 +1,1 @@
+"""Approval endpoints: the queue of decisions, approve and reject."""

@@ -1,0 +1,1 @@
+"""Plan endpoints: submit, read, act on and follow plans."""

@@ -1,0 +1,229 @@
+"""Plan endpoints: submit, list, read, act (approve, execute, pause, resume, cancel, retry), follow.
+
+Each action is one service call; errors become the API's error format in api/errors.py.
+"""
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.errors import authenticated_user, errors
+from api.plans.serializers import (
+    CancelSerializer,
+    EventSerializer,
+    PlanDetailSerializer,
+    PlanSerializer,
+    PlanStatusSerializer,
+    PlanSubmitSerializer,
+    TransitionSerializer,
+)
+from api.renderers import EventStreamRenderer
+from api.stream import event_stream_response
+from approvals.services import plan_approve
+from execution.models import ExecState
+from execution.progress import current_subtask_keys, plan_progress
+from execution.selectors import plan_events, plan_transitions
+from execution.services import plan_cancel, plan_execute, plan_pause, plan_resume, plan_submit, subtask_retry
+from plans.models import Plan, PlanStatus
+from plans.selectors import can_approve, can_operate, plan_subtasks, plans_visible_to
+from plans.shape import KEY_PATTERN
+
+EVENTS_LIMIT = 1000
+
+
+class PlanFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
+    session_id = django_filters.CharFilter()
+    execution_state = django_filters.ChoiceFilter(field_name="execution__state", choices=ExecState.choices)
+
+    class Meta:
+        model = Plan
+        fields = ["status", "session_id", "execution_state"]
+
+
+class AfterSerializer(serializers.Serializer):
+    after = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=EVENTS_LIMIT, default=EVENTS_LIMIT)
+
+
+PLAN_ACTION_ERRORS = errors(401, 403, 404, 409)
+
+
+class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = PlanSerializer
+    filterset_class = PlanFilter
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+
+    def get_queryset(self) -> QuerySet[Plan]:
+        return plans_visible_to(self.request.user).select_related("owner", "execution").order_by("-created_at")
+
+    def _operable(self) -> Plan:
+        """Return the plan if the user may act on it: 404 if unseen, 403 if only seen."""
+        plan = self.get_object()
+        if not can_operate(self.request.user, plan):
+            raise exceptions.PermissionDenied("Only the plan's owner may do this.")
+        return plan
+
+    def _detail(self, plan_id: Any, *, status_code: int = status.HTTP_200_OK) -> Response:
+        """Answer with the plan, its execution and its subtasks, in four queries."""
+        plan = self.get_queryset().get(pk=plan_id)
+        subtasks, depends_on = plan_subtasks(plan)
+        data = PlanDetailSerializer(plan, context={"subtasks": subtasks, "depends_on": depends_on}).data
+        return Response(data, status=status_code)
+
+    @extend_schema(
+        summary="List plans",
+        responses={200: PlanSerializer(many=True), **errors(400, 401, 404)},
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Submit a plan",
+        request=PlanSubmitSerializer,
+        responses={201: PlanDetailSerializer, **errors(400, 401)},
+        description=(
+            "400 codes: validation_error, duplicate_key, unknown_dependency, unknown_agent, "
+            "cyclic_dependencies (details.cycle), too_many_subtasks."
+        ),
+    )
+    def create(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise exceptions.ValidationError({"non_field_errors": ["A plan must be a JSON object."]})
+        plan = plan_submit(owner=authenticated_user(request), data=request.data)
+        response = self._detail(plan.pk, status_code=status.HTTP_201_CREATED)
+        response["Location"] = reverse("plan-detail", kwargs={"pk": plan.pk})
+        return response
+
+    @extend_schema(summary="Read a plan with its subtasks", responses={200: PlanDetailSerializer, **errors(401, 404)})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return self._detail(self.get_object().pk)
+
+    @extend_schema(
+        summary="Approve a draft plan", request=None, responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        plan = self.get_object()
+        if not can_approve(request.user, plan):
+            raise exceptions.PermissionDenied("Only the plan's owner or an approver may approve it.")
+        plan_approve(plan_id=plan.pk, user=authenticated_user(request))
+        return self._detail(plan.pk)
+
+    @extend_schema(
+        summary="Start an approved plan", request=None, responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    def execute(self, request: Request, pk: str) -> Response:
+        plan_execute(plan_id=self._operable().pk, actor=request.user.get_username())
+        return self._detail(pk)
+
+    @extend_schema(
+        summary="Cancel a plan",
+        request=CancelSerializer,
+        responses={200: PlanDetailSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        plan = self._operable()
+        body = CancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        plan_cancel(plan_id=plan.pk, actor=request.user.get_username(), reason=body.validated_data.get("reason", ""))
+        return self._detail(plan.pk)
+
+    @extend_schema(
+        summary="Pause a running plan", request=None, responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        plan_pause(plan_id=self._operable().pk, actor=request.user.get_username())
+        return self._detail(pk)
+
+    @extend_schema(
+        summary="Resume a paused plan", request=None, responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        plan_resume(plan_id=self._operable().pk, actor=request.user.get_username())
+        return self._detail(pk)
+
+    @extend_schema(
+        summary="Retry a failed subtask",
+        request=None,
+        responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS},
+        parameters=[OpenApiParameter("key", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=KEY_PATTERN.pattern)],
+    )
+    @action(detail=True, methods=["post"], url_path=rf"subtasks/(?P<key>{KEY_PATTERN.pattern})/retry")
+    def retry(self, request: Request, pk: str, key: str) -> Response:
+        plan = self._operable()
+        subtask_retry(plan_id=plan.pk, key=key, actor=request.user.get_username())
+        return self._detail(plan.pk)
+
+    @extend_schema(summary="Progress of a plan", responses={200: PlanStatusSerializer, **errors(401, 404)})
+    @action(detail=True, methods=["get"], url_path="status")
+    def plan_status(self, request: Request, pk: str) -> Response:
+        plan = self.get_object()
+        execution = getattr(plan, "execution", None)
+        return Response(
+            {
+                "plan_id": plan.pk,
+                "status": plan.status,
+                "state": execution.state if execution is not None else None,
+                "progress": plan_progress(plan_id=plan.pk),
+                "current_subtasks": current_subtask_keys(plan_id=plan.pk),
+                "started_at": plan.started_at,
+                "completed_at": plan.completed_at,
+            }
+        )
+
+    @extend_schema(
+        summary="State transitions of the plan's execution, oldest first",
+        responses={200: TransitionSerializer(many=True), **errors(401, 404)},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def history(self, request: Request, pk: str) -> Response:
+        plan = self.get_object()
+        return Response(TransitionSerializer(plan_transitions(plan_id=plan.pk), many=True).data)
+
+    @extend_schema(
+        summary="Events of a plan after a sequence number; a live stream with Accept: text/event-stream",
+        description=(
+            "JSON: the events with seq > after, oldest first (at most `limit`). With `Accept: text/event-stream` "
+            "the response is a Server-Sent Events stream: first the events after `after` (or after the "
+            "`Last-Event-ID` header when reconnecting), then each new event as it is committed. Each message has "
+            "`id` (the seq), `event` (the type) and `data` (the event as JSON)."
+        ),
+        parameters=[AfterSerializer],
+        responses={
+            (200, "application/json"): EventSerializer(many=True),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="Server-Sent Events"),
+            **errors(400, 401, 404),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=[JSONRenderer, EventStreamRenderer],
+        pagination_class=None,
+        filterset_class=None,
+    )
+    def events(self, request: Request, pk: str) -> Response | StreamingHttpResponse:
+        plan = self.get_object()
+        query = AfterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data["after"]
+        if request.accepted_renderer.format == EventStreamRenderer.format:
+            last_event_id = request.headers.get("Last-Event-ID", "")
+            return event_stream_response(plan.pk, after=int(last_event_id) if last_event_id.isdigit() else after)
+        events = plan_events(plan_id=plan.pk, after=after, limit=query.validated_data["limit"])
+        return Response(EventSerializer(events, many=True).data)

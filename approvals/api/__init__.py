@@ -1,1 +1,0 @@
-"""REST API for approvals (under /api/v1/approvals/)."""

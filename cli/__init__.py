@@ -1,0 +1,1 @@
+"""The command-line door: `manage.py plans` and its terminal screens."""

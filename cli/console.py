@@ -1,0 +1,348 @@
+"""The terminal side of `manage.py plans`: rich tables, live progress, and prompts for pending approvals."""
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+from uuid import UUID
+
+import psycopg
+from django.contrib.auth.models import User
+from django.db import connection
+from django.utils import timezone
+from django.utils.timesince import timesince
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.prompt import Prompt
+from rich.table import Table
+from rich.text import Text
+
+from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.selectors import approvals_visible_to, can_decide
+from approvals.services import AlreadyDecided, approval_decide
+from common.palette import STATUS_COLOURS, status_colour
+from execution.events import NOTIFY_CHANNEL
+from execution.models import ExecutionState
+from execution.progress import current_subtask_keys, plan_progress
+from execution.states import PLAN_FINISHED
+from execution.transitions import TransitionNotAllowed
+from plans.models import Plan
+
+# Without a notification, the screen is refreshed this often anyway (a missed NOTIFY costs at most this).
+REFRESH_S = 2.0
+SUBTASK_ROWS = 200
+
+
+def styled(status: str) -> Text:
+    """Return a status word in its colour."""
+    return Text(status.replace("_", " "), style=status_colour(status) if status in STATUS_COLOURS else "")
+
+
+def short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compact_json(value: Any, limit: int = 80) -> str:
+    return short(json.dumps(value, ensure_ascii=False, sort_keys=True), limit)
+
+
+@dataclass
+class PlanView:
+    plan: Plan
+    progress: dict[str, Any]
+    current: list[str]
+
+    @property
+    def state(self) -> str:
+        try:
+            return self.plan.execution.state
+        except ExecutionState.DoesNotExist:
+            return "—"
+
+
+@dataclass
+class Snapshot:
+    """What the screen shows: the watched plans and their pending approvals."""
+
+    views: list[PlanView]
+    approvals: list[Approval] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return all(view.plan.status in PLAN_FINISHED for view in self.views)
+
+
+def snapshot(*, plan_ids: Sequence[UUID], user: User) -> Snapshot:
+    """Read the plans, their progress and their pending approvals (a few queries per plan)."""
+    plans = Plan.objects.select_related("execution").in_bulk(plan_ids)
+    views = [
+        PlanView(
+            plan=plans[plan_id], progress=plan_progress(plan_id=plan_id), current=current_subtask_keys(plan_id=plan_id)
+        )
+        for plan_id in plan_ids
+        if plan_id in plans
+    ]
+    approvals = list(
+        approvals_visible_to(user)
+        .filter(plan_id__in=plan_ids, status=ApprovalStatus.PENDING)
+        .select_related("plan", "subtask")
+        .order_by("requested_at")
+    )
+    return Snapshot(views=views, approvals=approvals)
+
+
+# --- Rendering ------------------------------------------------------------------------------------
+
+
+def plans_table(views: Iterable[PlanView]) -> Table:
+    table = Table(title="Plans", title_justify="left", expand=False)
+    table.add_column("plan")
+    table.add_column("status")
+    table.add_column("progress", min_width=24)
+    table.add_column("done", justify="right")
+    table.add_column("now")
+    for view in views:
+        progress = view.progress
+        bar = ProgressBar(total=max(progress["total"], 1), completed=progress["done"], width=24)
+        counts = f"{progress['done']}/{progress['total']} ({progress['percentage']:.0f}%)"
+        extra = [f"{progress[name]} {name}" for name in ("failed", "skipped", "cancelled") if progress[name]]
+        table.add_row(
+            f"{short(view.plan.goal, 48)}\n[dim]{view.plan.pk}[/dim]",
+            Text.assemble(styled(view.plan.status), " / ", styled(view.state)),
+            bar,
+            counts + ("\n" + ", ".join(extra) if extra else ""),
+            short(", ".join(view.current), 40) or "—",
+        )
+    return table
+
+
+def approvals_table(approvals: Sequence[Approval]) -> Table:
+    table = Table(title="Pending approvals", title_justify="left")
+    for column in ("#", "plan", "subtask", "agent", "tool", "arguments", "waiting"):
+        table.add_column(column)
+    for number, approval in enumerate(approvals, 1):
+        subtask = approval.subtask
+        table.add_row(
+            str(number),
+            short(approval.plan.goal, 30),
+            subtask.key if subtask is not None else "—",
+            subtask.agent if subtask is not None else "—",
+            approval.tool if approval.kind == ApprovalKind.TOOL_CALL else "the plan",
+            compact_json(approval.arguments, 50) if approval.kind == ApprovalKind.TOOL_CALL else "",
+            timesince(approval.requested_at, depth=1),
+        )
+    return table
+
+
+def screen(state: Snapshot) -> RenderableType:
+    parts: list[RenderableType] = [plans_table(state.views)]
+    if state.approvals:
+        parts.append(approvals_table(state.approvals))
+    return Group(*parts)
+
+
+def status_line(state: Snapshot) -> str:
+    """Return one line per plan, for output that is not a terminal (logs, CI)."""
+    lines = []
+    for view in state.views:
+        progress = view.progress
+        waiting = [a for a in state.approvals if a.plan_id == view.plan.pk]
+        lines.append(
+            f"{view.plan.pk} {view.plan.status}/{view.state} "
+            f"{progress['done']}/{progress['total']} done ({progress['percentage']:.0f}%)"
+            + (f", {progress['failed']} failed" if progress["failed"] else "")
+            + (f", now: {', '.join(view.current)}" if view.current else "")
+            + (f", {len(waiting)} approval(s) pending" if waiting else "")
+        )
+    return "\n".join(lines)
+
+
+def subtasks_table(plan: Plan) -> RenderableType:
+    """Return the final table of a plan's subtasks (key, agent, status, attempts) under the plan's goal."""
+    table = Table()
+    for column in ("key", "agent", "status", "attempts"):
+        table.add_column(column, justify="right" if column == "attempts" else "left")
+    subtasks = plan.subtasks.order_by("batch_index", "position").only("key", "agent", "status", "attempts")
+    total = plan.subtasks.count()
+    for subtask in subtasks[:SUBTASK_ROWS]:
+        table.add_row(subtask.key, subtask.agent, styled(subtask.status), str(subtask.attempts))
+    if total > SUBTASK_ROWS:
+        table.add_row(f"… {total - SUBTASK_ROWS} more", "", "", "")
+    heading = Text.assemble((short(plan.goal, 100), "bold"), " ", styled(plan.status), f"  {plan.pk}")
+    return Group(heading, table)
+
+
+def status_report(plan: Plan, user: User) -> RenderableType:
+    """Return what `plans status` prints: progress, pending approvals and the subtasks."""
+    state = snapshot(plan_ids=[plan.pk], user=user)
+    parts: list[RenderableType] = [plans_table(state.views)]
+    if state.approvals:
+        parts.append(approvals_table(state.approvals))
+    parts.append(subtasks_table(plan))
+    return Group(*parts)
+
+
+# --- Waiting for changes --------------------------------------------------------------------------
+
+
+class PlanEvents:
+    """Wake up when a watched plan logs an event: LISTEN on the events channel, or just wait when that fails."""
+
+    def __init__(self, plan_ids: Iterable[UUID]) -> None:
+        self.ids = {str(plan_id) for plan_id in plan_ids}
+        self.conn: psycopg.Connection | None = None
+
+    def __enter__(self) -> "PlanEvents":
+        try:
+            self.conn = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+            self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.Error:
+            self.conn = None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def wait(self, timeout: float) -> bool:
+        """Return True as soon as a watched plan has a new event, False after `timeout` seconds without one."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if self.conn is None:
+                time.sleep(left)
+                return False
+            try:
+                for notify in self.conn.notifies(timeout=left, stop_after=1):
+                    if notify.payload.partition(":")[0] in self.ids:
+                        return True
+            except psycopg.Error:
+                # The listening connection broke (e.g. a database restart): fall back to refreshing.
+                self.conn = None
+        return False
+
+
+# --- Watching -------------------------------------------------------------------------------------
+
+
+class WatchTimedOut(Exception):
+    """The plans did not finish within the watch's timeout."""
+
+
+@dataclass
+class Watch:
+    """Show the plans' progress until they finish; with input, ask about each pending approval once."""
+
+    plan_ids: list[UUID]
+    user: User
+    console: Console
+    interactive: bool
+    stdin: TextIO | None = None
+    timeout: float | None = None
+    asked: set[UUID] = field(default_factory=set)
+
+    def run(self) -> Snapshot:
+        """Watch until every plan has finished; return the last snapshot. Raise WatchTimedOut on timeout."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        live = Live(console=self.console, auto_refresh=False, transient=True) if self.console.is_terminal else None
+        shown: object = None
+        with PlanEvents(self.plan_ids) as events:
+            if live is not None:
+                live.start()
+            try:
+                while True:
+                    state = snapshot(plan_ids=self.plan_ids, user=self.user)
+                    if live is not None:
+                        live.update(screen(state), refresh=True)
+                    elif (line := status_line(state)) != shown:
+                        self.console.print(f"{timezone.localtime():%H:%M:%S} {line}", highlight=False, soft_wrap=True)
+                        shown = line
+                    if state.finished:
+                        return state
+                    if self.interactive and self._ask(state, live):
+                        continue
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise WatchTimedOut(f"Timed out after {self.timeout:.0f}s; the plans go on.")
+                    events.wait(
+                        REFRESH_S if deadline is None else max(0.0, min(REFRESH_S, deadline - time.monotonic()))
+                    )
+            finally:
+                if live is not None:
+                    live.stop()
+
+    def _ask(self, state: Snapshot, live: Live | None) -> bool:
+        """Ask about the first approval not asked about yet; return whether a decision was sent."""
+        for approval in state.approvals:
+            if approval.pk in self.asked or not can_decide(self.user, approval):
+                continue
+            self.asked.add(approval.pk)
+            if live is not None:
+                live.stop()
+            try:
+                return self._decide(approval)
+            except EOFError:
+                self.interactive = False
+                self.console.print("[dim]No more input: watching only.[/dim]")
+                return False
+            finally:
+                if live is not None:
+                    live.start()
+        return False
+
+    def _decide(self, approval: Approval) -> bool:
+        console = self.console
+        if approval.kind == ApprovalKind.TOOL_CALL and approval.subtask is not None:
+            console.print(
+                f"\n[bold]{approval.subtask.agent}[/bold] asks to call [bold]{approval.tool}[/bold] "
+                f"in subtask [bold]{approval.subtask.key}[/bold] of “{short(approval.plan.goal)}”",
+                highlight=False,
+            )
+            console.print_json(json.dumps(approval.arguments, ensure_ascii=False))
+        else:
+            console.print(f"\nThe plan “{short(approval.plan.goal)}” waits for approval.", highlight=False)
+        answer = self._prompt("Approve, reject or skip?", choices=["a", "r", "s"], default="s")
+        if answer == "s":
+            console.print("Skipped; decide it later here, in the admin or through the API.")
+            return False
+        approve = answer == "a"
+        reason = self._prompt("Reason (optional)", default="")
+        decision: dict[str, Any] = {}
+        if approve and approval.kind == ApprovalKind.TOOL_CALL:
+            decision["arguments"] = self._json("Edited arguments as a JSON object (empty: keep them)", obj=True)
+            decision["result"] = self._json("The tool's result as JSON (empty: none)")
+        try:
+            approval_decide(approval_id=approval.pk, decided_by=self.user, approve=approve, reason=reason, **decision)
+        except AlreadyDecided as error:
+            console.print(f"[yellow]Not decided: it is already {error.status}.[/yellow]")
+            return False
+        except TransitionNotAllowed as error:
+            console.print(f"[yellow]Not decided: {error}[/yellow]")
+            return False
+        console.print("[green]Approved.[/green]" if approve else "[red]Rejected.[/red]")
+        return True
+
+    def _prompt(self, question: str, *, choices: list[str] | None = None, default: str = "") -> str:
+        return Prompt.ask(
+            question,
+            console=self.console,
+            choices=choices,
+            default=default,
+            show_default=bool(default),
+            stream=self.stdin,
+        ).strip()
+
+    def _json(self, question: str, *, obj: bool = False) -> Any:
+        while True:
+            text = self._prompt(question, default="")
+            if not text:
+                return None
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                self.console.print(f"[red]Not JSON: {error}.[/red]")
+                continue
+            if obj and not isinstance(value, dict):
+                self.console.print("[red]The arguments must be a JSON object.[/red]")
+                continue
+            return value

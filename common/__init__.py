@@ -1,0 +1,1 @@
+"""What every layer shares and that belongs to none of them: the domain error base."""

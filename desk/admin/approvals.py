@@ -1,0 +1,255 @@
+"""Admin for approvals: the queue of pending decisions; approve or reject, with a reason, edited arguments, a result."""
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.contrib.admin.utils import unquote
+from django.db.models import Case, F, QuerySet, Value, When
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+from django.utils.timesince import timesince, timeuntil
+
+from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.selectors import approvals_visible_to, can_decide
+from approvals.services import AlreadyDecided, approval_decide
+from desk.access import StaffReadOnly
+from desk.display import badge, pretty_json
+from desk.forms import DecisionForm
+from execution.transitions import TransitionNotAllowed
+from plans.selectors import is_approver, plans_visible_to
+
+DECISIONS = {"_approve": True, "_reject": False}
+PLAN_CHOICES = 20
+
+
+def describe(approval: Approval) -> str:
+    """Return what an approval is about, in a few words."""
+    plan = Truncator(approval.plan.goal).chars(60)
+    if approval.kind == ApprovalKind.PLAN:
+        return f"plan “{plan}”"
+    key = approval.subtask.key if approval.subtask is not None else "?"
+    return f"tool call {approval.tool!r} of subtask {key!r} (plan “{plan}”)"
+
+
+def decide_and_report(
+    request: HttpRequest, approvals: Iterable[Approval], *, approve: bool, reason: str = "", **decision: Any
+) -> int:
+    """Decide each approval through the service, turning refusals into admin messages; return how many were decided."""
+    decided = []
+    for approval in approvals:
+        if not can_decide(request.user, approval):
+            messages.error(request, f"You may not decide the {describe(approval)}.")
+            continue
+        try:
+            approval_decide(
+                approval_id=approval.pk,
+                decided_by=request.user,  # type: ignore[arg-type]  # the admin lets in only staff
+                approve=approve,
+                reason=reason,
+                **decision,
+            )
+        except AlreadyDecided as error:
+            messages.error(request, f"Not decided: the {describe(approval)} is already {error.status}.")
+        except TransitionNotAllowed as error:
+            messages.error(request, f"Not decided: {error}")
+        else:
+            decided.append(describe(approval))
+    if decided:
+        verb = "Approved" if approve else "Rejected"
+        messages.success(request, f"{verb}: {'; '.join(decided)}." + (f" Reason: {reason}" if reason else ""))
+    return len(decided)
+
+
+class DecisionActionForm(ActionForm):
+    reason = forms.CharField(
+        required=False, label="Reason", widget=forms.TextInput(attrs={"placeholder": "reason (optional)"})
+    )
+
+
+class PlanFilter(admin.SimpleListFilter):
+    """Plans with pending approvals (the most recent few), and the plan asked for in the URL."""
+
+    title = "plan"
+    parameter_name = "plan__id__exact"
+
+    def _selected(self) -> uuid.UUID | None:
+        try:
+            return uuid.UUID(str(self.value()))
+        except ValueError:
+            return None
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        visible = plans_visible_to(request.user)
+        plans = list(
+            visible.filter(approvals__status=ApprovalStatus.PENDING)
+            .distinct()
+            .order_by("-created_at")
+            .only("pk", "goal")[:PLAN_CHOICES]
+        )
+        selected = self._selected()
+        if selected is not None and all(plan.pk != selected for plan in plans):
+            plans += list(visible.filter(pk=selected).only("pk", "goal"))
+        return [(str(plan.pk), Truncator(plan.goal).chars(40)) for plan in plans]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Approval]) -> QuerySet[Approval]:
+        if self.value() is None:
+            return queryset
+        selected = self._selected()
+        return queryset.filter(plan_id=selected) if selected is not None else queryset.none()
+
+
+@admin.register(Approval)
+class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
+    list_display = [
+        "subject",
+        "plan_goal",
+        "subtask_key",
+        "agent",
+        "arguments_json",
+        "status_badge",
+        "age",
+        "expires",
+        "decided_by",
+    ]
+    list_display_links = ["subject"]
+    list_filter = ["status", "kind", PlanFilter]
+    list_select_related = ["plan", "subtask", "decided_by"]
+    search_fields = ["tool", "plan__goal", "plan__session_id", "subtask__key"]
+    # The queue first: pending approvals, oldest first; then the others, latest decided first.
+    ordering = [
+        Case(When(status=ApprovalStatus.PENDING, then=Value(0)), default=Value(1)).asc(),
+        Case(When(status=ApprovalStatus.PENDING, then=F("requested_at"))).asc(nulls_last=True),
+        F("decided_at").desc(nulls_last=True),
+    ]
+    action_form = DecisionActionForm
+    actions = ["approve_selected", "reject_selected"]
+    fields = [
+        "subject",
+        ("plan_goal", "subtask_key", "agent"),
+        ("kind", "tool"),
+        "arguments_json",
+        "status_badge",
+        ("requested_at", "expires_at"),
+        ("decided_by", "decided_at"),
+        "reason",
+        "edited_arguments_json",
+        "result_json",
+    ]
+
+    class Media:
+        css = {"all": ["desk/admin.css"]}
+
+    # --- who sees and decides what: the API's rules (approvals.selectors)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        return approvals_visible_to(request.user).select_related("plan", "subtask", "decided_by")
+
+    # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
+
+    def has_decide_permission(self, request: HttpRequest, obj: Approval | None = None) -> bool:
+        """Approvers decide any approval; other staff the approvals of their own plans."""
+        if obj is not None:
+            return can_decide(request.user, obj)
+        return is_approver(request.user) or approvals_visible_to(request.user).exists()
+
+    # --- columns and fields
+
+    @admin.display(description="approval")
+    def subject(self, approval: Approval) -> str:
+        return approval.tool if approval.kind == ApprovalKind.TOOL_CALL else "plan approval"
+
+    @admin.display(description="plan", ordering="plan__goal")
+    def plan_goal(self, approval: Approval) -> SafeString:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:plans_plan_change", args=[approval.plan_id]),
+            Truncator(approval.plan.goal).chars(60),
+        )
+
+    @admin.display(description="subtask", ordering="subtask__key")
+    def subtask_key(self, approval: Approval) -> SafeString | str:
+        if approval.subtask is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:plans_subtask_change", args=[approval.subtask_id]),
+            approval.subtask.key,
+        )
+
+    @admin.display(description="agent", ordering="subtask__agent")
+    def agent(self, approval: Approval) -> str:
+        return approval.subtask.agent if approval.subtask is not None else "—"
+
+    @admin.display(description="arguments")
+    def arguments_json(self, approval: Approval) -> SafeString | str:
+        if approval.kind != ApprovalKind.TOOL_CALL:
+            return "—"
+        return pretty_json(approval.arguments, limit=300)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, approval: Approval) -> SafeString:
+        return badge(approval.status)
+
+    @admin.display(description="age", ordering="requested_at")
+    def age(self, approval: Approval) -> str:
+        return timesince(approval.requested_at, depth=1)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, approval: Approval) -> str:
+        if approval.status != ApprovalStatus.PENDING or approval.expires_at is None:
+            return "—"
+        if approval.expires_at <= timezone.now():
+            return "overdue"
+        return f"in {timeuntil(approval.expires_at, depth=1)}"
+
+    @admin.display(description="edited arguments")
+    def edited_arguments_json(self, approval: Approval) -> SafeString | str:
+        return pretty_json(approval.edited_arguments) if approval.edited_arguments is not None else "—"
+
+    @admin.display(description="result")
+    def result_json(self, approval: Approval) -> SafeString | str:
+        return pretty_json(approval.result) if approval.result is not None else "—"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        title = "Approvals: the pending ones first, oldest first"
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
+
+    # --- deciding: the same service call as the API's approve and reject
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        approval = self.get_object(request, unquote(object_id))
+        decision = next((name for name in DECISIONS if name in request.POST), None)
+        form = None
+        if approval is not None and self.has_decide_permission(request, approval):
+            if decision is not None or approval.status == ApprovalStatus.PENDING:
+                form = DecisionForm(request.POST if decision else None, approval=approval)
+            if decision is not None and form is not None and form.is_valid():
+                decide_and_report(request, [approval], approve=DECISIONS[decision], **form.decision())
+                return HttpResponseRedirect(
+                    reverse("admin:approvals_approval_changelist") + f"?status__exact={ApprovalStatus.PENDING}"
+                )
+        elif approval is not None and decision is not None:
+            messages.error(request, f"You may not decide the {describe(approval)}.")
+            return HttpResponseRedirect(request.path)
+        if request.method == "POST":
+            # The page itself is view-only: show it again (as for a GET) with the form's errors.
+            request.method = "GET"
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "decision_form": form})
+
+    @admin.action(description="Approve selected (with the reason)", permissions=["decide"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        decide_and_report(request, queryset, approve=True, reason=request.POST.get("reason", ""))
+
+    @admin.action(description="Reject selected (with the reason)", permissions=["decide"])
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        decide_and_report(request, queryset, approve=False, reason=request.POST.get("reason", ""))

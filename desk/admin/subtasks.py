@@ -1,0 +1,204 @@
+"""Admin for subtasks: their outcome, tool-call transcript and Celery task, alone and inline in their plan."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from desk.access import StaffReadOnly
+from desk.display import badge, pretty_json, pretty_text
+from plans.models import Subtask
+from plans.selectors import plans_visible_to
+
+
+def task_result_link(subtask: Subtask) -> SafeString | str:
+    """Return a link to the Celery task result of the subtask's current dispatch."""
+    if not subtask.task_id:
+        return "—"
+    url = reverse("admin:django_celery_results_taskresult_changelist") + "?" + urlencode({"task_id": subtask.task_id})
+    return format_html('<a href="{}" title="{}">task result</a>', url, subtask.task_id)
+
+
+def subtask_outcome(subtask: Subtask, *, limit: int | None = 400) -> SafeString | str:
+    """Return the subtask's error, or its result, readably."""
+    if subtask.error:
+        return pretty_text(subtask.error, limit=limit)
+    if subtask.result is not None:
+        return pretty_json(subtask.result, limit=limit)
+    return "—"
+
+
+TASK_RESULTS_PERMISSION = "django_celery_results.view_taskresult"
+
+
+def without_task(fields: Sequence[Any], request: HttpRequest) -> list[Any]:
+    """Drop the Celery task column for users who may not open task results (it would link to a 403)."""
+    if request.user.has_perm(TASK_RESULTS_PERMISSION):
+        return list(fields)
+    kept = []
+    for field in fields:
+        if isinstance(field, (list, tuple)):
+            field = tuple(name for name in field if name != "task")
+        if field and field != "task":
+            kept.append(field)
+    return kept
+
+
+class SubtaskInline(StaffReadOnly, admin.TabularInline):
+    # The parent admin has checked the plan is visible; its subtasks are too.
+    model = Subtask
+    fields = (
+        "key_link",
+        "agent",
+        "status_badge",
+        "attempts",
+        "depends_on_keys",
+        "outcome",
+        "task",
+        "batch_index",
+    )
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Subtask]:
+        return super().get_queryset(request).prefetch_related("depends_on")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return without_task(super().get_fields(request, obj), request)
+
+    @admin.display(description="key")
+    def key_link(self, subtask: Subtask) -> SafeString:
+        return format_html('<a href="{}">{}</a>', reverse("admin:plans_subtask_change", args=[subtask.pk]), subtask.key)
+
+    @admin.display(description="status")
+    def status_badge(self, subtask: Subtask) -> SafeString:
+        return badge(subtask.status)
+
+    @admin.display(description="depends on")
+    def depends_on_keys(self, subtask: Subtask) -> str:
+        return ", ".join(dep.key for dep in subtask.depends_on.all()) or "—"
+
+    @admin.display(description="result / error")
+    def outcome(self, subtask: Subtask) -> SafeString | str:
+        return subtask_outcome(subtask, limit=300)
+
+    @admin.display(description="Celery task")
+    def task(self, subtask: Subtask) -> SafeString | str:
+        return task_result_link(subtask)
+
+
+@admin.register(Subtask)
+class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
+    list_display = ["key", "plan_link", "agent", "status_badge", "attempts", "batch_index", "task", "updated_at"]
+    list_filter = ["status", "agent"]
+    search_fields = ["key", "plan__goal"]
+    list_select_related = ["plan"]
+    fields = [
+        "plan_link",
+        ("key", "agent"),
+        "description",
+        ("status_badge", "attempts", "retries", "max_retries", "timeout_s"),
+        "depends_on_keys",
+        "input_json",
+        "outcome",
+        "tool_call_transcript",
+        ("task", "worker"),
+        ("batch_index", "position"),
+        ("queued_at", "started_at", "completed_at", "updated_at"),
+    ]
+
+    class Media:
+        css = {"all": ["desk/admin.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Subtask]:
+        return super().get_queryset(request).filter(plan__in=plans_visible_to(request.user))
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        return without_task(super().get_list_display(request), request)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return without_task(super().get_fields(request, obj), request)
+
+    @admin.display(description="plan", ordering="plan__created_at")
+    def plan_link(self, subtask: Subtask) -> SafeString:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:plans_plan_change", args=[subtask.plan_id]),
+            Truncator(subtask.plan.goal).chars(60),
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, subtask: Subtask) -> SafeString:
+        return badge(subtask.status)
+
+    @admin.display(description="depends on")
+    def depends_on_keys(self, subtask: Subtask) -> SafeString | str:
+        deps = subtask.depends_on.order_by("position").only("pk", "key", "status")
+        return (
+            format_html_join(
+                " ",
+                '<a href="{}">{}</a> {}',
+                ((reverse("admin:plans_subtask_change", args=[dep.pk]), dep.key, badge(dep.status)) for dep in deps),
+            )
+            or "—"
+        )
+
+    @admin.display(description="input")
+    def input_json(self, subtask: Subtask) -> SafeString:
+        return pretty_json(subtask.input)
+
+    @admin.display(description="result / error")
+    def outcome(self, subtask: Subtask) -> SafeString | str:
+        return subtask_outcome(subtask, limit=None)
+
+    @admin.display(description="tool calls")
+    def tool_call_transcript(self, subtask: Subtask) -> SafeString | str:
+        if not subtask.tool_calls:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    index,
+                    call.get("tool", ""),
+                    pretty_json(call.get("arguments", {}), limit=400),
+                    badge(call.get("status", "")),
+                    _decision(call),
+                    pretty_json(call["result"], limit=400) if call.get("result") is not None else "—",
+                )
+                for index, call in enumerate(subtask.tool_calls)
+            ),
+        )
+        return format_html(
+            '<table class="history"><thead><tr><th>#</th><th>tool</th><th>arguments</th><th>status</th>'
+            "<th>decision</th><th>result</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.display(description="Celery task")
+    def task(self, subtask: Subtask) -> SafeString | str:
+        return task_result_link(subtask)
+
+
+def _decision(call: dict[str, Any]) -> SafeString | str:
+    parts = []
+    if call.get("decided_by"):
+        parts.append(format_html("by {}", call["decided_by"]))
+    if call.get("reason"):
+        parts.append(format_html("“{}”", call["reason"]))
+    edited = call.get("approved_arguments")
+    if edited is not None and edited != call.get("arguments"):
+        parts.append(format_html("edited arguments: {}", pretty_json(edited, limit=400)))
+    if call.get("approval_id"):
+        url = reverse("admin:approvals_approval_change", args=[call["approval_id"]])
+        parts.append(format_html('<a href="{}">approval</a>', url))
+    return format_html_join(" ", "{}", ((part,) for part in parts)) or "—"

@@ -1,1 +1,0 @@
-"""REST API for agents, health and the event stream."""

@@ -1,1 +1,0 @@
-"""REST API for plans (under /api/v1/plans/)."""
