@@ -1,7 +1,12 @@
-"""The plan event log: append events in the caller's transaction and announce them on commit."""
+"""The plan event log: append events in the caller's transaction and announce them on commit.
+
+The same statement moves the plan's subtask counters (Plan.<status>_count), so the
+counts change exactly when a status change is recorded, and a progress event can be
+written from them without counting the plan's subtasks again.
+"""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -10,22 +15,48 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
 from execution import canvas
+from plans.models import SubtaskStatus
 
-# Listeners (the live event stream) LISTEN on this channel; the payload is the plan id.
+# Listeners (the live event stream, the command line) LISTEN on this channel; the payload is the plan id.
 NOTIFY_CHANNEL = "plan_events"
+COUNTED = tuple(SubtaskStatus.values)
+PROGRESS_EVENT = "agent.execution.progress"
+
+_COUNTERS = ", ".join(f"{status}_count = {status}_count + %({status})s" for status in COUNTED)
+_RETURNED = ", ".join(f"{status}_count" for status in COUNTED)
 
 # One round trip: number the events from the plan's counter (its row stays locked until
-# commit), insert them, and queue the NOTIFY (PostgreSQL sends it at commit, once per
-# plan and transaction).
-APPEND_SQL = """
+# commit), move the subtask counters, insert the events (and, when asked, a progress event
+# built from the counters just moved), and queue the NOTIFY (PostgreSQL sends it at
+# commit, once per plan and transaction).
+APPEND_SQL = f"""
 WITH counter AS (
-    UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s WHERE id = %(plan)s
-    RETURNING last_event_seq, callback_url
+    UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s, {_COUNTERS}
+    WHERE id = %(plan)s
+    RETURNING last_event_seq, callback_url, subtask_count, {_RETURNED}
+), listed AS (
+    SELECT event.type, event.payload, event.position
+    FROM unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
+    UNION ALL
+    SELECT %(progress_type)s, jsonb_build_object(
+        'plan_id', %(plan_text)s,
+        'total', c.subtask_count,
+        'done', c.done_count,
+        'failed', c.failed_count,
+        'running', c.running_count,
+        'pending', c.pending_count + c.queued_count,
+        'waiting_approval', c.waiting_approval_count,
+        'skipped', c.skipped_count,
+        'cancelled', c.cancelled_count,
+        'percentage', CASE WHEN c.subtask_count > 0
+            THEN round(100.0 * c.done_count / c.subtask_count, 1)::float ELSE 0.0 END
+    ), %(count)s
+    FROM counter c WHERE %(progress)s
 ), inserted AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
-    SELECT %(plan)s, counter.last_event_seq - %(count)s + event.position, event.type, event.payload,
+    SELECT %(plan)s, counter.last_event_seq - %(count)s + listed.position, listed.type, listed.payload,
            statement_timestamp()
-    FROM counter, unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
+    FROM counter, listed
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(plan_text)s) FROM counter
 )
@@ -33,32 +64,41 @@ SELECT last_event_seq, callback_url FROM counter, notified
 """
 
 
-def events_append(*, plan_id: UUID, events: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+def events_append(
+    *,
+    plan_id: UUID,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    counts: Mapping[str, int] | None = None,
+    progress: bool = False,
+) -> list[int]:
     """Append events to a plan's log, numbered after its last one; return their numbers.
 
     Call inside the transaction that makes the change the events describe. Numbers are
     taken from the plan row, whose lock is held until commit, so a plan's events commit
     in sequence order and a reader that saw event N never misses an earlier one later.
-    On commit, listeners hear a NOTIFY and a plan with a callback_url gets its webhooks.
+    `counts` moves the plan's subtask counters ({status: change}); `progress` appends an
+    agent.execution.progress event with the counts after the change. On commit, listeners
+    hear a NOTIFY and a plan with a callback_url gets its webhooks.
     """
-    if not events:
+    if not events and not progress:
         return []
+    total = len(events) + (1 if progress else 0)
+    params: dict[str, Any] = {
+        "count": total,
+        "plan": plan_id,
+        "plan_text": str(plan_id),
+        "channel": NOTIFY_CHANNEL,
+        "types": [kind for kind, _ in events],
+        "payloads": [json.dumps({"plan_id": str(plan_id), **payload}, cls=DjangoJSONEncoder) for _, payload in events],
+        "progress": progress,
+        "progress_type": PROGRESS_EVENT,
+    }
+    for status in COUNTED:
+        params[status] = (counts or {}).get(status, 0)
     with connection.cursor() as cursor:
-        cursor.execute(
-            APPEND_SQL,
-            {
-                "count": len(events),
-                "plan": plan_id,
-                "plan_text": str(plan_id),
-                "channel": NOTIFY_CHANNEL,
-                "types": [kind for kind, _ in events],
-                "payloads": [
-                    json.dumps({"plan_id": str(plan_id), **payload}, cls=DjangoJSONEncoder) for _, payload in events
-                ],
-            },
-        )
+        cursor.execute(APPEND_SQL, params)
         last, callback_url = cursor.fetchone()
-    seqs = list(range(last - len(events) + 1, last + 1))
+    seqs = list(range(last - total + 1, last + 1))
     if callback_url:
         transaction.on_commit(partial(canvas.send_webhooks, plan_id, seqs), robust=True)
     return seqs

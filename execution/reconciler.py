@@ -102,8 +102,6 @@ def _resend(subtask_id: UUID, queued_at: Any) -> int:
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.QUEUED or subtask.queued_at != queued_at:
             return 0
         # Same attempt number: if the old message turns up after all, only one run starts.
-        subtask.queued_at = timezone.now()
-        Subtask.objects.filter(pk=subtask.pk).update(queued_at=subtask.queued_at)
         engine.dispatch(plan, [subtask], batch=False, reason="re-sent")
         event_append(
             plan_id=plan.pk,

@@ -60,6 +60,18 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
     return plan
 
 
+# What a retried subtask forgets: it runs again from scratch.
+FRESH_START = {
+    "retries": 0,
+    "lost_runs": 0,
+    "error": "",
+    "result": None,
+    "tool_calls": [],
+    "conversation": [],
+    "usage": {},
+}
+
+
 def _state(plan: Plan) -> str | None:
     execution = engine.execution_of(plan)
     return execution.state if execution is not None else None
@@ -148,10 +160,5 @@ def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Su
         downstream = engine.downstream_ids([subtask.pk for subtask in subtasks])
         stopped = Subtask.objects.filter(plan=plan, status=S.SKIPPED, pk__in=downstream)
     subtasks_transition(subtasks=list(stopped), to=S.PENDING, reason=reason)
-    Subtask.objects.filter(pk__in=[subtask.pk for subtask in subtasks]).update(
-        retries=0, lost_runs=0, error="", result=None, tool_calls=[]
-    )
-    for subtask in subtasks:
-        subtask.retries, subtask.lost_runs, subtask.error, subtask.result, subtask.tool_calls = 0, 0, "", None, []
-    engine.dispatch(plan, subtasks, batch=False, reason=reason)
+    engine.dispatch(plan, subtasks, batch=False, reason=reason, fields=FRESH_START)
     return subtasks

@@ -40,8 +40,12 @@ EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 PLAN_FINISHED = frozenset({P.COMPLETED, P.FAILED, P.CANCELLED})
+# A settled subtask is finished with; an unsettled one still holds its batch open.
 SUBTASK_SETTLED = frozenset({S.DONE, S.FAILED, S.SKIPPED, S.CANCELLED})
+SUBTASK_UNSETTLED = frozenset({S.PENDING, S.QUEUED, S.RUNNING, S.WAITING_APPROVAL})
+# In flight: a message is (or should be) on its way or running; active adds a wait for a human.
 SUBTASK_IN_FLIGHT = frozenset({S.QUEUED, S.RUNNING})
+SUBTASK_ACTIVE = frozenset({S.QUEUED, S.RUNNING, S.WAITING_APPROVAL})
 SUBTASK_NOT_STARTED = frozenset({S.PENDING, S.QUEUED})
 EXECUTION_ACTIVE = frozenset({E.RUNNING, E.WAITING_APPROVAL, E.RESUMED})
 EXECUTION_FINISHED = frozenset({E.COMPLETED, E.FAILED, E.CANCELLED})

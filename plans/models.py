@@ -6,6 +6,17 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from plans.shape import (
+    AGENT_MAX_LENGTH,
+    CALLBACK_URL_MAX_LENGTH,
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_MAX_RETRIES,
+    KEY_MAX_LENGTH,
+    MAX_PARALLEL_LIMIT,
+    MAX_RETRIES_LIMIT,
+    SESSION_ID_MAX_LENGTH,
+)
+
 
 class PlanStatus(models.TextChoices):
     DRAFT = "draft"
@@ -35,17 +46,28 @@ class SubtaskStatus(models.TextChoices):
 class Plan(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     goal = models.TextField()
-    session_id = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    session_id = models.CharField(max_length=SESSION_ID_MAX_LENGTH, blank=True, default="", db_index=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="plans")
     status = models.CharField(max_length=16, choices=PlanStatus.choices, default=PlanStatus.DRAFT)
-    max_parallel = models.PositiveSmallIntegerField(default=3)
+    max_parallel = models.PositiveSmallIntegerField(default=DEFAULT_MAX_PARALLEL)
     failure_policy = models.CharField(max_length=16, choices=FailurePolicy.choices, default=FailurePolicy.FAIL_FAST)
     requires_approval = models.BooleanField(default=True)
     auto_execute = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
-    callback_url = models.URLField(max_length=2000, blank=True, default="")
+    callback_url = models.URLField(max_length=CALLBACK_URL_MAX_LENGTH, blank=True, default="")
     # Sequence number of the plan's last event; bumped under the plan's row lock.
     last_event_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    # How many of its subtasks are in each status, changed in the statement that changes a
+    # status (execution/events.py), so progress is read, never recounted.
+    subtask_count = models.PositiveIntegerField(default=0, editable=False)
+    pending_count = models.IntegerField(default=0, editable=False)
+    queued_count = models.IntegerField(default=0, editable=False)
+    running_count = models.IntegerField(default=0, editable=False)
+    waiting_approval_count = models.IntegerField(default=0, editable=False)
+    done_count = models.IntegerField(default=0, editable=False)
+    failed_count = models.IntegerField(default=0, editable=False)
+    skipped_count = models.IntegerField(default=0, editable=False)
+    cancelled_count = models.IntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     approved_at = models.DateTimeField(null=True, blank=True)
@@ -64,7 +86,7 @@ class Plan(models.Model):
                 condition=Q(failure_policy__in=FailurePolicy.values), name="plan_failure_policy_valid"
             ),
             models.CheckConstraint(
-                condition=Q(max_parallel__gte=1, max_parallel__lte=64), name="plan_max_parallel_range"
+                condition=Q(max_parallel__gte=1, max_parallel__lte=MAX_PARALLEL_LIMIT), name="plan_max_parallel_range"
             ),
         ]
 
@@ -75,14 +97,14 @@ class Plan(models.Model):
 class Subtask(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="subtasks")
-    key = models.CharField(max_length=100)
+    key = models.CharField(max_length=KEY_MAX_LENGTH)
     description = models.TextField()
-    agent = models.CharField(max_length=64)
+    agent = models.CharField(max_length=AGENT_MAX_LENGTH)
     depends_on = models.ManyToManyField(
         "self", symmetrical=False, through="SubtaskDependency", related_name="dependents", blank=True
     )
     input = models.JSONField(default=dict, blank=True)
-    max_retries = models.PositiveSmallIntegerField(default=3)
+    max_retries = models.PositiveSmallIntegerField(default=DEFAULT_MAX_RETRIES)
     timeout_s = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the configured default.")
     status = models.CharField(max_length=16, choices=SubtaskStatus.choices, default=SubtaskStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="How many times the agent was started.")
@@ -93,8 +115,12 @@ class Subtask(models.Model):
     # Position in the submitted list and in the batch order; both fix the run order.
     position = models.PositiveIntegerField()
     batch_index = models.PositiveIntegerField()
-    # The agent's tool calls so far and the decisions on them, oldest first.
+    # The agent's tool calls so far and the decisions on them, oldest first (execution/tool_calls.py).
     tool_calls = models.JSONField(default=list, blank=True)
+    # What an agent keeps between its runs: a language model's messages, as sent and received.
+    conversation = models.JSONField(default=list, blank=True)
+    # Token usage of the subtask's model calls: totals and one entry per call.
+    usage = models.JSONField(default=dict, blank=True)
     # The Celery task id of the current dispatch, for revocation and the task results.
     task_id = models.CharField(max_length=64, blank=True, default="")
     # Runs lost to a dead or hung worker; past the configured limit the subtask is poison.
@@ -111,6 +137,7 @@ class Subtask(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["plan", "key"], name="subtask_unique_key_per_plan"),
             models.CheckConstraint(condition=Q(status__in=SubtaskStatus.values), name="subtask_status_valid"),
+            models.CheckConstraint(condition=Q(max_retries__lte=MAX_RETRIES_LIMIT), name="subtask_max_retries_range"),
         ]
         indexes = [
             models.Index(fields=["plan", "batch_index", "position"], name="subtask_plan_batch"),
@@ -120,6 +147,12 @@ class Subtask(models.Model):
                 fields=["status"],
                 name="subtask_in_flight",
                 condition=Q(status__in=["queued", "running"]),
+            ),
+            # Advancing: the lowest batch with unsettled subtasks, however many have settled.
+            models.Index(
+                fields=["plan", "batch_index", "position"],
+                name="subtask_unsettled",
+                condition=Q(status__in=["pending", "queued", "running", "waiting_approval"]),
             ),
         ]
 

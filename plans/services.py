@@ -34,6 +34,8 @@ def plan_create(*, owner: User, spec: PlanSpec) -> Plan:
         auto_execute=spec.auto_execute,
         metadata=spec.metadata,
         callback_url=spec.callback_url,
+        subtask_count=len(spec.subtasks),
+        pending_count=len(spec.subtasks),
     )
     batch_of = {key: index for index, batch in enumerate(spec.batches) for key in batch}
     subtasks = Subtask.objects.bulk_create(

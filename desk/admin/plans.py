@@ -1,7 +1,6 @@
 """Admin for plans: the list with progress, and a page with subtasks, the DAG picture, history and events."""
 
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
@@ -23,8 +22,9 @@ from desk.admin.operations import OPERATIONS, PlanActionForm, operations_for, pe
 from desk.admin.subtasks import SubtaskInline
 from desk.display import badge, pretty_json, progress_bar
 from execution.engine import execution_of
+from execution.progress import progress_of
 from execution.states import PLAN_FINISHED
-from plans.models import Plan, Subtask, SubtaskDependency, SubtaskStatus
+from plans.models import Plan, SubtaskDependency, SubtaskStatus
 from plans.selectors import plans_visible_to
 
 S = SubtaskStatus
@@ -32,25 +32,6 @@ S = SubtaskStatus
 INLINE_SUBTASKS = dag.MAX_NODES
 EVENTS_SHOWN = 50
 TRANSITIONS_SHOWN = 500
-COUNTED = {
-    "total": None,
-    "done": [S.DONE],
-    "failed": [S.FAILED],
-    "running": [S.RUNNING],
-    "pending": [S.PENDING, S.QUEUED],
-    "waiting_approval": [S.WAITING_APPROVAL],
-    "skipped": [S.SKIPPED],
-    "cancelled": [S.CANCELLED],
-}
-
-
-def _subtask_count(statuses: Sequence[str] | None) -> Coalesce:
-    # A correlated subquery per count (index on plan, status) is evaluated only for the
-    # rows of the page, where a JOIN ... GROUP BY would aggregate every plan first.
-    subtasks = Subtask.objects.filter(plan=OuterRef("pk"))
-    if statuses is not None:
-        subtasks = subtasks.filter(status__in=statuses)
-    return Coalesce(Subquery(subtasks.order_by().values("plan").annotate(n=Count("pk")).values("n")), 0)
 
 
 def _pending_approvals_count() -> Coalesce:
@@ -59,7 +40,11 @@ def _pending_approvals_count() -> Coalesce:
 
 
 def _counts(plan: Plan) -> dict[str, int]:
-    return {name: getattr(plan, f"n_{name}", 0) for name in COUNTED}
+    """Return the plan's progress counts (its counters: no subtask is counted here)."""
+    counts: dict[str, int] = progress_of(
+        {status: getattr(plan, f"{status}_count") for status in S.values}, plan.subtask_count
+    )
+    return counts
 
 
 class PendingApprovalsFilter(admin.SimpleListFilter):
@@ -129,11 +114,10 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
     # --- who sees what: the API's rules (plans.selectors)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Plan]:
-        counts = {f"n_{name}": _subtask_count(statuses) for name, statuses in COUNTED.items()}
         return (
             plans_visible_to(request.user)
             .select_related("owner", "execution")
-            .annotate(**counts, n_pending_approvals=_pending_approvals_count())
+            .annotate(n_pending_approvals=_pending_approvals_count())
         )
 
     def get_search_results(
@@ -152,7 +136,7 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
         return bool(request.user.is_superuser and (obj is None or obj.status in PLAN_FINISHED))
 
     def get_inlines(self, request: HttpRequest, obj: Plan | None) -> list[type[admin.options.InlineModelAdmin]]:
-        if obj is None or getattr(obj, "n_total", 0) > INLINE_SUBTASKS:
+        if obj is None or obj.subtask_count > INLINE_SUBTASKS:
             return []
         return self.inlines
 
@@ -175,7 +159,7 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
     def progress(self, plan: Plan) -> SafeString:
         return progress_bar(_counts(plan))
 
-    @admin.display(description="subtasks", ordering="n_total")
+    @admin.display(description="subtasks", ordering="subtask_count")
     def subtask_counts(self, plan: Plan) -> SafeString:
         counts = _counts(plan)
         shown = [
@@ -209,15 +193,16 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
     @admin.display(description="all subtasks")
     def subtask_list(self, plan: Plan) -> SafeString:
         url = reverse("admin:plans_subtask_changelist") + "?" + urlencode({"plan__id__exact": str(plan.pk)})
-        return format_html('<a href="{}">{} subtasks</a>', url, getattr(plan, "n_total", 0))
+        return format_html('<a href="{}">{} subtasks</a>', url, plan.subtask_count)
 
     @admin.display(description="picture")
     def dag_picture(self, plan: Plan) -> SafeString:
-        total = getattr(plan, "n_total", 0)
+        total = plan.subtask_count
         edges = SubtaskDependency.objects.filter(subtask__plan=plan)
         if total > dag.MAX_NODES or dag.too_large(nodes=total, edges=edges.count()):
             # Queued subtasks are counted as pending (as in plan_progress).
-            counts = {name: getattr(plan, f"n_{name}", 0) for name in dag.SUBTASK_STATUSES if name != "queued"}
+            progress = _counts(plan)
+            counts = {name: progress[name] for name in dag.SUBTASK_STATUSES if name != "queued"}
             last_batch = plan.subtasks.aggregate(last=Max("batch_index"))["last"]
             svg = dag.summary_svg(counts, batches=(last_batch or 0) + 1)
         else:

@@ -13,18 +13,38 @@ Context = dict[str, Any]
 
 @dataclass(frozen=True)
 class Finish:
-    """The subtask is done with this result."""
+    """The subtask is done with this result.
+
+    `conversation` and `usage` (on every step but a single ToolCall) are the agent's state
+    to store with the subtask and hand back in the next run's context; None leaves the
+    stored ones as they are.
+    """
 
     result: Any
+    conversation: list[dict[str, Any]] | None = field(default=None, kw_only=True)
+    usage: dict[str, Any] | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
 class ToolCall:
-    """The agent wants this tool called; with requires_approval a human decides first."""
+    """The agent wants this tool called; with requires_approval a human decides first.
+
+    `call_id` is the model's tool_call_id, kept with the call's entry in the history.
+    """
 
     tool: str
     arguments: dict[str, Any] = field(default_factory=dict)
     requires_approval: bool = True
+    call_id: str = ""
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Several calls of one model answer that need a decision: the agent runs again once all are decided."""
+
+    calls: tuple[ToolCall, ...]
+    conversation: list[dict[str, Any]] | None = field(default=None, kw_only=True)
+    usage: dict[str, Any] | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -32,13 +52,19 @@ class Fail:
     """The subtask has failed for good (for example, its tool call was rejected)."""
 
     error: str
+    conversation: list[dict[str, Any]] | None = field(default=None, kw_only=True)
+    usage: dict[str, Any] | None = field(default=None, kw_only=True)
 
 
-Step = Finish | ToolCall | Fail
+Step = Finish | ToolCall | ToolCalls | Fail
 
 
 class AgentError(Exception):
-    """A run of an agent failed; the subtask may be retried."""
+    """A run of an agent failed; the subtask may be retried (after at least `retry_after` seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from execution.agents.base import BaseAgent, Context, Fail, Finish, Step, ToolCall
+from execution.agents.base import BaseAgent, Context, Fail, Finish, Step, ToolCall, ToolCalls
 
 
 class PythonAgent(BaseAgent):
@@ -42,4 +42,4 @@ class PythonAgent(BaseAgent):
             return Fail(" ".join(problems))
         function: Callable[[Context], Any] = import_string(self._path(context["input"]))
         value = function(context)
-        return value if isinstance(value, Finish | ToolCall | Fail) else Finish(value)
+        return value if isinstance(value, Finish | ToolCall | ToolCalls | Fail) else Finish(value)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from execution.agents.base import AgentError, BaseAgent, Context, Fail, Finish, Step, ToolCall
+from execution.tool_calls import ToolCallStatus
 
 INPUT_KEYS = {"sleep_ms", "fail_times", "result", "tool_calls", "echo"}
 
@@ -53,7 +54,7 @@ class ScriptAgent(BaseAgent):
                     arguments=call.get("arguments", {}),
                     requires_approval=call.get("requires_approval", True),
                 )
-            if history[index]["status"] == "rejected":
+            if history[index]["status"] == ToolCallStatus.REJECTED:
                 return Fail(
                     f"Tool call {call['tool']!r} was rejected: {history[index].get('reason') or 'no reason given'}"
                 )

@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from approvals.models import Approval
 from approvals.services import approval_request
 from execution.engine import plan_lock
+from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Subtask
 from tests.api.conftest import client_for
@@ -24,6 +25,7 @@ def waiting_tool_call(plan, key="a", tool="write_file", arguments=None):
     subtask_row = Subtask.objects.get(plan=plan, key=key)
     entry = {"tool": tool, "arguments": arguments or {}, "requires_approval": True, "status": "pending", "result": None}
     Subtask.objects.filter(pk=subtask_row.pk).update(status="waiting_approval", attempts=1, tool_calls=[entry])
+    plan_recount(plan_id=plan.pk)
     subtask_row.refresh_from_db()
     with transaction.atomic():
         approval = approval_request(

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from approvals.models import Approval
 from execution.models import ExecState
+from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Plan, Subtask
 from tests.api.conftest import client_for
@@ -158,6 +159,7 @@ def test_detail_and_status_use_a_constant_number_of_queries(api, owner, django_a
 def test_status_counts_add_up(api):
     plan_id = submit(api, subtask("a"), subtask("b"), subtask("c", "a"), requires_approval=False).json()["id"]
     Subtask.objects.filter(plan_id=plan_id, key="a").update(status="done")
+    plan_recount(plan_id=plan_id)
     body = api.get(f"{PLANS}{plan_id}/status/").json()
     assert set(body) == {"plan_id", "status", "state", "progress", "current_subtasks", "started_at", "completed_at"}
     assert (body["plan_id"], body["status"], body["state"]) == (plan_id, "in_progress", "running")
@@ -231,6 +233,7 @@ def test_retry_needs_a_failed_subtask(api):
     assert_error(api.post(f"{PLANS}{plan_id}/subtasks/nope/retry/"), 404, "not_found")
 
     Subtask.objects.filter(plan_id=plan_id, key="a").update(status="failed", error="boom", completed_at=timezone.now())
+    plan_recount(plan_id=plan_id)
     body = api.post(f"{PLANS}{plan_id}/subtasks/a/retry/").json()
     a = next(s for s in body["subtasks"] if s["key"] == "a")
     assert (a["status"], a["error"]) == ("queued", "")

@@ -8,6 +8,7 @@ from django.test import Client
 from approvals.models import Approval, ApprovalKind
 from approvals.services import approval_request
 from execution.models import ExecState, ExecutionState
+from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
@@ -52,6 +53,7 @@ def waiting_tool_call(
         "approval_id": str(approval.pk),
     }
     plan.subtasks.update(status=SubtaskStatus.WAITING_APPROVAL, attempts=1, tool_calls=[call])
+    plan_recount(plan_id=plan.pk)
     ExecutionState.objects.filter(plan=plan).update(state=ExecState.WAITING_APPROVAL)
     return approval
 
@@ -60,6 +62,7 @@ def failed_plan(owner, *subtasks: dict[str, Any]) -> Plan:
     """Return a plan whose subtasks all failed, as fail_fast leaves it."""
     plan = running_plan(owner, *subtasks)
     plan.subtasks.update(status=SubtaskStatus.FAILED, attempts=1, error="Scripted failure")
+    plan_recount(plan_id=plan.pk)
     Plan.objects.filter(pk=plan.pk).update(status=PlanStatus.FAILED)
     ExecutionState.objects.filter(plan=plan).update(state=ExecState.FAILED)
     return Plan.objects.get(pk=plan.pk)

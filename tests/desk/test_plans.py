@@ -8,6 +8,7 @@ from approvals.models import ApprovalStatus
 from desk import dag
 from desk.admin import plans as plan_admin
 from execution.models import ExecState
+from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, SubtaskStatus
 from tests.desk.support import client_for, failed_plan, running_plan, waiting_tool_call
@@ -79,6 +80,7 @@ def test_filters_and_search_find_plans_by_status_state_goal_session_and_id(super
 def test_the_page_shows_subtasks_the_picture_the_history_and_the_events(superuser):
     plan = failed_plan(superuser, subtask("build", agent="script"), subtask("test", "build", agent="script"))
     plan.subtasks.filter(key="build").update(status=SubtaskStatus.DONE, result={"files": ["main.dart"]}, error="")
+    plan_recount(plan_id=plan.pk)
     response = client_for(superuser).get(change_url(plan))
     assert response.status_code == 200
     html = response.content.decode()
