@@ -1,11 +1,20 @@
-"""The agent contract: a context in, one step out (a result, a tool call, or a failure).
+"""The agent contract: a context in, one step out (a result, tool calls, or a failure).
 
 An agent is called once per run of a subtask. It returns the next step; raising any
 exception means "this attempt failed, try again" (with backoff, up to max_retries),
 while returning Fail means "this subtask has failed" (no retry).
+
+Every step may carry the agent's state for the engine to store with the subtask:
+`conversation` (the agent's whole message list; None leaves the stored one unchanged)
+and `usage` (the subtask's cumulative usage). The next run finds them in the context
+as `conversation` ([] at first) and `usage` ({} at first), so a resume can run on any
+worker after any restart.
 """
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
 
 Context = dict[str, Any]
@@ -16,15 +25,40 @@ class Finish:
     """The subtask is done with this result."""
 
     result: Any
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ToolCall:
-    """The agent wants this tool called; with requires_approval a human decides first."""
+    """The agent wants this tool called; with requires_approval a human decides first.
+
+    `call_id` is the model's id for the call (its tool_call_id), so the decision can be
+    matched to the call when the agent is called again.
+    """
 
     tool: str
     arguments: dict[str, Any] = field(default_factory=dict)
     requires_approval: bool = True
+    call_id: str = ""
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """Several calls of one model answer that each need a decision.
+
+    The engine asks for one approval per call; the agent is called again only when
+    every call of the answer is decided.
+    """
+
+    calls: tuple[ToolCall, ...]
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,13 +66,25 @@ class Fail:
     """The subtask has failed for good (for example, its tool call was rejected)."""
 
     error: str
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
-Step = Finish | ToolCall | Fail
+Step = Finish | ToolCall | ToolCalls | Fail
+STEP_TYPES = (Finish, ToolCall, ToolCalls, Fail)
 
 
 class AgentError(Exception):
-    """A run of an agent failed; the subtask may be retried."""
+    """A run of an agent failed; the subtask may be retried.
+
+    `retry_after` (seconds) is how long the other side asked us to wait (a 429's
+    Retry-After); the engine waits at least that long before the next attempt.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @runtime_checkable
@@ -81,4 +127,26 @@ def step_from_json(data: Any) -> Step:
     arguments = call.get("arguments", {})
     if not isinstance(arguments, dict):
         raise AgentError('A tool call\'s "arguments" must be an object.')
-    return ToolCall(tool=call["tool"], arguments=arguments, requires_approval=bool(call.get("requires_approval", True)))
+    requires_approval = call.get("requires_approval", True)
+    if not isinstance(requires_approval, bool):
+        raise AgentError('A tool call\'s "requires_approval" must be true or false.')
+    return ToolCall(tool=call["tool"], arguments=arguments, requires_approval=requires_approval)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Return a Retry-After header's delay in seconds (the header is a number or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
