@@ -174,7 +174,7 @@ class OpenAIAgent(BaseAgent):
     def _outcome(self, entry: dict[str, Any]) -> str:
         """Return what the model is told about a decided call."""
         if entry["status"] == "rejected":
-            return f"The call was rejected: {entry.get('reason') or 'no reason given'}."
+            return f"The call was rejected: {entry.get('reason') or 'no reason given'}"
         original = entry.get("arguments")
         approved = entry.get("approved_arguments")
         if approved is None:

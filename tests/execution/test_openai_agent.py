@@ -5,6 +5,7 @@ returns (through JSON, as the jsonb column does) and decides the tool calls it a
 """
 
 import json
+import logging
 import socket
 
 import pytest
@@ -429,6 +430,21 @@ def test_the_api_key_goes_into_the_request_and_nowhere_else(fake_openai, monkeyp
     assert key not in repr(vars(agent))
 
 
+def test_the_api_key_stays_out_of_the_logs_even_at_debug_level(fake_openai, monkeypatch, caplog):
+    key = "sk-test-logged-nowhere"
+    monkeypatch.setenv("FAKE_OPENAI_KEY", key)
+    agent = agent_from_definition("hosted", fake_openai.agent_definition(api_key_env="FAKE_OPENAI_KEY"))
+    fake_openai.script(completion("hi"), reply({"error": {"message": "down"}}, status=502))
+    caplog.set_level(logging.DEBUG)
+
+    agent.run(context())
+    with pytest.raises(AgentError):
+        agent.run(context())
+
+    assert "chat/completions" in caplog.text
+    assert key not in caplog.text
+
+
 def test_a_missing_api_key_fails_naming_the_variable(fake_openai, monkeypatch):
     monkeypatch.delenv("FAKE_OPENAI_KEY", raising=False)
     agent = agent_from_definition("hosted", fake_openai.agent_definition(api_key_env="FAKE_OPENAI_KEY"))
@@ -456,6 +472,21 @@ def test_parallel_subtasks_get_their_own_scripted_answers(fake_openai):
 
     assert (login_step.result["content"], tests_step.result["content"]) == ("about login", "about tests")
     assert [request["match"] for request in fake_openai.requests()] == ["Explain the tests", "Explain the login screen"]
+
+
+def test_a_script_may_be_chosen_by_the_model_name(fake_openai):
+    fake_openai.script(completion("from the big model", model="big-model"), match="big-model")
+    fake_openai.script(completion("from anyone"))
+    big = agent_from_definition("big", fake_openai.agent_definition(model="big-model"))
+    small = agent_from_definition("small", fake_openai.agent_definition())
+
+    assert small.run(context()).result["content"] == "from anyone"
+    assert big.run(context()).result == {
+        "content": "from the big model",
+        "model": "big-model",
+        "steps": 1,
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7},
+    }
 
 
 def test_any_object_is_a_valid_input(coder):
