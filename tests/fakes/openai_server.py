@@ -16,7 +16,9 @@ marker's script; `GET /_requests` returns the recorded requests (`path`, `header
 Fixtures: `openai_server` (session: the process, on a free port) and `fake_openai` (the
 same server, reset for the test). Register them with
 `pytest_plugins = ["tests.fakes.openai_server"]`; another fixture (a worker cluster, say)
-depends on `openai_server` and points EXECUTION_AGENTS_FILE at `write_agents_file(...)`.
+depends on `openai_server` and points EXECUTION_AGENTS_FILE at `write_agents_file(...)`,
+in the workers' environment and in the test process's settings alike (plans are validated
+against the agents of the process that submits them).
 """
 
 import argparse
