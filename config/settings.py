@@ -228,15 +228,26 @@ EXECUTION_HTTP_AGENT_URL = env.str("EXECUTION_HTTP_AGENT_URL", default="")
 EXECUTION_HTTP_AGENT_TIMEOUT_S = env.float("EXECUTION_HTTP_AGENT_TIMEOUT_S", default=30.0)
 
 # Agent name -> implementation and its options. `coder`, `debug` and `ask` are the
-# seeds' agents, played here by the deterministic script agent.
+# seeds' agents, played here by the deterministic script agent unless
+# EXECUTION_AGENTS_FILE defines them (examples/agents.json makes them language models).
 EXECUTION_AGENTS = {
     "script": {"class": "execution.agents.script.ScriptAgent"},
-    "http": {"class": "execution.agents.http.HttpAgent", "url": EXECUTION_HTTP_AGENT_URL},
+    "http": {
+        "class": "execution.agents.http.HttpAgent",
+        "url": EXECUTION_HTTP_AGENT_URL,
+        "timeout_s": EXECUTION_HTTP_AGENT_TIMEOUT_S,
+    },
     "python": {"class": "execution.agents.python.PythonAgent"},
     "coder": {"class": "execution.agents.script.ScriptAgent"},
     "debug": {"class": "execution.agents.script.ScriptAgent"},
     "ask": {"class": "execution.agents.script.ScriptAgent"},
 }
+
+# A JSON file of agent definitions ({"name": {"kind": ..., ...options}}) added to the
+# agents above, replacing same-named ones; read and checked when every process starts.
+EXECUTION_AGENTS_FILE = env.str("EXECUTION_AGENTS_FILE", default="")
+# The directory the worker tools (read_file, list_files) are confined to; unset, they refuse.
+EXECUTION_WORKSPACE_DIR = env.str("EXECUTION_WORKSPACE_DIR", default="")
 
 # --- Approvals -------------------------------------------------------------------------
 

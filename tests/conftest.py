@@ -20,6 +20,9 @@ from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.processes import FAST, WORKER_ENV, Cluster, WebServer, Worker, current_database_url
 from tests.support import wait_for
 
+# The fake OpenAI-compatible server's fixtures: openai_server (session) and fake_openai.
+pytest_plugins = ["tests.fakes.openai_server"]
+
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
     "WEBHOOK_SECRET": str,

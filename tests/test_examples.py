@@ -9,7 +9,10 @@ from execution.agents.registry import agent_input_errors, agent_names
 from plans.services import plan_limits
 from plans.validation import validate_plan
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.json"))
+# agents.json is an EXECUTION_AGENTS_FILE, not a plan (tests/execution/test_agent_definitions.py).
+EXAMPLES = sorted(
+    path for path in (Path(__file__).resolve().parents[1] / "examples").glob("*.json") if path.name != "agents.json"
+)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)

@@ -1,1 +1,1 @@
-"""Agents: what runs a subtask. See base.py for the contract and registry.py for the names."""
+"""Agents: what runs a subtask. base.py is the contract, registry.py the names, definitions.py the agents file."""

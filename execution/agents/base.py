@@ -1,11 +1,20 @@
-"""The agent contract: a context in, one step out (a result, a tool call, or a failure).
+"""The agent contract: a context in, one step out (a result, tool calls, or a failure).
 
 An agent is called once per run of a subtask. It returns the next step; raising any
 exception means "this attempt failed, try again" (with backoff, up to max_retries),
 while returning Fail means "this subtask has failed" (no retry).
+
+Every step may carry the agent's state for the engine to store with the subtask:
+`conversation` (the agent's whole message list; None leaves the stored one unchanged)
+and `usage` (the subtask's cumulative usage). The next run finds them in the context
+as `conversation` ([] at first) and `usage` ({} at first), so a resume can run on any
+worker after any restart.
 """
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
 
 Context = dict[str, Any]
@@ -13,38 +22,43 @@ Context = dict[str, Any]
 
 @dataclass(frozen=True)
 class Finish:
-    """The subtask is done with this result.
-
-    `conversation` and `usage` (on every step but a single ToolCall) are the agent's state
-    to store with the subtask and hand back in the next run's context; None leaves the
-    stored ones as they are.
-    """
+    """The subtask is done with this result."""
 
     result: Any
-    conversation: list[dict[str, Any]] | None = field(default=None, kw_only=True)
-    usage: dict[str, Any] | None = field(default=None, kw_only=True)
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ToolCall:
     """The agent wants this tool called; with requires_approval a human decides first.
 
-    `call_id` is the model's tool_call_id, kept with the call's entry in the history.
+    `call_id` is the model's id for the call (its tool_call_id), so the decision can be
+    matched to the call when the agent is called again.
     """
 
     tool: str
     arguments: dict[str, Any] = field(default_factory=dict)
     requires_approval: bool = True
     call_id: str = ""
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ToolCalls:
-    """Several calls of one model answer that need a decision: the agent runs again once all are decided."""
+    """Several calls of one model answer that each need a decision.
+
+    The engine asks for one approval per call; the agent is called again only when
+    every call of the answer is decided.
+    """
 
     calls: tuple[ToolCall, ...]
-    conversation: list[dict[str, Any]] | None = field(default=None, kw_only=True)
-    usage: dict[str, Any] | None = field(default=None, kw_only=True)
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,15 +66,21 @@ class Fail:
     """The subtask has failed for good (for example, its tool call was rejected)."""
 
     error: str
-    conversation: list[dict[str, Any]] | None = field(default=None, kw_only=True)
-    usage: dict[str, Any] | None = field(default=None, kw_only=True)
+    _: KW_ONLY
+    conversation: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
 
 
 Step = Finish | ToolCall | ToolCalls | Fail
+STEP_TYPES = (Finish, ToolCall, ToolCalls, Fail)
 
 
 class AgentError(Exception):
-    """A run of an agent failed; the subtask may be retried (after at least `retry_after` seconds)."""
+    """A run of an agent failed; the subtask may be retried.
+
+    `retry_after` (seconds) is how long the other side asked us to wait (a 429's
+    Retry-After); the engine waits at least that long before the next attempt.
+    """
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -107,4 +127,26 @@ def step_from_json(data: Any) -> Step:
     arguments = call.get("arguments", {})
     if not isinstance(arguments, dict):
         raise AgentError('A tool call\'s "arguments" must be an object.')
-    return ToolCall(tool=call["tool"], arguments=arguments, requires_approval=bool(call.get("requires_approval", True)))
+    requires_approval = call.get("requires_approval", True)
+    if not isinstance(requires_approval, bool):
+        raise AgentError('A tool call\'s "requires_approval" must be true or false.')
+    return ToolCall(tool=call["tool"], arguments=arguments, requires_approval=requires_approval)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Return a Retry-After header's delay in seconds (the header is a number or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())

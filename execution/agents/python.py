@@ -2,7 +2,7 @@
 
 The path comes from the agent's settings (`callable`) or, when the agent has none, from
 the subtask input's `callable`, which must lie in one of the modules listed in
-EXECUTION_PYTHON_AGENT_MODULES. The callable returns a step (Finish, ToolCall, Fail) or
+EXECUTION_PYTHON_AGENT_MODULES. The callable returns a step (Finish, ToolCall, ToolCalls, Fail) or
 any other value, which is the result.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from execution.agents.base import BaseAgent, Context, Fail, Finish, Step, ToolCall, ToolCalls
+from execution.agents.base import STEP_TYPES, BaseAgent, Context, Fail, Finish, Step
 
 
 class PythonAgent(BaseAgent):
@@ -42,4 +42,4 @@ class PythonAgent(BaseAgent):
             return Fail(" ".join(problems))
         function: Callable[[Context], Any] = import_string(self._path(context["input"]))
         value = function(context)
-        return value if isinstance(value, Finish | ToolCall | ToolCalls | Fail) else Finish(value)
+        return value if isinstance(value, STEP_TYPES) else Finish(value)

@@ -1,4 +1,4 @@
-"""The agent registry: names from settings.EXECUTION_AGENTS mapped to agent instances."""
+"""The agent registry: names from settings.EXECUTION_AGENTS and EXECUTION_AGENTS_FILE mapped to agents."""
 
 from functools import cache
 from typing import Any
@@ -9,6 +9,7 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from execution.agents.base import Agent
+from execution.agents.definitions import agents_file_read
 
 
 class UnknownAgent(LookupError):
@@ -22,13 +23,21 @@ def _agents() -> dict[str, Agent]:
         options = dict(config)
         agent_class = import_string(options.pop("class"))
         agents[name] = agent_class(name, **options)
+    # The file's agents are added to the built-in ones and replace those of the same name.
+    if settings.EXECUTION_AGENTS_FILE:
+        agents.update(agents_file_read(settings.EXECUTION_AGENTS_FILE))
     return agents
 
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting == "EXECUTION_AGENTS":
+    if setting in ("EXECUTION_AGENTS", "EXECUTION_AGENTS_FILE"):
         _agents.cache_clear()
+
+
+def agents_load() -> None:
+    """Build every agent now, reading EXECUTION_AGENTS_FILE; raise AgentsFileError when it is wrong."""
+    _agents()
 
 
 def agent_get(name: str) -> Agent:

@@ -11,11 +11,10 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
-from execution.agents.base import Agent, Fail, Finish, Step, ToolCall, ToolCalls
+from execution.agents.base import STEP_TYPES, Agent, Fail, Finish, Step, ToolCall, ToolCalls
 from execution.tool_calls import ToolCallEntry, ToolCallStatus, entry_new
 
 MAX_AUTO_TOOL_CALLS = 100
-STEPS = (Finish, Fail, ToolCall, ToolCalls)
 
 
 def call_agent(agent: Agent | None, name: str, context: dict[str, Any], history: list[ToolCallEntry]) -> Step:
@@ -41,7 +40,7 @@ def call_agent(agent: Agent | None, name: str, context: dict[str, Any], history:
 
 def step_problem(step: Any) -> str:
     """Return what is wrong with what an agent returned, or "" for a step the engine can act on."""
-    if not isinstance(step, STEPS):
+    if not isinstance(step, STEP_TYPES):
         return f"The agent returned {type(step).__name__}, not a step (Finish, Fail, ToolCall or ToolCalls)."
     for name in ("conversation", "usage"):
         state = getattr(step, name, None)

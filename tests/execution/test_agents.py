@@ -1,12 +1,16 @@
 """Agents: the script agent's semantics, the http and python agents, and the registry."""
 
+import contextlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from execution.agents.base import AgentError, Fail, Finish, ToolCall, step_from_json
+from execution.agents.base import AgentError, Fail, Finish, ToolCall, ToolCalls, retry_after_seconds, step_from_json
 from execution.agents.http import HttpAgent
 from execution.agents.python import PythonAgent
 from execution.agents.registry import agent_get, agent_input_errors, agent_names, agents_describe
@@ -118,24 +122,29 @@ def test_malformed_steps_are_agent_errors(data):
 @pytest.fixture
 def http_endpoint():
     """A local HTTP endpoint answering each POST with the next queued (status, body)."""
-    answers: list[tuple[int, object]] = []
+    answers: list[tuple] = []  # (status, body[, headers[, delay_s]])
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            status, body = answers.pop(0)
+            answer = answers.pop(0)
+            status, body, headers, delay_s = (*answer, *((None, None, {}, 0)[len(answer) :]))
+            time.sleep(delay_s)
             payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
             self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(payload)
 
         def log_message(self, *args):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/step", answers, received
     server.shutdown()
@@ -152,15 +161,49 @@ def test_http_agent_posts_the_context_and_reads_the_step(http_endpoint):
 
 def test_http_agent_retries_server_errors_and_fails_on_client_errors(http_endpoint):
     url, answers, _ = http_endpoint
-    answers.extend([(503, {"detail": "busy"}), (422, {"detail": "bad"}), (200, b"not json")])
+    answers.extend([(503, {"detail": "busy"}), (422, {"detail": "bad"})])
     http = HttpAgent("http", url=url)
     with pytest.raises(AgentError, match="503"):
         http.run(context())
     step = http.run(context())
     assert isinstance(step, Fail)
     assert "422" in step.error
-    with pytest.raises(AgentError):
-        http.run(context())
+
+
+def test_http_agent_passes_a_429s_retry_after_on(http_endpoint):
+    url, answers, _ = http_endpoint
+    answers.append((429, {"detail": "slow down"}, {"Retry-After": "12"}))
+    with pytest.raises(AgentError, match="429") as raised:
+        HttpAgent("http", url=url).run(context())
+    assert raised.value.retry_after == 12.0
+
+
+@pytest.mark.parametrize("body", [b"not json", {"answer": 42}, {"result": 1, "error": "both"}, {"tool_call": {}}])
+def test_http_agent_fails_the_subtask_on_an_answer_that_is_not_a_step(http_endpoint, body):
+    url, answers, _ = http_endpoint
+    answers.append((200, body))
+    step = HttpAgent("http", url=url).run(context())
+    assert isinstance(step, Fail)
+    assert "not a step" in step.error
+
+
+def test_http_agent_retries_a_timeout(http_endpoint):
+    url, answers, _ = http_endpoint
+    answers.append((200, {"result": "late"}, {}, 2))
+    with pytest.raises(AgentError, match="timed out"):
+        HttpAgent("http", url=url, timeout_s=0.3).run(context())
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("inf", None), ("soon", None), (None, None)]
+)
+def test_retry_after_is_read_as_seconds(value, seconds):
+    assert retry_after_seconds(value) == seconds
+
+
+def test_retry_after_may_be_an_http_date():
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    assert 55 <= retry_after_seconds(in_a_minute) <= 60
 
 
 def test_http_agent_without_a_url_fails():
@@ -202,3 +245,24 @@ def test_registry_has_the_builtins_and_the_seed_aliases():
 def test_registry_follows_the_setting(settings):
     settings.EXECUTION_AGENTS = {"only": {"class": "execution.agents.script.ScriptAgent"}}
     assert agent_names() == ["only"]
+
+
+def test_steps_carry_the_agents_state_only_by_keyword():
+    step = Finish("done", conversation=[{"role": "user", "content": "hi"}], usage={"prompt_tokens": 1})
+    assert (step.result, step.conversation, step.usage) == (
+        "done",
+        [{"role": "user", "content": "hi"}],
+        {"prompt_tokens": 1},
+    )
+    assert Fail("no").conversation is None
+    assert ToolCall("t").call_id == ""
+    calls = ToolCalls((ToolCall("a", call_id="1"), ToolCall("b", call_id="2")), usage={})
+    assert [call.tool for call in calls.calls] == ["a", "b"]
+    with pytest.raises(TypeError):
+        Finish("done", [])  # type: ignore[misc]
+
+
+def test_python_agent_may_return_several_tool_calls(settings):
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
+    step = PythonAgent("python").run(context({"callable": "tests.agents.two_tool_calls"}))
+    assert isinstance(step, ToolCalls)

@@ -1,0 +1,389 @@
+"""The openai agent: a language model behind any OpenAI-compatible Chat Completions endpoint.
+
+One run calls the model (`POST {base_url}/chat/completions`, not streamed, tools as
+functions) until it answers without tool calls (Finish), asks for tool calls that need a
+person's decision (ToolCalls), or something fails. The whole conversation travels with
+every step, and the next run rebuilds it from the context: the tool calls of the last
+answer are then answered from their decisions (matched by tool_call_id) before the model
+is called again, so a resume can run on any worker after any restart.
+
+Retries are the engine's: connection errors, timeouts, 5xx and 429 raise AgentError
+(with the 429's Retry-After); other answers that cannot be used fail the subtask. The
+API key is read from the environment for each run and goes only into the request.
+"""
+
+import copy
+import json
+import os
+from collections.abc import Iterable
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from jsonschema import ValidationError
+from jsonschema.validators import validator_for
+from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI, OpenAIError
+
+from execution.agents.base import (
+    AgentError,
+    BaseAgent,
+    Context,
+    Fail,
+    Finish,
+    Step,
+    ToolCall,
+    ToolCalls,
+    retry_after_seconds,
+)
+from execution.agents.tools import Tool, ToolError, worker_tool_run
+
+DEFAULT_MAX_STEPS = 20
+DEFAULT_TIMEOUT_S = 120.0
+# Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the client needs one; an
+# explicit placeholder also keeps the client from sending OPENAI_API_KEY to them.
+LOCAL_API_KEY = "no-key"
+BODY_EXCERPT = 500
+
+
+class _Refused(Exception):
+    """The run cannot go on and retrying will not help: the subtask fails with this message."""
+
+
+class OpenAIAgent(BaseAgent):
+    """A language model that calls tools; the calls that need approval pause the subtask."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str = "",
+        system_prompt: str = "",
+        temperature: float | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tools: Iterable[Tool] = (),
+    ) -> None:
+        super().__init__(name)
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.system_prompt = system_prompt
+        self.temperature = temperature
+        self.max_steps = max_steps
+        self.timeout_s = timeout_s
+        self.tools = {tool.name: tool for tool in tools}
+        self.endpoint = f"POST {_without_credentials(self.base_url)}/chat/completions"
+        listed = ", ".join(
+            f"{tool.name} ({tool.runs}{', approval' if tool.requires_approval else ''})" for tool in self.tools.values()
+        )
+        self.description = (
+            f"A language model ({model} at {_without_credentials(self.base_url)}) with tools: {listed or 'none'}."
+        )
+
+    def run(self, context: Context) -> Step:
+        conversation: list[dict[str, Any]] = copy.deepcopy(list(context.get("conversation") or []))
+        usage = _usage(context.get("usage"))
+        try:
+            if conversation:
+                self._settle(conversation, context.get("tool_calls") or [])
+            else:
+                conversation = self._opening(context)
+            client = OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0)
+            with client:
+                return self._converse(client, conversation, usage)
+        except _Refused as error:
+            return Fail(self._redact(str(error)), conversation=conversation, usage=usage)
+
+    # --- the conversation --------------------------------------------------------------
+
+    def _opening(self, context: Context) -> list[dict[str, Any]]:
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*messages, {"role": "user", "content": opening_text(context)}]
+
+    def _converse(self, client: OpenAI, conversation: list[dict[str, Any]], usage: dict[str, Any]) -> Step:
+        while True:
+            if len(usage["steps"]) >= self.max_steps:
+                raise _Refused(self._too_many_steps())
+            completion = self._complete(client, conversation)
+            message = assistant_message(completion["choices"][0]["message"], step=len(usage["steps"]))
+            _add_step(usage, completion, self.model)
+            conversation.append(message)
+            if not message.get("tool_calls"):
+                result = {
+                    "content": message.get("content") or "",
+                    "model": completion.get("model") or self.model,
+                    "steps": len(usage["steps"]),
+                    "usage": {key: usage[key] for key in ("prompt_tokens", "completion_tokens")},
+                }
+                return Finish(result, conversation=conversation, usage=usage)
+            if len(usage["steps"]) >= self.max_steps:
+                # The model could not be told the calls' outcome: fail now rather than ask a person.
+                raise _Refused(self._too_many_steps())
+            pending = self._answer_calls(conversation, message["tool_calls"])
+            if pending:
+                return ToolCalls(tuple(pending), conversation=conversation, usage=usage)
+
+    def _too_many_steps(self) -> str:
+        return f"The model did not finish within max_steps={self.max_steps} model calls; no more calls are made."
+
+    def _answer_calls(self, conversation: list[dict[str, Any]], calls: list[dict[str, Any]]) -> list[ToolCall]:
+        """Answer at once the calls that need no person; return those that need a decision."""
+        pending = []
+        for call in calls:
+            name, raw = call["function"]["name"], call["function"]["arguments"]
+            tool = self.tools.get(name)
+            if tool is None:
+                known = ", ".join(self.tools) or "none"
+                conversation.append(tool_message(call["id"], f"Error: there is no tool {name!r} (tools: {known})."))
+                continue
+            arguments, problem = parse_arguments(tool, raw)
+            if problem:
+                conversation.append(tool_message(call["id"], f"Error: {problem}"))
+            elif tool.requires_approval:
+                pending.append(ToolCall(tool=name, arguments=arguments, requires_approval=True, call_id=call["id"]))
+            else:
+                conversation.append(tool_message(call["id"], _run_worker_tool(tool, arguments)))
+        return pending
+
+    def _settle(self, conversation: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+        """Answer the last answer's calls that have no tool message yet from their decisions."""
+        last = next(
+            (i for i in range(len(conversation) - 1, -1, -1) if conversation[i].get("role") == "assistant"), None
+        )
+        if last is None or not conversation[last].get("tool_calls"):
+            return
+        calls = conversation[last]["tool_calls"]
+        answered = {message.get("tool_call_id") for message in conversation[last + 1 :]}
+        decisions = {entry.get("call_id"): entry for entry in history if entry.get("call_id")}
+        for call in calls:
+            if call["id"] in answered:
+                continue
+            entry = decisions.get(call["id"])
+            if entry is None or entry.get("status") not in ("approved", "rejected"):
+                raise _Refused(
+                    f"The model's call of {call['function']['name']!r} ({call['id']}) has no decision to resume with."
+                )
+            conversation.append(tool_message(call["id"], self._outcome(entry)))
+        # One tool message per call, in the order of the calls.
+        order = {call["id"]: index for index, call in enumerate(calls)}
+        conversation[last + 1 :] = sorted(
+            conversation[last + 1 :], key=lambda message: order.get(message.get("tool_call_id"), len(order))
+        )
+
+    def _outcome(self, entry: dict[str, Any]) -> str:
+        """Return what the model is told about a decided call."""
+        if entry["status"] == "rejected":
+            return f"The call was rejected: {entry.get('reason') or 'no reason given'}"
+        original = entry.get("arguments")
+        approved = entry.get("approved_arguments")
+        if approved is None:
+            approved = original
+        tool = self.tools.get(entry.get("tool", ""))
+        if tool is not None and tool.runs == "worker":
+            problem = argument_problem(tool, approved)
+            outcome = f"Error: {problem}" if problem else _run_worker_tool(tool, cast(dict[str, Any], approved))
+        else:
+            outcome = result_text(entry.get("result"))
+        if approved != original:
+            return f"The approver edited the arguments to {json.dumps(approved, ensure_ascii=False)}. Result: {outcome}"
+        return outcome
+
+    # --- the endpoint ------------------------------------------------------------------
+
+    def _api_key(self) -> str:
+        if not self.api_key_env:
+            return LOCAL_API_KEY
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise _Refused(f"The environment variable {self.api_key_env} (api_key_env) is not set.")
+        return key
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return text.replace(key, "[redacted]") if key else text
+
+    def _complete(self, client: OpenAI, conversation: list[dict[str, Any]]) -> dict[str, Any]:
+        """Return the model's chat completion (a dict) for the conversation so far."""
+        options: dict[str, Any] = {"model": self.model, "messages": cast(Any, conversation)}
+        if self.tools:
+            options["tools"] = [tool.as_function() for tool in self.tools.values()]
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        try:
+            raw = client.chat.completions.with_raw_response.create(**options)
+        except APITimeoutError:
+            # `from None` everywhere: the client's exceptions carry the response, kept out of logs.
+            raise AgentError(f"{self.endpoint} timed out after {self.timeout_s}s.") from None
+        except APIConnectionError as error:
+            raise AgentError(self._redact(f"{self.endpoint} failed: {error.__cause__ or error}")) from None
+        except APIStatusError as error:
+            status = error.status_code
+            message = self._redact(f"{self.endpoint} answered {status}: {error.response.text[:BODY_EXCERPT]}")
+            if status == 429:
+                retry_after = retry_after_seconds(error.response.headers.get("retry-after"))
+                raise AgentError(message, retry_after=retry_after) from None
+            if status >= 500:
+                raise AgentError(message) from None
+            raise _Refused(message) from None
+        except OpenAIError as error:
+            raise _Refused(self._redact(f"{self.endpoint} could not be used: {error}")) from None
+        text = raw.text
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not is_chat_completion(data):
+            raise _Refused(
+                self._redact(f"{self.endpoint} answered something that is not a chat completion: {text[:BODY_EXCERPT]}")
+            )
+        return cast(dict[str, Any], data)
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+def opening_text(context: Context) -> str:
+    """Return the first user message: the plan's goal, the subtask, its input, its dependencies' results."""
+    parts = [
+        f"Goal of the plan: {context.get('plan_goal', '')}",
+        f"Your task ({context.get('subtask_key', '')}): {context.get('description', '')}",
+    ]
+    if context.get("input"):
+        parts.append(f"Input:\n{readable(context['input'])}")
+    dependencies = context.get("dependencies") or {}
+    if dependencies:
+        lines = ["Results of the tasks this one depends on:"]
+        for key, dependency in dependencies.items():
+            lines.append(f"- {key} ({dependency.get('description', '')}):\n{readable(dependency.get('result'))}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def readable(value: Any) -> str:
+    """Return text as it is and anything else as indented JSON."""
+    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def result_text(result: Any) -> str:
+    """Return the result sent with an approval as the tool message's text."""
+    if result is None:
+        return "Approved; no result was sent with the approval."
+    return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+
+
+def tool_message(call_id: str, content: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def assistant_message(message: dict[str, Any], *, step: int) -> dict[str, Any]:
+    """Return the model's message as a plain Chat Completions message, with an id on every call."""
+    content = message.get("content")
+    if isinstance(content, list):  # some servers answer in content parts
+        content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    result: dict[str, Any] = {"role": "assistant", "content": content}
+    calls: list[dict[str, Any]] = []
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call["function"]
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):  # some servers send the arguments as an object
+            arguments = json.dumps(arguments if arguments is not None else {})
+        # Decisions are matched to calls by id: make sure each call has its own.
+        call_id = call.get("id") or f"call_{step}_{index}"
+        if any(other["id"] == call_id for other in calls):
+            call_id = f"{call_id}_{index}"
+        calls.append(
+            {"id": call_id, "type": "function", "function": {"name": function["name"], "arguments": arguments}}
+        )
+    if calls:
+        result["tool_calls"] = calls
+    return result
+
+
+def is_chat_completion(data: Any) -> bool:
+    """Tell whether a response body has the shape of a chat completion this agent can read."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        return False
+    choice = data["choices"][0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("content"), str | list | None):
+        return False
+    calls = message.get("tool_calls")
+    if calls is None:
+        return True
+    return isinstance(calls, list) and all(
+        isinstance(call, dict)
+        and isinstance(call.get("function"), dict)
+        and isinstance(call["function"].get("name"), str)
+        and isinstance(call.get("id", ""), str | None)
+        for call in calls
+    )
+
+
+# --- tool arguments ----------------------------------------------------------------------
+
+
+def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], str]:
+    """Return a call's arguments and what is wrong with them ("" when they fit the tool's schema)."""
+    try:
+        arguments = json.loads(raw) if raw.strip() else {}
+    except ValueError as error:
+        return {}, f"the arguments of {tool.name} are not valid JSON ({error}). Send a JSON object."
+    if not isinstance(arguments, dict):
+        return {}, f"the arguments of {tool.name} must be a JSON object."
+    return arguments, argument_problem(tool, arguments)
+
+
+def argument_problem(tool: Tool, arguments: Any) -> str:
+    """Return how `arguments` break the tool's schema, or "" when they fit."""
+    validator = validator_for(tool.parameters)(tool.parameters)
+    try:
+        validator.validate(arguments)
+    except ValidationError as error:
+        where = "/".join(str(part) for part in error.absolute_path)
+        return (
+            f"the arguments of {tool.name} do not match its parameters: {error.message}"
+            f"{f' (at {where})' if where else ''}. Call it again with arguments that match."
+        )
+    return ""
+
+
+def _run_worker_tool(tool: Tool, arguments: dict[str, Any]) -> str:
+    try:
+        return worker_tool_run(tool.name, arguments)
+    except ToolError as error:
+        return f"Error: {error}"
+
+
+# --- usage -----------------------------------------------------------------------------
+
+
+def _usage(stored: Any) -> dict[str, Any]:
+    steps = list(stored.get("steps") or []) if isinstance(stored, dict) else []
+    return {
+        "prompt_tokens": sum(step.get("prompt_tokens", 0) for step in steps),
+        "completion_tokens": sum(step.get("completion_tokens", 0) for step in steps),
+        "steps": steps,
+    }
+
+
+def _add_step(usage: dict[str, Any], completion: dict[str, Any], model: str) -> None:
+    counts = completion.get("usage")
+    if not isinstance(counts, dict):
+        counts = {}
+    step = {
+        key: value if isinstance(value := counts.get(key), int) and not isinstance(value, bool) else 0
+        for key in ("prompt_tokens", "completion_tokens")
+    }
+    usage["steps"].append({**step, "model": completion.get("model") or model})
+    usage["prompt_tokens"] += step["prompt_tokens"]
+    usage["completion_tokens"] += step["completion_tokens"]
+
+
+def _without_credentials(url: str) -> str:
+    """Return the URL without user, password or query (where some endpoints put keys)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
