@@ -20,8 +20,8 @@ from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.processes import FAST, WORKER_ENV, Cluster, WebServer, Worker, current_database_url
 from tests.support import wait_for
 
-# The fake OpenAI-compatible server's fixtures: openai_server (session) and fake_openai.
-pytest_plugins = ["tests.fakes.openai_server"]
+# The fake OpenAI-compatible server's fixtures (openai_server, fake_openai) and the test agents.
+pytest_plugins = ["tests.fakes.openai_server", "tests.agents_file"]
 
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
@@ -30,11 +30,19 @@ SETTING_TYPES: dict[str, Callable[[str], Any]] = {
 
 
 @pytest.fixture(scope="session")
-def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cluster]:
+def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> Iterator[Cluster]:
     with django_db_blocker.unblock():
         database_url = current_database_url()
     log_dir = tmp_path_factory.mktemp("workers")
-    env = {**os.environ, **FAST, **WORKER_ENV, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **FAST,
+        **WORKER_ENV,
+        "DATABASE_URL": database_url,
+        "PYTHONUNBUFFERED": "1",
+        "EXECUTION_AGENTS_FILE": str(test_agents.path),
+        "EXECUTION_WORKSPACE_DIR": str(test_agents.workspace),
+    }
     common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--pool", "prefork"]
     current_app.control.purge()
 
@@ -63,11 +71,17 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
 
 
 @pytest.fixture(scope="session")
-def web(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WebServer]:
+def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> Iterator[WebServer]:
     """uvicorn serving config.asgi against the test database (for the event stream)."""
     with django_db_blocker.unblock():
         database_url = f"{current_database_url()} application_name={WebServer.APPLICATION_NAME}"
-    env = {**os.environ, **FAST, "DATABASE_URL": database_url, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
+    env = {
+        **os.environ,
+        **FAST,
+        "DATABASE_URL": database_url,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "EXECUTION_AGENTS_FILE": str(test_agents.path),
+    }
     server = WebServer(env, tmp_path_factory.mktemp("web"))
     try:
         server.wait_ready()

@@ -88,6 +88,8 @@ class SubtaskSerializer(serializers.ModelSerializer):
     result = serializers.JSONField(allow_null=True)
     input = serializers.JSONField()
     tool_calls = serializers.JSONField()
+    conversation = serializers.JSONField(help_text="A language-model agent's messages, as sent and received.")
+    usage = serializers.JSONField(help_text="Token usage of the subtask's model calls: totals and one entry per call.")
 
     class Meta:
         model = Subtask
@@ -106,6 +108,8 @@ class SubtaskSerializer(serializers.ModelSerializer):
             "timeout_s",
             "batch_index",
             "tool_calls",
+            "conversation",
+            "usage",
             "queued_at",
             "started_at",
             "completed_at",

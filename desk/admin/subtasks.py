@@ -110,6 +110,8 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
         "input_json",
         "outcome",
         "tool_call_transcript",
+        "token_usage",
+        "conversation_transcript",
         ("task", "worker"),
         ("batch_index", "position"),
         ("queued_at", "started_at", "completed_at", "updated_at"),
@@ -184,9 +186,65 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
             rows,
         )
 
+    @admin.display(description="token usage")
+    def token_usage(self, subtask: Subtask) -> str:
+        usage = subtask.usage or {}
+        if not usage:
+            return "—"
+        steps = len(usage.get("steps", []))
+        return (
+            f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens"
+            f" over {steps} model call{'s' if steps != 1 else ''}"
+        )
+
+    @admin.display(description="conversation")
+    def conversation_transcript(self, subtask: Subtask) -> SafeString | str:
+        if not subtask.conversation:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (index, message.get("role", ""), _message_text(message), _message_calls(message))
+                for index, message in enumerate(subtask.conversation)
+            ),
+        )
+        return format_html(
+            '<table class="history conversation"><thead><tr><th>#</th><th>role</th><th>content</th>'
+            "<th>tool calls</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     @admin.display(description="Celery task")
     def task(self, subtask: Subtask) -> SafeString | str:
         return task_result_link(subtask)
+
+
+def _message_text(message: dict[str, Any]) -> SafeString | str:
+    content = message.get("content")
+    text = content if isinstance(content, str) else "" if content is None else str(content)
+    if message.get("tool_call_id"):
+        text = f"[{message['tool_call_id']}] {text}"
+    return pretty_text(text, limit=2000) if text else "—"
+
+
+def _message_calls(message: dict[str, Any]) -> SafeString | str:
+    calls = message.get("tool_calls") or []
+    return (
+        format_html_join(
+            "",
+            "<div>{} <code>{}</code> {}</div>",
+            (
+                (
+                    call.get("id", ""),
+                    call.get("function", {}).get("name", ""),
+                    call.get("function", {}).get("arguments", ""),
+                )
+                for call in calls
+            ),
+        )
+        or "—"
+    )
 
 
 def _decision(call: dict[str, Any]) -> SafeString | str:

@@ -302,3 +302,12 @@ class TestPermissions:
     def test_owner_operates(self, plan, api):
         assert api.post(f"{PLANS}{plan.pk}/approve/").status_code == 200
         assert api.post(f"{PLANS}{plan.pk}/execute/").json()["execution"]["state"] == ExecState.RUNNING
+
+
+def test_each_subtask_of_the_detail_carries_its_conversation_and_usage(api):
+    plan_id = submit(api, subtask("a"), requires_approval=False).json()["id"]
+    messages = [{"role": "user", "content": "Do a"}, {"role": "assistant", "content": "Done."}]
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "steps": [{"prompt_tokens": 5, "completion_tokens": 2}]}
+    Subtask.objects.filter(plan_id=plan_id, key="a").update(conversation=messages, usage=usage)
+    [a] = api.get(f"{PLANS}{plan_id}/").json()["subtasks"]
+    assert (a["conversation"], a["usage"]) == (messages, usage)

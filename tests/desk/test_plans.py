@@ -214,3 +214,24 @@ def test_task_result_links_are_shown_only_to_users_who_may_open_task_results(own
     assert all(link not in client_for(owner).get(page).content.decode() for page in pages)
     owner.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
     assert all(link in client_for(owner).get(page).content.decode() for page in pages)
+
+
+def test_a_subtask_page_shows_the_model_conversation_and_the_token_usage(superuser):
+    plan = running_plan(superuser, subtask("ask"))
+    ask = plan.subtasks.get()
+    ask.conversation = [
+        {"role": "user", "content": "Which file?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "<b>main.dart</b>"},
+    ]
+    ask.usage = {"prompt_tokens": 30, "completion_tokens": 9, "steps": [{}, {}]}
+    ask.save(update_fields=["conversation", "usage"])
+    html = client_for(superuser).get(reverse("admin:plans_subtask_change", args=[ask.pk])).content.decode()
+    assert "Which file?" in html
+    assert "read_file" in html
+    assert "[call_1] &lt;b&gt;main.dart&lt;/b&gt;" in html
+    assert "30 prompt + 9 completion tokens over 2 model calls" in html
