@@ -4,9 +4,10 @@ import pytest
 
 from execution.models import Event
 from execution.services import plan_submit
-from plans.models import PlanStatus, SubtaskStatus
+from plans.models import Plan, PlanStatus, SubtaskStatus
 from tests.factories import UserFactory, plan_data, subtask
-from tests.support import wait_for
+from tests.invariants import assert_invariants
+from tests.support import start, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -70,3 +71,9 @@ def test_fan_out_wider_than_max_parallel_is_chunked():
     ]
     assert_batches_ran_in_order(plan)
     assert all(attempts == 1 for attempts in plan.subtasks.values_list("attempts", flat=True))
+
+
+def test_a_diamond_plan_keeps_every_invariant():
+    plan = start(subtask("a"), subtask("b", "a"), subtask("c", "a"), subtask("d", "b", "c"))
+    assert_invariants(plan)
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.COMPLETED
