@@ -110,8 +110,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "config.storage.StaticFilesStorage"},
 }
+# After `collectstatic`, hashed and compressed files come from STATIC_ROOT; without it (or for
+# a file added since), WhiteNoise serves the apps' own static folders, so the admin is styled either way.
+WHITENOISE_USE_FINDERS = True
 
 # A 10,000-subtask plan with its dependencies is a few megabytes of JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
