@@ -1,5 +1,7 @@
 """Settings, read from the environment (see README.md, "Configuration")."""
 
+import re
+import warnings
 from pathlib import Path
 
 import environ
@@ -115,6 +117,8 @@ STORAGES = {
 # After `collectstatic`, hashed and compressed files come from STATIC_ROOT; without it (or for
 # a file added since), WhiteNoise serves the apps' own static folders, so the admin is styled either way.
 WHITENOISE_USE_FINDERS = True
+# An uncollected STATIC_ROOT is expected then; WhiteNoise would warn about it at every start.
+warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
 
 # A 10,000-subtask plan with its dependencies is a few megabytes of JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
