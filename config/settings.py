@@ -1,6 +1,7 @@
 """Settings, read from the environment (see README.md, "Configuration")."""
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -9,9 +10,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 from kombu import Queue
 
+from config import stack
 from config.database import database_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A second terminal in the project folder reaches the stack `make run` started (see config/stack.py).
+stack.join_running_stack(BASE_DIR)
 
 env = environ.Env()
 
@@ -20,6 +25,9 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
+        if not any(env.str(name, default="") for name in stack.SERVER_VARIABLES):
+            # Nothing configured and no stack to join: one line, not a traceback.
+            sys.exit(stack.nothing_running(BASE_DIR))
         raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for a throwaway key).")
     SECRET_KEY = get_random_secret_key()
 
