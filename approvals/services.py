@@ -6,6 +6,7 @@ the decision on the subtask and, after commit, enqueues the chain that resumes i
 advances the plan; no one polls.
 """
 
+import logging
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -23,6 +24,8 @@ from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, PlanStatus, Subtask
 from plans.services import plan_create, plan_limits
 from plans.validation import validate_plan
+
+logger = logging.getLogger(__name__)
 
 EXPIRE_BATCH = 200
 
@@ -142,10 +145,12 @@ def approvals_expire_overdue() -> int:
     expired = 0
     for approval_id in list(overdue[:EXPIRE_BATCH]):
         try:
-            _decide_by_id(approval_id, status=ApprovalStatus.EXPIRED, user=None, reason="expired")
-            expired += 1
+            approval = _decide_by_id(approval_id, status=ApprovalStatus.EXPIRED, user=None, reason="expired")
         except AlreadyDecided:
-            pass
+            continue
+        expired += 1
+        subject = f"tool call {approval.tool!r} of subtask {approval.subtask.key!r}" if approval.subtask else "plan approval"
+        logger.info("Plan %s: its %s expired undecided", approval.plan_id, subject)
     return expired
 
 

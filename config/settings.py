@@ -12,6 +12,7 @@ from kombu import Queue
 
 from config import stack
 from config.database import database_from_url
+from config.log_filters import CELERY_TASK_LOGGERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -135,8 +136,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Filters sit on Celery's own loggers: workers replace the root logger's handlers
+    # (worker_hijack_root_logger), never a named logger's filters.
+    "filters": {"housekeeping": {"()": "config.log_filters.HousekeepingToDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {name: {"filters": ["housekeeping"]} for name in CELERY_TASK_LOGGERS},
 }
 
 CACHES = {
