@@ -149,7 +149,9 @@ def approvals_expire_overdue() -> int:
         except AlreadyDecided:
             continue
         expired += 1
-        subject = f"tool call {approval.tool!r} of subtask {approval.subtask.key!r}" if approval.subtask else "plan approval"
+        subject = "plan approval"
+        if approval.subtask is not None:
+            subject = f"tool call {approval.tool!r} of subtask {approval.subtask.key!r}"
         logger.info("Plan %s: its %s expired undecided", approval.plan_id, subject)
     return expired
 

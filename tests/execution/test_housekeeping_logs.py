@@ -3,6 +3,7 @@
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from celery import current_app
@@ -18,7 +19,7 @@ from tests.factories import UserFactory, plan_data, subtask
 
 
 def housekeeping_runs(worker) -> int:
-    stats = current_app.control.inspect(destination=[worker.hostname], timeout=5).stats() or {}
+    stats: dict[str, Any] = current_app.control.inspect(destination=[worker.hostname], timeout=5).stats() or {}
     totals = stats.get(worker.hostname, {}).get("total", {})
     return sum(totals.get(name, 0) for name in HOUSEKEEPING_TASKS)
 
