@@ -1,5 +1,6 @@
 # make run: the whole stack on this machine.  make test: the test suite.
-# Both start throwaway PostgreSQL and Redis unless DATABASE_URL / CELERY_BROKER_URL are set.
+# Both start local PostgreSQL and Redis unless DATABASE_URL / CELERY_BROKER_URL are set; make run
+# keeps its database in .devstack/ (make wipe deletes it), make test throws its servers away.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: run test bench lint format clean
+.PHONY: run wipe test bench lint format clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py run
+
+wipe: $(VENV)/.installed
+	$(PY) scripts/devstack.py wipe
 
 test: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m pytest $(PYTEST_ARGS)

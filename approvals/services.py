@@ -6,6 +6,7 @@ the decision on the subtask and, after commit, enqueues the chain that resumes i
 advances the plan; no one polls.
 """
 
+import logging
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -30,6 +31,8 @@ __all__ = [
     "approvals_expire_overdue",
     "plan_approve",
 ]
+
+logger = logging.getLogger(__name__)
 
 EXPIRE_BATCH = 200
 
@@ -105,10 +108,14 @@ def approvals_expire_overdue() -> int:
     expired = 0
     for approval_id in list(overdue[:EXPIRE_BATCH]):
         try:
-            _decide_by_id(approval_id, status=ApprovalStatus.EXPIRED, user=None, reason="expired")
-            expired += 1
+            approval = _decide_by_id(approval_id, status=ApprovalStatus.EXPIRED, user=None, reason="expired")
         except AlreadyDecided:
-            pass
+            continue
+        expired += 1
+        subject = "plan approval"
+        if approval.subtask is not None:
+            subject = f"tool call {approval.tool!r} of subtask {approval.subtask.key!r}"
+        logger.info("Plan %s: its %s expired undecided", approval.plan_id, subject)
     return expired
 
 

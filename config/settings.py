@@ -1,5 +1,8 @@
 """Settings, read from the environment (see README.md, "Configuration")."""
 
+import re
+import sys
+import warnings
 from pathlib import Path
 
 import environ
@@ -7,9 +10,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 from kombu import Queue
 
+from config import stack
 from config.database import database_from_url
+from config.log_filters import CELERY_TASK_LOGGERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A second terminal in the project folder reaches the stack `make run` started (see config/stack.py).
+stack.join_running_stack(BASE_DIR)
 
 env = environ.Env()
 
@@ -18,6 +26,9 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
+        if not any(env.str(name, default="") for name in stack.SERVER_VARIABLES):
+            # Nothing configured and no stack to join: one line, not a traceback.
+            sys.exit(stack.nothing_running(BASE_DIR))
         raise ImproperlyConfigured("Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for a throwaway key).")
     SECRET_KEY = get_random_secret_key()
 
@@ -113,8 +124,13 @@ STATIC_URL = "static/"
 STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "config.storage.StaticFilesStorage"},
 }
+# After `collectstatic`, hashed and compressed files come from STATIC_ROOT; without it (or for
+# a file added since), WhiteNoise serves the apps' own static folders, so the admin is styled either way.
+WHITENOISE_USE_FINDERS = True
+# An uncollected STATIC_ROOT is expected then; WhiteNoise would warn about it at every start.
+warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
 
 # A 10,000-subtask plan with its dependencies is a few megabytes of JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
@@ -123,8 +139,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Filters sit on Celery's own loggers: workers replace the root logger's handlers
+    # (worker_hijack_root_logger), never a named logger's filters.
+    "filters": {"housekeeping": {"()": "config.log_filters.HousekeepingToDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {name: {"filters": ["housekeeping"]} for name in CELERY_TASK_LOGGERS},
 }
 
 CACHES = {

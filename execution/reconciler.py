@@ -77,10 +77,10 @@ def reconcile() -> dict[str, int]:
     )
     for plan_id in idle:
         engine.plan_advance(plan_id=plan_id)
+        # Usually a chord callback a moment late, sometimes one the broker lost.
+        logger.info("Reconciler: plan %s had nothing in flight: advanced it", plan_id)
         report["advanced"] += 1
 
-    if any(report.values()):
-        logger.warning("Reconciler re-drove work: %s", report)
     return report
 
 
@@ -92,6 +92,15 @@ def _recover(subtask_id: UUID, attempts: int, reason: str) -> int:
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.RUNNING or subtask.attempts != attempts:
             return 0
         engine.recover_lost_run(plan=plan, subtask=subtask, reason=reason)
+        outcome = Subtask.objects.values_list("status", flat=True).get(pk=subtask_id)
+        logger.warning(
+            "Reconciler: plan %s: run %s of subtask %r was lost (%s): %s",
+            plan.pk,
+            attempts,
+            subtask.key,
+            reason,
+            "failed it as poison" if outcome == S.FAILED else "dispatched it again",
+        )
         return 1
 
 
@@ -112,6 +121,12 @@ def _resend(subtask_id: UUID, queued_at: Any) -> int:
                 "attempt": subtask.attempts + 1,
                 "reason": "its message was not in flight",
             },
+        )
+        logger.warning(
+            "Reconciler: plan %s: re-sent subtask %r (attempt %s): its message was not in flight",
+            plan.pk,
+            subtask.key,
+            subtask.attempts + 1,
         )
         return 1
 

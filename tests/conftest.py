@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from celery import current_app
-from django.core.management import call_command
 
 from execution.services import plan_cancel
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
@@ -72,7 +71,11 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
 
 @pytest.fixture(scope="session")
 def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> Iterator[WebServer]:
-    """uvicorn serving config.asgi against the test database (for the event stream)."""
+    """uvicorn serving config.asgi against the test database, as README says, with nothing collected.
+
+    Its STATIC_ROOT is empty, as on a fresh clone: the admin's files come from the apps' folders.
+    """
+    workdir = tmp_path_factory.mktemp("web")
     with django_db_blocker.unblock():
         database_url = f"{current_database_url()} application_name={WebServer.APPLICATION_NAME}"
     env = {
@@ -81,19 +84,15 @@ def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> It
         "DATABASE_URL": database_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
+        "DJANGO_STATIC_ROOT": str(workdir / "static"),
     }
-    server = WebServer(env, tmp_path_factory.mktemp("web"))
+    env.pop("DJANGO_DEBUG", None)
+    server = WebServer(env, workdir)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _static_files(django_test_environment) -> None:
-    """Collect static files once: the manifest storage serves the admin's only from there."""
-    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 @pytest.fixture(autouse=True)

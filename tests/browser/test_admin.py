@@ -1,5 +1,10 @@
-"""In a real browser: an approver approves and rejects tool calls in the admin, and the plans finish."""
+"""In a real browser, through uvicorn as README starts it: a styled admin where an approver decides tool calls.
 
+The web process runs the production settings (debug off, WhiteNoise, nothing collected), so
+what the browser sees is what a new user sees after `migrate` and `uvicorn config.asgi:application`.
+"""
+
+import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -9,9 +14,11 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from approvals.models import ApprovalStatus
+from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
 from tests.desk.support import staff
 from tests.factories import subtask
+from tests.processes import ROOT
 from tests.support import finished, pending_approval, start
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,18 +37,7 @@ pytestmark = pytest.mark.skipif(
 )
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
-
-@pytest.fixture(autouse=True)
-def _plain_static_names(settings) -> None:
-    """Link static files by their plain names.
-
-    The live server serves them straight from the apps' folders (the staticfiles finders),
-    where the hashed names of the manifest storage do not exist.
-    """
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
+ADMIN_HEADER_COLOUR = "rgb(65, 118, 144)"  # Django admin's --header-bg, #417690
 
 
 def flutter_plan(owner):
@@ -63,7 +59,7 @@ def flutter_plan(owner):
     )
 
 
-def in_browser(scenario: Callable[[object], None]) -> None:
+def in_browser(scenario: Callable[[object], None], *, width: int = 1440) -> None:
     """Run a Playwright scenario in its own thread.
 
     The sync Playwright API keeps an asyncio event loop running in the thread that uses it,
@@ -75,7 +71,7 @@ def in_browser(scenario: Callable[[object], None]) -> None:
     def drive() -> None:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page = browser.new_page(viewport={"width": width, "height": 1000})
             page.set_default_timeout(20_000)
             try:
                 scenario(page)
@@ -90,6 +86,33 @@ def in_browser(scenario: Callable[[object], None]) -> None:
         pool.submit(drive).result(timeout=240)
 
 
+def log_in(page, web, username: str) -> None:
+    """Log in through the admin's login page, checking both it and the index arrive styled."""
+    stylesheets: list[tuple[str, int]] = []
+
+    def record(response) -> None:
+        if response.request.resource_type == "stylesheet":
+            stylesheets.append((response.url, response.status))
+
+    page.on("response", record)
+    page.goto(f"{web.url}/admin/login/?next=/admin/")
+    assert_styled(page)
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw-for-tests")
+    page.click("input[type=submit]")
+    sync_api.expect(page.locator("#site-name")).to_be_visible()
+    assert_styled(page)
+    page.remove_listener("response", record)
+    assert any(url.endswith(".css") and "admin/css/base" in url for url, _ in stylesheets), stylesheets
+    assert all(status == 200 for _, status in stylesheets), stylesheets
+
+
+def assert_styled(page) -> None:
+    """The admin's header has its colour only when base.css loaded."""
+    colour = page.locator("#header").evaluate("header => getComputedStyle(header).backgroundColor")
+    assert colour == ADMIN_HEADER_COLOUR, f"{page.url}: header is {colour}"
+
+
 def reload_until(page, selector: str, text: str, *, timeout: float = 60) -> None:
     """Reload the page until the element shows the text (admin pages do not update by themselves)."""
     deadline = time.monotonic() + timeout
@@ -100,7 +123,7 @@ def reload_until(page, selector: str, text: str, *, timeout: float = 60) -> None
         page.reload()
 
 
-def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_finish(engine, live_server):
+def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_finish(engine, web):
     approver = staff("approver", permission=True)
     approver.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
     owner = staff("owner")
@@ -116,24 +139,23 @@ def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_fi
 
     def scenario(page) -> None:
         expect = sync_api.expect
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-        page.fill("#id_username", approver.username)
-        page.fill("#id_password", "pw-for-tests")
-        page.click("input[type=submit]")
+        log_in(page, web, approver.username)
         expect(page.locator("#monitoring-module")).to_contain_text("Flower")
 
         # The queue: both tool calls, oldest first, with their arguments readable.
         page.click("#monitoring-module >> text=Pending approvals")
         rows = page.locator("#result_list tbody tr")
         expect(rows).to_have_count(2)
+        assert_styled(page)
         expect(rows.nth(0)).to_contain_text("write_file")
         expect(rows.nth(0)).to_contain_text("pubspec.yaml")
         expect(rows.nth(1)).to_contain_text("rm -rf /")
         page.screenshot(path=str(ARTIFACTS / "admin-approvals-queue.png"), full_page=True)
 
         # The Flutter plan waits for the coder's write_file: open it from the plan, approve with a result.
-        page.goto(f"{live_server.url}/admin/plans/plan/{flutter.pk}/change/")
+        page.goto(f"{web.url}/admin/plans/plan/{flutter.pk}/change/")
         expect(page.locator(".fieldBox.field-execution_badge")).to_contain_text("waiting approval")
+        assert_styled(page)
         expect(page.locator(".plan-dag .node[data-key=init_project]")).to_have_attribute(
             "data-status", "waiting_approval"
         )
@@ -145,7 +167,7 @@ def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_fi
         page.click("#decision-form input[name=_approve]")
         expect(page.locator(".messagelist .success")).to_contain_text("Approved: tool call 'write_file'")
 
-        page.goto(f"{live_server.url}/admin/plans/plan/{flutter.pk}/change/")
+        page.goto(f"{web.url}/admin/plans/plan/{flutter.pk}/change/")
         reload_until(page, ".fieldBox.field-status_badge", "completed")
         expect(page.locator(".plan-dag .node[data-status=done]")).to_have_count(5)
         page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag.png"))
@@ -157,17 +179,17 @@ def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_fi
         expect(page.locator("#result_list")).to_contain_text("execution.run_subtask")
 
         # The shell call is rejected with a reason; the subtask fails with it.
-        page.goto(f"{live_server.url}/admin/approvals/approval/{shell.pk}/change/")
+        page.goto(f"{web.url}/admin/approvals/approval/{shell.pk}/change/")
         page.fill("#id_reason", "Never delete the root directory")
         page.click("#decision-form input[name=_reject]")
         expect(page.locator(".messagelist .success")).to_contain_text("Rejected: tool call 'shell'")
-        page.goto(f"{live_server.url}/admin/plans/plan/{risky.pk}/change/")
+        page.goto(f"{web.url}/admin/plans/plan/{risky.pk}/change/")
         reload_until(page, ".fieldBox.field-status_badge", "failed")
         expect(page.locator(".plan-dag .node[data-key=clean_build]")).to_have_attribute("data-status", "failed")
         expect(page.locator("#subtasks-group")).to_contain_text("Never delete the root directory")
 
         # A second decision is refused with a message, not an error page.
-        page.goto(f"{live_server.url}/admin/approvals/approval/?status__exact=approved")
+        page.goto(f"{web.url}/admin/approvals/approval/?status__exact=approved")
         page.check(".action-select >> nth=0")
         page.select_option("select[name=action]", "reject_selected")
         page.click("button[name=index]")
@@ -188,3 +210,41 @@ def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_fi
     assert "Never delete the root directory" in clean.error
     shell.refresh_from_db()
     assert shell.status == ApprovalStatus.REJECTED
+
+
+def test_a_wide_plan_picture_scrolls_inside_its_panel_to_the_last_batch(web, transactional_db):
+    root = staff("root", superuser=True)
+    seeds = json.loads((ROOT / "examples" / "flutter_app.json").read_text())
+    plan = plan_submit(owner=root, data=seeds)
+    last = plan.subtasks.order_by("-batch_index", "-position").first()
+    assert last is not None
+    assert last.batch_index == 5  # six batches, too wide for the panel at 1400 pixels
+
+    def scenario(page) -> None:
+        log_in(page, web, root.username)
+        page.goto(f"{web.url}/admin/plans/plan/{plan.pk}/change/")
+        frame = page.locator(".plan-dag-frame")
+        size = frame.evaluate(
+            """frame => ({
+                client: frame.clientWidth,
+                scroll: frame.scrollWidth,
+                overflow: getComputedStyle(frame).overflowX,
+                picture: frame.querySelector("svg").getBoundingClientRect().width,
+            })"""
+        )
+        fits = size["picture"] <= size["client"]
+        scrolls = size["scroll"] > size["client"] and size["overflow"] in ("auto", "scroll")
+        assert fits or scrolls, size
+        # The frame itself stays inside its fieldset, which would clip it.
+        fieldset = page.locator("fieldset:has(.plan-dag-frame)").bounding_box()
+        panel = frame.bounding_box()
+        assert panel["x"] + panel["width"] <= fieldset["x"] + fieldset["width"] + 1, (panel, fieldset)
+
+        node = page.locator(f".plan-dag .node[data-key={last.key}]")
+        node.scroll_into_view_if_needed()
+        box = node.bounding_box()
+        assert panel["x"] <= box["x"], (box, panel)
+        assert box["x"] + box["width"] <= panel["x"] + panel["width"], (box, panel)
+        page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag-wide.png"))
+
+    in_browser(scenario, width=1400)
