@@ -285,6 +285,11 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Unless this is set, Celery's Django fixup closes the database connections before and after
+# every task, and a worker connects anew for each subtask, whatever CONN_MAX_AGE says. Set,
+# it closes them only every this many tasks; Django's own rules (DATABASE_CONN_MAX_AGE and
+# the health checks) decide at each task's start (execution/worker.py).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True

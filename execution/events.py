@@ -23,7 +23,25 @@ COUNTED = tuple(SubtaskStatus.values)
 PROGRESS_EVENT = "agent.execution.progress"
 
 _COUNTERS = ", ".join(f"{status}_count = {status}_count + %({status})s" for status in COUNTED)
-_RETURNED = ", ".join(f"{status}_count" for status in COUNTED)
+COUNTERS_RETURNED = ", ".join(f"{status}_count" for status in COUNTED)
+
+
+def progress_payload_sql(counter: str, plan_text: str) -> str:
+    """Return the SQL of a progress event's payload built from a row of plan counters (`counter` is its alias)."""
+    return f"""jsonb_build_object(
+        'plan_id', {plan_text},
+        'total', {counter}.subtask_count,
+        'done', {counter}.done_count,
+        'failed', {counter}.failed_count,
+        'running', {counter}.running_count,
+        'pending', {counter}.pending_count + {counter}.queued_count,
+        'waiting_approval', {counter}.waiting_approval_count,
+        'skipped', {counter}.skipped_count,
+        'cancelled', {counter}.cancelled_count,
+        'percentage', CASE WHEN {counter}.subtask_count > 0
+            THEN round(100.0 * {counter}.done_count / {counter}.subtask_count, 1)::float ELSE 0.0 END
+    )"""
+
 
 # One round trip: number the events from the plan's counter (its row stays locked until
 # commit), move the subtask counters, insert the events (and, when asked, a progress event
@@ -33,24 +51,12 @@ APPEND_SQL = f"""
 WITH counter AS (
     UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s, {_COUNTERS}
     WHERE id = %(plan)s
-    RETURNING last_event_seq, callback_url, subtask_count, {_RETURNED}
+    RETURNING last_event_seq, callback_url, subtask_count, {COUNTERS_RETURNED}
 ), listed AS (
     SELECT event.type, event.payload, event.position
     FROM unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
     UNION ALL
-    SELECT %(progress_type)s, jsonb_build_object(
-        'plan_id', %(plan_text)s,
-        'total', c.subtask_count,
-        'done', c.done_count,
-        'failed', c.failed_count,
-        'running', c.running_count,
-        'pending', c.pending_count + c.queued_count,
-        'waiting_approval', c.waiting_approval_count,
-        'skipped', c.skipped_count,
-        'cancelled', c.cancelled_count,
-        'percentage', CASE WHEN c.subtask_count > 0
-            THEN round(100.0 * c.done_count / c.subtask_count, 1)::float ELSE 0.0 END
-    ), %(count)s
+    SELECT %(progress_type)s, {progress_payload_sql("c", "%(plan_text)s")}, %(count)s
     FROM counter c WHERE %(progress)s
 ), inserted AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)

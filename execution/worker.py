@@ -4,8 +4,9 @@ import logging
 from typing import Any
 
 import redis
-from celery.signals import worker_init
+from celery.signals import task_prerun, worker_init
 from django.conf import settings
+from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +53,13 @@ def check_worker_configuration(sender: Any = None, **kwargs: Any) -> None:
     warning = eviction_warning(settings.CELERY_BROKER_URL)
     if warning:
         logger.critical(warning)
+
+
+@task_prerun.connect
+def database_connections_checked(sender: Any = None, **kwargs: Any) -> None:
+    """Close connections past DATABASE_CONN_MAX_AGE or broken (a database restart), as Django does per request.
+
+    With CELERY_DB_REUSE_MAX set, Celery no longer closes them itself, so a worker keeps
+    its connection from task to task.
+    """
+    close_old_connections()

@@ -21,6 +21,7 @@ from execution.engine.recovery import retry_delay
 from execution.engine.waiting import approvals_request, waiting_transition
 from execution.tool_calls import ToolCallEntry
 from execution.transitions import TransitionConflict, subtask_transition
+from execution.transitions.runs import run_finish
 from plans.models import PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 
@@ -39,8 +40,36 @@ class Outcome:
     retry_after: float | None = None
 
 
-def outcome_record(outcome: Outcome) -> float | None:
-    """Record a run's outcome and apply what follows from it; return a delay when it is to be retried."""
+def outcome_record(outcome: Outcome) -> tuple[float | None, bool]:
+    """Record a run's outcome and apply what follows from it.
+
+    Return a delay when the subtask is to be retried, and whether the run's lease was
+    released with the outcome. A result is one statement (the hot path); anything else
+    is a transaction under the plan's lock.
+    """
+    if isinstance(outcome.step, Finish):
+        return None, _finish(outcome, outcome.step)
+    return _record(outcome), False
+
+
+def _finish(outcome: Outcome, step: Finish) -> bool:
+    subtask = outcome.subtask
+    finished, released = run_finish(
+        subtask_id=subtask.pk,
+        plan_id=subtask.plan_id,
+        attempt=outcome.attempt,
+        now=timezone.now(),
+        result=step.result,
+        tool_calls=outcome.history,
+        conversation=step.conversation,
+        usage=step.usage,
+    )
+    if not finished:
+        logger.info("Ignoring the outcome of stale run %s of subtask %s", outcome.attempt, subtask.pk)
+    return released
+
+
+def _record(outcome: Outcome) -> float | None:
     subtask, attempt = outcome.subtask, outcome.attempt
     with transaction.atomic():
         plan = plan_lock_for(subtask.pk)
@@ -89,12 +118,9 @@ def _retry(outcome: Outcome) -> float:
 
 
 def _settle(outcome: Outcome, step: Step, *, plan_status: str) -> None:
-    """Finish the subtask: done with its result, failed with its error, or cancelled (its plan ended)."""
+    """End the subtask: failed with its error, or cancelled (tool calls asked for after its plan ended)."""
     fields: dict[str, Any] = {"tool_calls": outcome.history, **_state(step)}
-    if isinstance(step, Finish):
-        to, details = S.DONE, {"result": step.result}
-        fields.update(result=step.result, error="")
-    elif isinstance(step, Fail):
+    if isinstance(step, Fail):
         to, details = S.FAILED, {"error": step.error}
         fields["error"] = step.error
     else:

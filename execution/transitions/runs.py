@@ -1,0 +1,237 @@
+"""The two statements of a run's hot path: its start (queued -> running) and its finish (running -> done).
+
+Each is one statement, its own transaction, so a run of a subtask costs the engine two
+round trips. Each statement takes the plan's row lock first (a CTE with FOR UPDATE that
+the rest depends on, so the lock order stays plan, then its rows), changes the subtask
+fenced on (status, attempt), moves the plan's counters, appends its events and queues the
+NOTIFY. Rows read after the lock are current: UPDATE and FOR UPDATE see the latest
+versions, and the only rows read from the statement's snapshot are a dependency's result
+(final before this run was sent) and constants. Every other change of a subtask is made
+in subtasks.py.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+
+from execution import canvas
+from execution.events import COUNTERS_RETURNED, NOTIFY_CHANNEL, PROGRESS_EVENT, progress_payload_sql
+
+RUN_COLUMNS = (
+    "id",
+    "plan_id",
+    "key",
+    "description",
+    "agent",
+    "attempts",
+    "retries",
+    "max_retries",
+    "lost_runs",
+    "timeout_s",
+    "task_id",
+    "input",
+    "tool_calls",
+    "conversation",
+    "usage",
+)
+_JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage")
+
+START_SQL = f"""
+WITH plan AS (
+    SELECT p.id, p.status, p.goal, p.metadata, p.session_id FROM plans_plan p
+    WHERE p.id = (SELECT plan_id FROM plans_subtask WHERE id = %(id)s)
+    FOR UPDATE
+), execution AS (
+    SELECT e.state FROM execution_executionstate e WHERE e.plan_id = (SELECT id FROM plan) FOR UPDATE
+), lease AS (
+    -- A volatile function: the CTE runs once, and only for a plan in progress.
+    SELECT pg_try_advisory_lock(hashtext(%(key)s), %(attempt)s) AS held FROM plan WHERE plan.status = 'in_progress'
+), started AS (
+    UPDATE plans_subtask s
+    SET status = 'running', attempts = %(attempt)s, worker = %(worker)s, started_at = %(now)s, updated_at = %(now)s,
+        lease_expires_at = %(now)s + make_interval(secs => (COALESCE(s.timeout_s, %(timeout)s) + %(extra)s)::float)
+    FROM lease
+    WHERE lease.held AND s.id = %(id)s AND s.status = 'queued' AND s.attempts = %(attempt)s - 1
+    RETURNING {", ".join(f"s.{column}" for column in RUN_COLUMNS)},
+        (SELECT json_object_agg(
+                d.key, json_build_object('description', d.description, 'result', d.result, 'agent', d.agent)
+                ORDER BY d.batch_index, d.position)
+         FROM plans_subtaskdependency link JOIN plans_subtask d ON d.id = link.depends_on_id
+         WHERE link.subtask_id = s.id) AS dependencies
+), counter AS (
+    UPDATE plans_plan p
+    SET last_event_seq = p.last_event_seq + 1, queued_count = p.queued_count - 1, running_count = p.running_count + 1
+    FROM started WHERE p.id = started.plan_id
+    RETURNING p.last_event_seq, p.callback_url
+), event AS (
+    INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
+    SELECT started.plan_id, counter.last_event_seq, 'subtask.started', jsonb_build_object(
+        'plan_id', started.plan_id::text, 'subtask_id', started.id::text, 'subtask_key', started.key,
+        'previous_status', 'queued', 'status', 'running', 'attempt', started.attempts, 'reason', ''
+    ), statement_timestamp()
+    FROM started, counter
+), notified AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', started.plan_id::text) FROM started, counter
+)
+SELECT plan.status AS plan_status, plan.goal AS plan_goal, plan.metadata AS plan_metadata,
+       plan.session_id AS plan_session_id, execution.state AS execution_state, lease.held,
+       counter.last_event_seq, counter.callback_url, (SELECT count(*) FROM notified) AS notified, started.*
+FROM plan LEFT JOIN execution ON true LEFT JOIN lease ON true LEFT JOIN started ON true LEFT JOIN counter ON true
+"""
+
+FINISH_SQL = f"""
+WITH plan AS (
+    SELECT p.id FROM plans_plan p WHERE p.id = %(plan)s FOR UPDATE
+), finished AS (
+    UPDATE plans_subtask s
+    SET status = 'done', result = %(result)s::jsonb, error = '', tool_calls = %(tool_calls)s::jsonb,
+        conversation = COALESCE(%(conversation)s::jsonb, s.conversation), usage = COALESCE(%(usage)s::jsonb, s.usage),
+        completed_at = %(now)s, lease_expires_at = NULL, updated_at = %(now)s
+    FROM plan
+    WHERE s.id = %(id)s AND s.plan_id = plan.id AND s.status = 'running' AND s.attempts = %(attempt)s
+    RETURNING s.id, s.plan_id, s.key, s.attempts
+), counter AS (
+    UPDATE plans_plan p
+    SET last_event_seq = p.last_event_seq + 2, running_count = p.running_count - 1, done_count = p.done_count + 1
+    FROM finished WHERE p.id = finished.plan_id
+    RETURNING p.last_event_seq, p.callback_url, p.subtask_count, {COUNTERS_RETURNED}
+), event AS (
+    INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
+    SELECT finished.plan_id, c.last_event_seq - 1, 'subtask.completed', jsonb_build_object(
+        'plan_id', finished.plan_id::text, 'subtask_id', finished.id::text, 'subtask_key', finished.key,
+        'previous_status', 'running', 'status', 'done', 'attempt', finished.attempts, 'reason', '',
+        'result', %(result)s::jsonb
+    ), statement_timestamp()
+    FROM finished, counter c
+    UNION ALL
+    SELECT finished.plan_id, c.last_event_seq, '{PROGRESS_EVENT}',
+        {progress_payload_sql("c", "finished.plan_id::text")}, statement_timestamp()
+    FROM finished, counter c
+), notified AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', finished.plan_id::text) FROM finished, counter
+)
+SELECT finished.id, counter.last_event_seq, counter.callback_url, (SELECT count(*) FROM notified) AS notified,
+       pg_advisory_unlock(hashtext(%(key)s), %(attempt)s) AS released
+FROM plan LEFT JOIN finished ON true LEFT JOIN counter ON true
+"""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What the start statement found: the plan, and the subtask's row when the run started."""
+
+    plan_status: str
+    plan_goal: str
+    plan_metadata: dict[str, Any]
+    plan_session_id: str
+    execution_state: str | None
+    leased: bool
+    row: dict[str, Any] | None
+    dependencies: dict[str, Any]
+
+
+def run_start(
+    *, subtask_id: UUID, attempt: int, worker: str, now: datetime, timeout_s: int, lease_extra_s: int
+) -> RunStart | None:
+    """Start attempt `attempt` of a queued subtask; None when its plan is gone.
+
+    The run's lease is taken when the plan is in progress (`leased`); the subtask starts
+    (`row`) only if it is queued at the attempt before. The caller releases a lease it got
+    without a start.
+    """
+    params = {
+        "key": str(subtask_id),
+        "id": subtask_id,
+        "attempt": attempt,
+        "worker": worker,
+        "now": now,
+        "timeout": timeout_s,
+        "extra": lease_extra_s,
+    }
+    found = _one(START_SQL, params)
+    if found is None:
+        return None
+    for name in _JSONB_COLUMNS:
+        # Django loads jsonb as text (its JSONField decodes it); raw statements get the text too.
+        if isinstance(found.get(name), str):
+            found[name] = json.loads(found[name])
+    started = found["id"] is not None
+    if started and found["callback_url"]:
+        _webhooks(found["plan_id"], [found["last_event_seq"]])
+    return RunStart(
+        plan_status=found["plan_status"],
+        plan_goal=found["plan_goal"],
+        plan_metadata=found["plan_metadata"],
+        plan_session_id=found["plan_session_id"],
+        execution_state=found["execution_state"],
+        leased=bool(found["held"]),
+        row={name: found[name] for name in RUN_COLUMNS} if started else None,
+        dependencies=found["dependencies"] or {},
+    )
+
+
+def run_finish(
+    *,
+    subtask_id: UUID,
+    plan_id: UUID,
+    attempt: int,
+    now: datetime,
+    result: Any,
+    tool_calls: list[Any],
+    conversation: list[Any] | None,
+    usage: dict[str, Any] | None,
+) -> tuple[bool, bool]:
+    """Mark a running subtask done with its result and release the run's lease.
+
+    Return (finished, released): not finished when the run was stale, not released when
+    the plan is gone (the caller then releases the lease itself).
+    """
+    params = {
+        "id": subtask_id,
+        "plan": plan_id,
+        "key": str(subtask_id),
+        "attempt": attempt,
+        "now": now,
+        "result": _json(result),
+        "tool_calls": _json(tool_calls),
+        "conversation": None if conversation is None else _json(conversation),
+        "usage": None if usage is None else _json(usage),
+    }
+    found = _one(FINISH_SQL, params)
+    if found is None:
+        return False, False
+    if found["id"] is not None and found["callback_url"]:
+        last = found["last_event_seq"]
+        _webhooks(plan_id, [last - 1, last])
+    return found["id"] is not None, bool(found["released"])
+
+
+def _one(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run a hot-path statement as a prepared statement, in its own transaction; return its one row."""
+    assert connection.get_autocommit(), "the hot path's statements are their own transactions"
+    connection.ensure_connection()
+    # Django's cursors bind on the client, which plans the statement anew every time; the
+    # connection's own server-side binding prepares it once per connection.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        values = cursor.fetchone()
+        if values is None:
+            return None
+        names = [column.name for column in cursor.description or ()]
+    return dict(zip(names, values, strict=True))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _webhooks(plan_id: UUID, seqs: list[int]) -> None:
+    # Committed already: on_commit runs it at once.
+    transaction.on_commit(partial(canvas.send_webhooks, plan_id, seqs), robust=True)
