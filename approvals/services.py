@@ -19,7 +19,7 @@ from django.utils import timezone
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.transitions import AlreadyDecided, approval_payload, approval_transition, approvals_transition
 from execution import engine
-from execution.events import event_append
+from execution.events import event_append, events_batched
 from execution.operations import operation_require
 from plans.models import Plan, Subtask
 
@@ -130,10 +130,11 @@ def approvals_cancel(*, plan_id: UUID, subtask_ids: list[UUID] | None, reason: s
 
 
 def _decide_by_id(approval_id: UUID, **decision: Any) -> Approval:
-    plan_id = Approval.objects.values_list("plan_id", flat=True).get(pk=approval_id)
     with transaction.atomic():
-        plan = engine.plan_lock(plan_id)
+        # The plan first (the one lock order), found through the approval in one query.
+        plan = Plan.objects.select_for_update(of=("self",)).get(approvals__id=approval_id)
         approval = Approval.objects.select_for_update(of=("self",)).select_related("subtask").get(pk=approval_id)
+        approval.plan = plan
         _decide(plan, approval, **decision)
     return approval
 
@@ -151,26 +152,28 @@ def _decide(
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
     actor = user.get_username() if user is not None else "system"
     approved = status == ApprovalStatus.APPROVED
-    tool_call_approved = approved and approval.kind == ApprovalKind.TOOL_CALL
-    approval_transition(
-        approval=approval,
-        to=status,
-        decided_by=user,
-        reason=reason,
-        edited_arguments=arguments if tool_call_approved else None,
-        result=result if tool_call_approved else None,
-    )
     if approval.kind == ApprovalKind.PLAN:
+        approval_transition(approval=approval, to=status, decided_by=user, reason=reason)
         if approved:
             engine.plan_approve(plan=plan, actor=actor, reason=reason)
         else:
             detail = f": {reason}" if reason and reason != status else ""
             engine.plan_cancel(plan=plan, actor=actor, reason=f"plan approval {status}{detail}")
-    else:
-        assert approval.subtask_id is not None
+        return
+    assert approval.subtask is not None
+    # The approval, the subtask and the execution change together: their events in one statement.
+    with events_batched(plan_id=plan.pk):
+        approval_transition(
+            approval=approval,
+            to=status,
+            decided_by=user,
+            reason=reason,
+            edited_arguments=arguments if approved else None,
+            result=result if approved else None,
+        )
         engine.subtask_decision_apply(
             plan=plan,
-            subtask_id=approval.subtask_id,
+            subtask=approval.subtask,
             approval_id=approval.pk,
             approved=approved,
             arguments=arguments,

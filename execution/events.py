@@ -5,8 +5,12 @@ counts change exactly when a status change is recorded, and a progress event can
 written from them without counting the plan's subtasks again.
 """
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -88,6 +92,20 @@ def events_append(
     """
     if not events and not progress:
         return []
+    batch = _batch.get()
+    if batch is not None and batch.plan_id == plan_id and not progress:
+        batch.add(events, counts)
+        return []
+    return _append(plan_id=plan_id, events=events, counts=counts, progress=progress)
+
+
+def _append(
+    *,
+    plan_id: UUID,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    counts: Mapping[str, int] | None,
+    progress: bool,
+) -> list[int]:
     total = len(events) + (1 if progress else 0)
     params: dict[str, Any] = {
         "count": total,
@@ -110,6 +128,39 @@ def events_append(
     return seqs
 
 
-def event_append(*, plan_id: UUID, type: str, payload: dict[str, Any]) -> int:
-    """Append one event to a plan's log and return its number (see events_append)."""
-    return events_append(plan_id=plan_id, events=[(type, payload)])[0]
+def event_append(*, plan_id: UUID, type: str, payload: dict[str, Any]) -> int | None:
+    """Append one event to a plan's log and return its number (None inside events_batched; see events_append)."""
+    seqs = events_append(plan_id=plan_id, events=[(type, payload)])
+    return seqs[0] if seqs else None
+
+
+@dataclass
+class _Batch:
+    plan_id: UUID
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, events: Sequence[tuple[str, dict[str, Any]]], counts: Mapping[str, int] | None) -> None:
+        self.events.extend(events)
+        self.counts.update(counts or {})
+
+
+_batch: ContextVar[_Batch | None] = ContextVar("events_batch", default=None)
+
+
+@contextlib.contextmanager
+def events_batched(*, plan_id: UUID) -> Iterator[None]:
+    """Write the events a block appends to this plan in one statement, when the block ends.
+
+    For a change made of several steps (a decision: the approval, the subtask, the
+    execution) inside one transaction that holds the plan's lock. The counters move at
+    the end too, so nothing inside may read them; a progress event flushes at once.
+    """
+    batch = _Batch(plan_id=plan_id)
+    token = _batch.set(batch)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if batch.events:
+        _append(plan_id=plan_id, events=batch.events, counts=batch.counts, progress=False)

@@ -42,9 +42,6 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             .order_by("requested_at")
         )
 
-    def _answer(self, approval_id: Any) -> Response:
-        return Response(ApprovalSerializer(self.get_queryset().get(pk=approval_id)).data)
-
     @extend_schema(
         summary="List approvals, oldest first", responses={200: ApprovalSerializer(many=True), **errors(400, 401, 404)}
     )
@@ -65,10 +62,10 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         approval = self.get_object()
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval_decide(
+        decided = approval_decide(
             approval_id=approval.pk, decided_by=authenticated_user(request), approve=True, **body.decision()
         )
-        return self._answer(approval.pk)
+        return Response(ApprovalSerializer(decided).data)
 
     @extend_schema(
         summary="Reject, with a reason",
@@ -80,10 +77,10 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         approval = self.get_object()
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval_decide(
+        decided = approval_decide(
             approval_id=approval.pk,
             decided_by=authenticated_user(request),
             approve=False,
             reason=body.validated_data["reason"],
         )
-        return self._answer(approval.pk)
+        return Response(ApprovalSerializer(decided).data)

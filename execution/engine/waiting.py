@@ -87,7 +87,7 @@ def approvals_request(plan: Plan, subtask: Subtask, calls: Sequence[ToolCall], *
 def subtask_decision_apply(
     *,
     plan: Plan,
-    subtask_id: UUID,
+    subtask: Subtask,
     approval_id: UUID,
     approved: bool,
     arguments: dict[str, Any] | None,
@@ -97,10 +97,10 @@ def subtask_decision_apply(
 ) -> bool:
     """Record a decision on a subtask's pending tool call; resume the subtask (after commit) once none pends.
 
-    The caller holds the plan's lock and has recorded the Approval's decision. Return
-    False when the subtask no longer waits for this call (it was cancelled meanwhile).
+    The caller holds the plan's lock, read `subtask` after taking it, and has recorded the
+    Approval's decision. Return False when the subtask no longer waits for this call (it
+    was cancelled meanwhile).
     """
-    subtask = Subtask.objects.get(pk=subtask_id, plan=plan)
     if subtask.status != S.WAITING_APPROVAL:
         return False
     calls: list[ToolCallEntry] = list(subtask.tool_calls)
