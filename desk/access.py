@@ -26,6 +26,10 @@ class StaffReadOnly(ReadOnly):
     only list of them.
     """
 
+    class Media:
+        # The desk's styles (badges, progress bars, the DAG, history tables) on every page.
+        css = {"all": ["desk/admin.css"]}
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fieldsets = getattr(self, "fieldsets", None) or [(None, {"fields": getattr(self, "fields", None) or ()})]
         return flatten_fieldsets(fieldsets)

@@ -1,12 +1,15 @@
 """HTML snippets shared by the admin pages: status badges, progress bars and readable JSON."""
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 
 from common.palette import status_colour, text_colour
 
@@ -64,3 +67,31 @@ def pretty_text(text: str, *, limit: int | None = None) -> SafeString:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return format_html('<pre class="text">{}</pre>', text)
+
+
+def history_table(headings: Sequence[str], rows: Iterable[Sequence[Any]], *, css: str = "history") -> SafeString:
+    """Return a table of records (transitions, events, tool calls, messages): one row per record, escaped."""
+    head = format_html_join("", "<th>{}</th>", ((heading,) for heading in headings))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows),
+    )
+    return format_html('<table class="{}"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', css, head, body)
+
+
+def moment(value: datetime) -> str:
+    """Return a timestamp to the millisecond, as the history tables show it."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def plan_link(plan_id: Any, goal: str) -> SafeString:
+    """Return a link to a plan's page, labelled with the start of its goal."""
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:plans_plan_change", args=[plan_id]), Truncator(goal).chars(60)
+    )
+
+
+def subtask_link(subtask_id: Any, key: str) -> SafeString:
+    """Return a link to a subtask's page, labelled with its key."""
+    return format_html('<a href="{}">{}</a>', reverse("admin:plans_subtask_change", args=[subtask_id]), key)

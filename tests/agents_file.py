@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.execution.agent_contexts import READ_FILE, WRITE_FILE
 from tests.fakes.openai_server import FakeOpenAI, write_agents_file
 
 ROOT = Path(__file__).resolve().parents[1]
-WRITE_FILE = {
-    "name": "write_file",
-    "description": "Write a file of the project.",
-    "parameters": {
-        "type": "object",
-        "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-        "required": ["path", "content"],
-        "additionalProperties": False,
-    },
-}
-READ_FILE = {"name": "read_file", "runs": "worker", "requires_approval": False}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from django.db.models import Case, F, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
@@ -21,7 +20,7 @@ from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.selectors import approvals_visible_to, can_decide
 from approvals.services import AlreadyDecided, approval_decide
 from desk.access import StaffReadOnly
-from desk.display import badge, pretty_json
+from desk.display import badge, plan_link, pretty_json, subtask_link
 from desk.forms import DecisionForm
 from execution.transitions import TransitionNotAllowed
 from plans.selectors import is_approver, plans_visible_to
@@ -144,9 +143,6 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "result_json",
     ]
 
-    class Media:
-        css = {"all": ["desk/admin.css"]}
-
     # --- who sees and decides what: the API's rules (approvals.selectors)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
@@ -168,21 +164,13 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
 
     @admin.display(description="plan", ordering="plan__goal")
     def plan_goal(self, approval: Approval) -> SafeString:
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:plans_plan_change", args=[approval.plan_id]),
-            Truncator(approval.plan.goal).chars(60),
-        )
+        return plan_link(approval.plan_id, approval.plan.goal)
 
     @admin.display(description="subtask", ordering="subtask__key")
     def subtask_key(self, approval: Approval) -> SafeString | str:
         if approval.subtask is None:
             return "—"
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:plans_subtask_change", args=[approval.subtask_id]),
-            approval.subtask.key,
-        )
+        return subtask_link(approval.subtask_id, approval.subtask.key)
 
     @admin.display(description="agent", ordering="subtask__agent")
     def agent(self, approval: Approval) -> str:

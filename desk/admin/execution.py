@@ -6,14 +6,13 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
 from desk.access import ReadOnly, StaffReadOnly
-from desk.display import badge, pretty_json
+from desk.display import badge, plan_link, pretty_json
 from execution.models import Event, ExecutionState, StateTransition
 from plans.models import Subtask
 from plans.selectors import plans_visible_to
@@ -27,12 +26,6 @@ class PlanScoped(StaffReadOnly):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)  # type: ignore[misc]
         return queryset.filter(**{f"{self.plan_path}__in": plans_visible_to(request.user)})
-
-
-def plan_link(plan_id: Any, goal: str) -> SafeString:
-    return format_html(
-        '<a href="{}">{}</a>', reverse("admin:plans_plan_change", args=[plan_id]), Truncator(goal).chars(60)
-    )
 
 
 class StateTransitionInline(PlanScoped, admin.TabularInline):
@@ -60,9 +53,6 @@ class ExecutionStateAdmin(PlanScoped, admin.ModelAdmin):
     fields = ("plan_goal", "state_badge", "created_at", "updated_at")
     inlines = [StateTransitionInline]
 
-    class Media:
-        css = {"all": ["desk/admin.css"]}
-
     @admin.display(description="plan", ordering="plan__goal")
     def plan_goal(self, execution: ExecutionState) -> SafeString:
         return plan_link(execution.plan_id, execution.plan.goal)
@@ -79,9 +69,6 @@ class StateTransitionAdmin(PlanScoped, admin.ModelAdmin):
     list_filter = ["to_state", "actor"]
     search_fields = ["execution__plan__goal", "reason", "actor"]
     list_select_related = ["execution__plan"]
-
-    class Media:
-        css = {"all": ["desk/admin.css"]}
 
     @admin.display(description="plan")
     def plan_goal(self, transition: StateTransition) -> SafeString:
@@ -104,9 +91,6 @@ class EventAdmin(PlanScoped, admin.ModelAdmin):
     list_select_related = ["plan"]
     ordering = ["-created_at", "-seq"]
     fields = ("plan_goal", "seq", "type", "payload_json", "created_at")
-
-    class Media:
-        css = {"all": ["desk/admin.css"]}
 
     @admin.display(description="plan")
     def plan_goal(self, event: Event) -> SafeString:

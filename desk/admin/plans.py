@@ -20,7 +20,7 @@ from desk import dag
 from desk.access import StaffReadOnly
 from desk.admin.operations import OPERATIONS, PlanActionForm, operations_for, perform_and_report
 from desk.admin.subtasks import SubtaskInline
-from desk.display import badge, pretty_json, progress_bar
+from desk.display import badge, history_table, moment, pretty_json, progress_bar
 from execution.engine import execution_of
 from execution.progress import progress_of
 from execution.states import PLAN_FINISHED
@@ -107,9 +107,6 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
         ("Event log", {"fields": ["event_log"], "classes": ["collapse"]}),
     ]
     inlines = [SubtaskInline]
-
-    class Media:
-        css = {"all": ["desk/admin.css"]}
 
     # --- who sees what: the API's rules (plans.selectors)
 
@@ -229,24 +226,17 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
         if execution is None:
             return "Not started."
         rows = execution.transitions.order_by("id")[:TRANSITIONS_SHOWN]
-        body = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+        return history_table(
+            ["time", "change", "reason", "actor"],
             (
                 (
-                    row.created_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-                    badge(row.from_state),
-                    badge(row.to_state),
+                    moment(row.created_at),
+                    format_html("{} → {}", badge(row.from_state), badge(row.to_state)),
                     row.reason,
                     row.actor,
                 )
                 for row in rows
             ),
-        )
-        return format_html(
-            '<table class="history"><thead><tr><th>time</th><th>change</th><th>reason</th><th>actor</th></tr>'
-            "</thead><tbody>{}</tbody></table>",
-            body,
         )
 
     @admin.display(description="events")
@@ -254,13 +244,12 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
         events = list(plan.events.order_by("-seq")[:EVENTS_SHOWN])
         if not events:
             return "No events."
-        body = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        table = history_table(
+            ["#", "time", "type", "payload"],
             (
                 (
                     event.seq,
-                    event.created_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                    moment(event.created_at),
                     event.type,
                     pretty_json({k: v for k, v in event.payload.items() if k != "plan_id"}, limit=400),
                 )
@@ -269,13 +258,11 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
         )
         url = reverse("admin:execution_event_changelist") + "?" + urlencode({"plan__id__exact": str(plan.pk)})
         return format_html(
-            '<p>The latest {} of {} events, newest first. <a href="{}">All events</a></p>'
-            '<table class="history"><thead><tr><th>#</th><th>time</th><th>type</th><th>payload</th></tr></thead>'
-            "<tbody>{}</tbody></table>",
+            '<p>The latest {} of {} events, newest first. <a href="{}">All events</a></p>{}',
             len(events),
             plan.last_event_seq,
             url,
-            body,
+            table,
         )
 
     # --- operator actions: each calls the same service the API calls

@@ -10,10 +10,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 
 from desk.access import StaffReadOnly
-from desk.display import badge, pretty_json, pretty_text
+from desk.display import badge, history_table, plan_link, pretty_json, pretty_text, subtask_link
 from plans.models import Subtask
 from plans.selectors import plans_visible_to
 
@@ -76,7 +75,7 @@ class SubtaskInline(StaffReadOnly, admin.TabularInline):
 
     @admin.display(description="key")
     def key_link(self, subtask: Subtask) -> SafeString:
-        return format_html('<a href="{}">{}</a>', reverse("admin:plans_subtask_change", args=[subtask.pk]), subtask.key)
+        return subtask_link(subtask.pk, subtask.key)
 
     @admin.display(description="status")
     def status_badge(self, subtask: Subtask) -> SafeString:
@@ -117,9 +116,6 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
         ("queued_at", "started_at", "completed_at", "updated_at"),
     ]
 
-    class Media:
-        css = {"all": ["desk/admin.css"]}
-
     def get_queryset(self, request: HttpRequest) -> QuerySet[Subtask]:
         return super().get_queryset(request).filter(plan__in=plans_visible_to(request.user))
 
@@ -131,11 +127,7 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
 
     @admin.display(description="plan", ordering="plan__created_at")
     def plan_link(self, subtask: Subtask) -> SafeString:
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:plans_plan_change", args=[subtask.plan_id]),
-            Truncator(subtask.plan.goal).chars(60),
-        )
+        return plan_link(subtask.plan_id, subtask.plan.goal)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, subtask: Subtask) -> SafeString:
@@ -165,9 +157,8 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
     def tool_call_transcript(self, subtask: Subtask) -> SafeString | str:
         if not subtask.tool_calls:
             return "—"
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return history_table(
+            ["#", "tool", "arguments", "status", "decision", "result"],
             (
                 (
                     index,
@@ -179,11 +170,6 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
                 )
                 for index, call in enumerate(subtask.tool_calls)
             ),
-        )
-        return format_html(
-            '<table class="history"><thead><tr><th>#</th><th>tool</th><th>arguments</th><th>status</th>'
-            "<th>decision</th><th>result</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
         )
 
     @admin.display(description="token usage")
@@ -201,18 +187,13 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
     def conversation_transcript(self, subtask: Subtask) -> SafeString | str:
         if not subtask.conversation:
             return "—"
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return history_table(
+            ["#", "role", "content", "tool calls"],
             (
                 (index, message.get("role", ""), _message_text(message), _message_calls(message))
                 for index, message in enumerate(subtask.conversation)
             ),
-        )
-        return format_html(
-            '<table class="history conversation"><thead><tr><th>#</th><th>role</th><th>content</th>'
-            "<th>tool calls</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
+            css="history conversation",
         )
 
     @admin.display(description="Celery task")
