@@ -57,7 +57,8 @@ class StateTransition(models.Model):
 class Event(models.Model):
     """An entry of a plan's ordered, durable event log; `seq` counts from 1 per plan."""
 
-    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="events")
+    # Indexed by (plan, seq), the unique constraint below.
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveBigIntegerField()
     type = models.CharField(max_length=64)
     payload = models.JSONField(default=dict, encoder=DjangoJSONEncoder)

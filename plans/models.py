@@ -96,7 +96,8 @@ class Plan(models.Model):
 
 class Subtask(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="subtasks")
+    # Indexed by the plan-first unique and batch indexes below; no index of its own.
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="subtasks", db_index=False)
     key = models.CharField(max_length=KEY_MAX_LENGTH)
     description = models.TextField()
     agent = models.CharField(max_length=AGENT_MAX_LENGTH)
@@ -141,12 +142,17 @@ class Subtask(models.Model):
         ]
         indexes = [
             models.Index(fields=["plan", "batch_index", "position"], name="subtask_plan_batch"),
-            models.Index(fields=["plan", "status"], name="subtask_plan_status"),
             # The reconciler's scan: work that should be in flight.
             models.Index(
                 fields=["status"],
                 name="subtask_in_flight",
                 condition=Q(status__in=["queued", "running"]),
+            ),
+            # The status endpoint's current subtasks, however many are still pending.
+            models.Index(
+                fields=["plan", "batch_index", "position"],
+                name="subtask_active",
+                condition=Q(status__in=["queued", "running", "waiting_approval"]),
             ),
             # Advancing: the lowest batch with unsettled subtasks, however many have settled.
             models.Index(

@@ -8,7 +8,7 @@ from execution.engine.dispatching import dispatch, skip_downstream
 from execution.engine.ending import plan_fail, plan_finish
 from execution.engine.locks import execution_of, plan_lock
 from execution.models import ExecState, ExecutionState
-from execution.states import SUBTASK_ACTIVE, SUBTASK_UNSETTLED
+from execution.states import SUBTASK_UNSETTLED
 from execution.transitions import execution_transition
 from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
 from plans.models import SubtaskStatus as S
@@ -67,8 +67,9 @@ def settle_execution_state(plan: Plan, execution: ExecutionState) -> None:
     """Show waiting_approval when all the plan's work in flight waits for a human."""
     if execution.state not in (ExecState.RUNNING, ExecState.RESUMED):
         return
-    statuses = set(
-        Subtask.objects.filter(plan=plan, status__in=SUBTASK_ACTIVE).values_list("status", flat=True).distinct()
+    # The counters as this transaction has moved them (the plan object holds those it locked).
+    queued, running, waiting = (
+        Plan.objects.filter(pk=plan.pk).values_list("queued_count", "running_count", "waiting_approval_count").get()
     )
-    if statuses == {S.WAITING_APPROVAL}:
+    if queued == running == 0 and waiting > 0:
         execution_transition(execution=execution, to=ExecState.WAITING_APPROVAL, reason="waiting for approval")
