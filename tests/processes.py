@@ -27,7 +27,8 @@ FAST = {
     "EXECUTION_PYTHON_AGENT_MODULES": "tests",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
 }
-# What workers get on top, as in the Procfile: they keep their database connections.
+# What workers get on top, as in the Procfile. Celery's Django fixup closes a worker's
+# connections before and after every task all the same: each task runs on a fresh one.
 WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
 
 

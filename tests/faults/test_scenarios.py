@@ -4,6 +4,7 @@ One session runs every selected scenario (starting servers, workers and web once
 each test here reports one module's results from that session's JUnit report.
 """
 
+import json
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from tests.faults.launch import ROOT, SCENARIOS, run_session
 
+ARTIFACTS = ROOT / "artifacts"
 MODULES = sorted(path.stem for path in SCENARIOS.glob("test_*.py"))
 # The whole fault session runs inside the first test selected: its budget is the session's.
 SESSION_TIMEOUT_S = 900
@@ -22,6 +24,7 @@ class Case:
     module: str
     name: str
     problem: str  # empty when it passed
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,9 @@ def _cases(junit: Path) -> list[Case]:
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
         problems = [child for child in case if child.tag in ("failure", "error", "skipped")]
         text = "\n".join(f"{child.tag}: {child.get('message', '')}\n{child.text or ''}" for child in problems)
-        cases.append(Case(module=case.get("classname", "").rsplit(".", 1)[-1], name=case.get("name", ""), problem=text))
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        seconds = float(case.get("time", 0))
+        cases.append(Case(module=module, name=case.get("name", ""), problem=text, seconds=seconds))
     return cases
 
 
@@ -56,9 +61,14 @@ def fault_session(request, tmp_path_factory) -> SessionReport:
     junit, output = folder / "junit.xml", folder / "output.txt"
     paths = [str((SCENARIOS / f"{module}.py").relative_to(ROOT)) for module in sorted(selected)]
     run = run_session([*paths, "-q", "-s", "--junitxml", str(junit)], output=output)
+    report = SessionReport(status=run.status, cases=_cases(junit), output=output, figures=run.figures)
+    # The figures of the last run, for README.md's "Reliability" table.
+    seconds = {case.name: case.seconds for case in report.cases}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "fault-figures.json").write_text(json.dumps({"seconds": seconds, "figures": run.figures}, indent=1))
     for figures in run.figures:
         print(figures)
-    return SessionReport(status=run.status, cases=_cases(junit), output=output, figures=run.figures)
+    return report
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def handled(cluster: Cluster, task_id: str) -> int:
 
 
 def test_a_run_delivered_twice_while_running_and_after_done_starts_its_agent_once(faults):
-    plan = start(ledger_subtask("slow", sleep_ms=4000), ledger_subtask("next", "slow"))
+    plan = start(ledger_subtask("slow", sleep_ms=6000), ledger_subtask("next", "slow"))
     running = subtask_in(plan, "slow", SubtaskStatus.RUNNING)
 
     send_again(running)
