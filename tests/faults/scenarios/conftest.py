@@ -14,7 +14,7 @@ from tests.faults.launch import FaultStack
 from tests.faults.ledger import ledger_create
 
 STACK = FaultStack.from_environment()
-if STACK is None:  # pragma: no cover - the parent conftest does not collect this folder then
+if STACK is None:  # outside a fault session the parent conftest does not even collect this folder
     raise pytest.UsageError("The fault scenarios run in a session of their own: python -m tests.faults")
 
 

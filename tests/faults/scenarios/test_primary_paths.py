@@ -1,6 +1,7 @@
 """With no reconciler at all, plans run on their primary paths: chord callbacks and the decisions' enqueues."""
 
 import re
+import time
 
 import pytest
 
@@ -22,6 +23,7 @@ def test_three_batches_and_an_approval_complete_with_beat_stopped(faults):
     control_log = faults.cluster["control"].log
     seen = control_log.stat().st_size
     owner = UserFactory()
+    started = time.monotonic()
     plan = start(
         ledger_subtask("build", sleep_ms=200),
         ledger_subtask("lint", sleep_ms=200),
@@ -46,4 +48,11 @@ def test_three_batches_and_an_approval_complete_with_beat_stopped(faults):
     assert not RECONCILED.search(control_log.read_bytes()[seen:])
     assert not ledger_problems(plan)
     assert_invariants(plan)
-    record_figures("primary paths, beat stopped", subtasks=5, batches=3, resent=0, reconciler_ticks=0)
+    record_figures(
+        "primary paths, beat stopped",
+        subtasks=5,
+        batches=3,
+        duration_s=round(time.monotonic() - started, 1),
+        resent=0,
+        reconciler_runs=0,
+    )
