@@ -32,6 +32,7 @@ class WorkersSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     count = serializers.IntegerField()
     names = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(required=False)
 
 
 class HealthSerializer(serializers.Serializer):

@@ -15,9 +15,13 @@ def health_check() -> dict[str, Any]:
     broker = _timed(_broker)
     workers: dict[str, Any] = {"ok": False, "count": 0, "names": []}
     if broker["ok"]:
-        replies = current_app.control.ping(timeout=PING_TIMEOUT_S) or []
-        names = sorted(name for reply in replies for name in reply)
-        workers = {"ok": bool(names), "count": len(names), "names": names}
+        try:
+            replies = current_app.control.ping(timeout=PING_TIMEOUT_S) or []
+        except Exception as error:  # e.g. a pooled connection from before a broker restart: down, not a 500
+            workers["error"] = f"{type(error).__name__}: {error}"
+        else:
+            names = sorted(name for reply in replies for name in reply)
+            workers = {"ok": bool(names), "count": len(names), "names": names}
     return {
         "ok": database["ok"] and broker["ok"] and workers["ok"],
         "database": database,

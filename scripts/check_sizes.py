@@ -22,7 +22,7 @@ def project_modules() -> list[Path]:
         text=True,
         check=True,
     ).stdout.split()
-    return [ROOT / name for name in listed if "/migrations/" not in name and (ROOT / name).exists()]
+    return [ROOT / name for name in sorted(set(listed)) if "/migrations/" not in name and (ROOT / name).exists()]
 
 
 def problems(path: Path) -> list[str]:

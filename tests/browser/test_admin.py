@@ -123,6 +123,67 @@ def reload_until(page, selector: str, text: str, *, timeout: float = 60) -> None
         page.reload()
 
 
+def approve_the_write(page, web, approver, flutter) -> None:
+    """Sign in as the approver, read the queue, approve the coder's write_file with a result; the plan completes."""
+    expect = sync_api.expect
+    log_in(page, web, approver.username)
+    expect(page.locator("#monitoring-module")).to_contain_text("Flower")
+
+    # The queue: both tool calls, oldest first, with their arguments readable.
+    page.click("#monitoring-module >> text=Pending approvals")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(2)
+    assert_styled(page)
+    expect(rows.nth(0)).to_contain_text("write_file")
+    expect(rows.nth(0)).to_contain_text("pubspec.yaml")
+    expect(rows.nth(1)).to_contain_text("rm -rf /")
+    page.screenshot(path=str(ARTIFACTS / "admin-approvals-queue.png"), full_page=True)
+
+    # The Flutter plan waits for the coder's write_file: open it from the plan, approve with a result.
+    page.goto(f"{web.url}/admin/plans/plan/{flutter.pk}/change/")
+    expect(page.locator(".fieldBox.field-execution_badge")).to_contain_text("waiting approval")
+    assert_styled(page)
+    expect(page.locator(".plan-dag .node[data-key=init_project]")).to_have_attribute("data-status", "waiting_approval")
+    page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag-waiting.png"))
+    page.click(".field-approvals_waiting a")
+    page.click("#result_list tbody tr >> nth=0 >> th a")
+    page.fill("#id_result", '{"written": true, "bytes": 9}')
+    page.fill("#id_reason", "looks fine")
+    page.click("#decision-form input[name=_approve]")
+    expect(page.locator(".messagelist .success")).to_contain_text("Approved: tool call 'write_file'")
+
+    page.goto(f"{web.url}/admin/plans/plan/{flutter.pk}/change/")
+    reload_until(page, ".fieldBox.field-status_badge", "completed")
+    expect(page.locator(".plan-dag .node[data-status=done]")).to_have_count(5)
+    page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag.png"))
+    page.screenshot(path=str(ARTIFACTS / "admin-plan-page.png"), full_page=True)
+
+    # Each subtask links to the Celery task result of its run.
+    page.click("#subtasks-group tr:has-text('summarise') >> text=task result")
+    reload_until(page, "#result_list", "SUCCESS")
+    expect(page.locator("#result_list")).to_contain_text("execution.run_subtask")
+
+
+def reject_the_shell(page, web, risky, shell) -> None:
+    """Reject the shell call with a reason (the plan fails with it); a second decision is refused."""
+    expect = sync_api.expect
+    page.goto(f"{web.url}/admin/approvals/approval/{shell.pk}/change/")
+    page.fill("#id_reason", "Never delete the root directory")
+    page.click("#decision-form input[name=_reject]")
+    expect(page.locator(".messagelist .success")).to_contain_text("Rejected: tool call 'shell'")
+    page.goto(f"{web.url}/admin/plans/plan/{risky.pk}/change/")
+    reload_until(page, ".fieldBox.field-status_badge", "failed")
+    expect(page.locator(".plan-dag .node[data-key=clean_build]")).to_have_attribute("data-status", "failed")
+    expect(page.locator("#subtasks-group")).to_contain_text("Never delete the root directory")
+
+    # A second decision is refused with a message, not an error page.
+    page.goto(f"{web.url}/admin/approvals/approval/?status__exact=approved")
+    page.check(".action-select >> nth=0")
+    page.select_option("select[name=action]", "reject_selected")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist .error")).to_contain_text("is already approved")
+
+
 def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_finish(engine, web):
     approver = staff("approver", permission=True)
     approver.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
@@ -138,62 +199,8 @@ def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_fi
     write, shell = pending_approval(flutter, "init_project"), pending_approval(risky, "clean_build")
 
     def scenario(page) -> None:
-        expect = sync_api.expect
-        log_in(page, web, approver.username)
-        expect(page.locator("#monitoring-module")).to_contain_text("Flower")
-
-        # The queue: both tool calls, oldest first, with their arguments readable.
-        page.click("#monitoring-module >> text=Pending approvals")
-        rows = page.locator("#result_list tbody tr")
-        expect(rows).to_have_count(2)
-        assert_styled(page)
-        expect(rows.nth(0)).to_contain_text("write_file")
-        expect(rows.nth(0)).to_contain_text("pubspec.yaml")
-        expect(rows.nth(1)).to_contain_text("rm -rf /")
-        page.screenshot(path=str(ARTIFACTS / "admin-approvals-queue.png"), full_page=True)
-
-        # The Flutter plan waits for the coder's write_file: open it from the plan, approve with a result.
-        page.goto(f"{web.url}/admin/plans/plan/{flutter.pk}/change/")
-        expect(page.locator(".fieldBox.field-execution_badge")).to_contain_text("waiting approval")
-        assert_styled(page)
-        expect(page.locator(".plan-dag .node[data-key=init_project]")).to_have_attribute(
-            "data-status", "waiting_approval"
-        )
-        page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag-waiting.png"))
-        page.click(".field-approvals_waiting a")
-        page.click("#result_list tbody tr >> nth=0 >> th a")
-        page.fill("#id_result", '{"written": true, "bytes": 9}')
-        page.fill("#id_reason", "looks fine")
-        page.click("#decision-form input[name=_approve]")
-        expect(page.locator(".messagelist .success")).to_contain_text("Approved: tool call 'write_file'")
-
-        page.goto(f"{web.url}/admin/plans/plan/{flutter.pk}/change/")
-        reload_until(page, ".fieldBox.field-status_badge", "completed")
-        expect(page.locator(".plan-dag .node[data-status=done]")).to_have_count(5)
-        page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag.png"))
-        page.screenshot(path=str(ARTIFACTS / "admin-plan-page.png"), full_page=True)
-
-        # Each subtask links to the Celery task result of its run.
-        page.click("#subtasks-group tr:has-text('summarise') >> text=task result")
-        reload_until(page, "#result_list", "SUCCESS")
-        expect(page.locator("#result_list")).to_contain_text("execution.run_subtask")
-
-        # The shell call is rejected with a reason; the subtask fails with it.
-        page.goto(f"{web.url}/admin/approvals/approval/{shell.pk}/change/")
-        page.fill("#id_reason", "Never delete the root directory")
-        page.click("#decision-form input[name=_reject]")
-        expect(page.locator(".messagelist .success")).to_contain_text("Rejected: tool call 'shell'")
-        page.goto(f"{web.url}/admin/plans/plan/{risky.pk}/change/")
-        reload_until(page, ".fieldBox.field-status_badge", "failed")
-        expect(page.locator(".plan-dag .node[data-key=clean_build]")).to_have_attribute("data-status", "failed")
-        expect(page.locator("#subtasks-group")).to_contain_text("Never delete the root directory")
-
-        # A second decision is refused with a message, not an error page.
-        page.goto(f"{web.url}/admin/approvals/approval/?status__exact=approved")
-        page.check(".action-select >> nth=0")
-        page.select_option("select[name=action]", "reject_selected")
-        page.click("button[name=index]")
-        expect(page.locator(".messagelist .error")).to_contain_text("is already approved")
+        approve_the_write(page, web, approver, flutter)
+        reject_the_shell(page, web, risky, shell)
 
     in_browser(scenario)
 

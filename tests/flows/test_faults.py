@@ -12,7 +12,7 @@ from plans.models import PlanStatus, SubtaskStatus
 from tests.factories import subtask
 from tests.support import event_types, finished, start, subtask_in, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine")]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.usefixtures("engine")]
 
 
 def test_subtask_of_a_killed_worker_runs_again_and_the_plan_completes(engine):
