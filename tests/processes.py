@@ -26,6 +26,8 @@ FAST = {
     "EXECUTION_MAX_LOST_RUNS": "3",
     "EXECUTION_PYTHON_AGENT_MODULES": "tests",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
+    # Small enough for a test agent to go over it cheaply.
+    "EXECUTION_MAX_RESULT_BYTES": "100000",
 }
 # What workers get on top, as in the Procfile: they keep their database connections.
 WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
