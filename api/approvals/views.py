@@ -20,7 +20,7 @@ from approvals.services import approval_decide
 class ApprovalFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=ApprovalStatus.choices)
     plan = django_filters.UUIDFilter(field_name="plan_id")
-    session_id = django_filters.CharFilter(field_name="plan__session_id")
+    session_id = django_filters.CharFilter(field_name="plan__session_id", strip=False)
     kind = django_filters.ChoiceFilter(choices=ApprovalKind.choices)
 
     class Meta:

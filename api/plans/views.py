@@ -43,7 +43,8 @@ EVENTS_LIMIT = 1000
 
 class PlanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
-    session_id = django_filters.CharFilter()
+    # Exact, as stored: a form field would strip the whitespace a client's id may have.
+    session_id = django_filters.CharFilter(strip=False)
     execution_state = django_filters.ChoiceFilter(field_name="execution__state", choices=ExecState.choices)
 
     class Meta:
