@@ -26,6 +26,7 @@ pytest_plugins = ["tests.fakes.openai_server", "tests.agents_file"]
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
     "WEBHOOK_SECRET": str,
+    "WEBHOOK_ALLOWED_HOSTS": lambda value: value.split(","),
     "EXECUTION_MAX_RESULT_BYTES": int,
 }
 
