@@ -10,25 +10,17 @@ from django.contrib.auth.models import Permission
 
 from approvals.models import ApprovalStatus
 from plans.models import PlanStatus, SubtaskStatus
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
 from tests.desk.support import staff
 from tests.factories import subtask
 from tests.support import finished, pending_approval, start
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+try:
+    from playwright import sync_api
+except ImportError:  # tests/browser/conftest.py reports it: a skip, or a failure under CI
+    sync_api = None  # type: ignore[assignment]
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +92,68 @@ def reload_until(page, selector: str, text: str, *, timeout: float = 60) -> None
         page.reload()
 
 
+def log_in_and_see_the_queue(page, url: str, approver) -> None:
+    """Log in, then find both tool calls in the queue, oldest first, with their arguments readable."""
+    expect = sync_api.expect
+    page.goto(f"{url}/admin/login/?next=/admin/")
+    page.fill("#id_username", approver.username)
+    page.fill("#id_password", "pw-for-tests")
+    page.click("input[type=submit]")
+    expect(page.locator("#monitoring-module")).to_contain_text("Flower")
+    page.click("#monitoring-module >> text=Pending approvals")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("write_file")
+    expect(rows.nth(0)).to_contain_text("pubspec.yaml")
+    expect(rows.nth(1)).to_contain_text("rm -rf /")
+    page.screenshot(path=str(ARTIFACTS / "admin-approvals-queue.png"), full_page=True)
+
+
+def approve_the_write_and_see_the_plan_complete(page, url: str, flutter) -> None:
+    """Open the coder's write_file from its plan, approve it with a result, and watch the plan finish."""
+    expect = sync_api.expect
+    page.goto(f"{url}/admin/plans/plan/{flutter.pk}/change/")
+    expect(page.locator(".fieldBox.field-execution_badge")).to_contain_text("waiting approval")
+    expect(page.locator(".plan-dag .node[data-key=init_project]")).to_have_attribute("data-status", "waiting_approval")
+    page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag-waiting.png"))
+    page.click(".field-approvals_waiting a")
+    page.click("#result_list tbody tr >> nth=0 >> th a")
+    page.fill("#id_result", '{"written": true, "bytes": 9}')
+    page.fill("#id_reason", "looks fine")
+    page.click("#decision-form input[name=_approve]")
+    expect(page.locator(".messagelist .success")).to_contain_text("Approved: tool call 'write_file'")
+
+    page.goto(f"{url}/admin/plans/plan/{flutter.pk}/change/")
+    reload_until(page, ".fieldBox.field-status_badge", "completed")
+    expect(page.locator(".plan-dag .node[data-status=done]")).to_have_count(5)
+    page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag.png"))
+    page.screenshot(path=str(ARTIFACTS / "admin-plan-page.png"), full_page=True)
+
+    # Each subtask links to the Celery task result of its run.
+    page.click("#subtasks-group tr:has-text('summarise') >> text=task result")
+    reload_until(page, "#result_list", "SUCCESS")
+    expect(page.locator("#result_list")).to_contain_text("execution.run_subtask")
+
+
+def reject_the_shell_and_see_the_subtask_fail(page, url: str, risky, shell) -> None:
+    """Reject the shell call with a reason; the subtask fails with it; a second decision is a message."""
+    expect = sync_api.expect
+    page.goto(f"{url}/admin/approvals/approval/{shell.pk}/change/")
+    page.fill("#id_reason", "Never delete the root directory")
+    page.click("#decision-form input[name=_reject]")
+    expect(page.locator(".messagelist .success")).to_contain_text("Rejected: tool call 'shell'")
+    page.goto(f"{url}/admin/plans/plan/{risky.pk}/change/")
+    reload_until(page, ".fieldBox.field-status_badge", "failed")
+    expect(page.locator(".plan-dag .node[data-key=clean_build]")).to_have_attribute("data-status", "failed")
+    expect(page.locator("#subtasks-group")).to_contain_text("Never delete the root directory")
+
+    page.goto(f"{url}/admin/approvals/approval/?status__exact=approved")
+    page.check(".action-select >> nth=0")
+    page.select_option("select[name=action]", "reject_selected")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist .error")).to_contain_text("is already approved")
+
+
 def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_finish(engine, live_server):
     approver = staff("approver", permission=True)
     approver.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
@@ -115,63 +169,9 @@ def test_an_approver_approves_one_tool_call_and_rejects_another_and_the_plans_fi
     write, shell = pending_approval(flutter, "init_project"), pending_approval(risky, "clean_build")
 
     def scenario(page) -> None:
-        expect = sync_api.expect
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-        page.fill("#id_username", approver.username)
-        page.fill("#id_password", "pw-for-tests")
-        page.click("input[type=submit]")
-        expect(page.locator("#monitoring-module")).to_contain_text("Flower")
-
-        # The queue: both tool calls, oldest first, with their arguments readable.
-        page.click("#monitoring-module >> text=Pending approvals")
-        rows = page.locator("#result_list tbody tr")
-        expect(rows).to_have_count(2)
-        expect(rows.nth(0)).to_contain_text("write_file")
-        expect(rows.nth(0)).to_contain_text("pubspec.yaml")
-        expect(rows.nth(1)).to_contain_text("rm -rf /")
-        page.screenshot(path=str(ARTIFACTS / "admin-approvals-queue.png"), full_page=True)
-
-        # The Flutter plan waits for the coder's write_file: open it from the plan, approve with a result.
-        page.goto(f"{live_server.url}/admin/plans/plan/{flutter.pk}/change/")
-        expect(page.locator(".fieldBox.field-execution_badge")).to_contain_text("waiting approval")
-        expect(page.locator(".plan-dag .node[data-key=init_project]")).to_have_attribute(
-            "data-status", "waiting_approval"
-        )
-        page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag-waiting.png"))
-        page.click(".field-approvals_waiting a")
-        page.click("#result_list tbody tr >> nth=0 >> th a")
-        page.fill("#id_result", '{"written": true, "bytes": 9}')
-        page.fill("#id_reason", "looks fine")
-        page.click("#decision-form input[name=_approve]")
-        expect(page.locator(".messagelist .success")).to_contain_text("Approved: tool call 'write_file'")
-
-        page.goto(f"{live_server.url}/admin/plans/plan/{flutter.pk}/change/")
-        reload_until(page, ".fieldBox.field-status_badge", "completed")
-        expect(page.locator(".plan-dag .node[data-status=done]")).to_have_count(5)
-        page.locator(".plan-dag").screenshot(path=str(ARTIFACTS / "admin-plan-dag.png"))
-        page.screenshot(path=str(ARTIFACTS / "admin-plan-page.png"), full_page=True)
-
-        # Each subtask links to the Celery task result of its run.
-        page.click("#subtasks-group tr:has-text('summarise') >> text=task result")
-        reload_until(page, "#result_list", "SUCCESS")
-        expect(page.locator("#result_list")).to_contain_text("execution.run_subtask")
-
-        # The shell call is rejected with a reason; the subtask fails with it.
-        page.goto(f"{live_server.url}/admin/approvals/approval/{shell.pk}/change/")
-        page.fill("#id_reason", "Never delete the root directory")
-        page.click("#decision-form input[name=_reject]")
-        expect(page.locator(".messagelist .success")).to_contain_text("Rejected: tool call 'shell'")
-        page.goto(f"{live_server.url}/admin/plans/plan/{risky.pk}/change/")
-        reload_until(page, ".fieldBox.field-status_badge", "failed")
-        expect(page.locator(".plan-dag .node[data-key=clean_build]")).to_have_attribute("data-status", "failed")
-        expect(page.locator("#subtasks-group")).to_contain_text("Never delete the root directory")
-
-        # A second decision is refused with a message, not an error page.
-        page.goto(f"{live_server.url}/admin/approvals/approval/?status__exact=approved")
-        page.check(".action-select >> nth=0")
-        page.select_option("select[name=action]", "reject_selected")
-        page.click("button[name=index]")
-        expect(page.locator(".messagelist .error")).to_contain_text("is already approved")
+        log_in_and_see_the_queue(page, live_server.url, approver)
+        approve_the_write_and_see_the_plan_complete(page, live_server.url, flutter)
+        reject_the_shell_and_see_the_subtask_fail(page, live_server.url, risky, shell)
 
     in_browser(scenario)
 
