@@ -23,6 +23,12 @@ def dependency_keys(context: dict[str, Any]) -> list[str]:
     return sorted(context["dependencies"])
 
 
+def dependency_keys_after_a_nap(context: dict[str, Any]) -> list[str]:
+    """Sleep input.sleep_ms (so runs can overlap), then finish with the keys of the dependencies it was given."""
+    time.sleep(context["input"].get("sleep_ms", 0) / 1000)
+    return sorted(context["dependencies"])
+
+
 def two_tool_calls(context: dict[str, Any]) -> ToolCalls:
     return ToolCalls((ToolCall("read", call_id="1"), ToolCall("write", call_id="2")))
 
