@@ -82,7 +82,7 @@ def _dependencies_first(plan_id) -> list[str]:
         subtask__plan_id=plan_id, subtask__started_at__isnull=False
     ).values_list("subtask__key", "subtask__started_at", "depends_on_id"):
         done = finished_at.get(dependency)
-        if done is None or started < done:
+        if done is None or started is None or started < done:
             problems.append(f"{key!r} started before a dependency finished")
     return problems
 
