@@ -69,7 +69,8 @@ class LocalCaller:
 def approver(username: str):
     """Return a user who may decide any approval (the approvals.decide_approval permission)."""
     user = UserFactory(username=username, is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="decide_approval", content_type__app_label="approvals"))
+    permission = Permission.objects.get(codename="decide_approval", content_type__app_label="approvals")
+    user.user_permissions.add(permission)  # type: ignore[attr-defined]
     return user
 
 

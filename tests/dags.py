@@ -109,7 +109,7 @@ def expected_batches(drawn: Drawn) -> list[list[str]]:
     """Return the batches the rules give a valid plan: levels in order, in submission order, cut by max_parallel."""
     level_of = levels(drawn)
     assert level_of is not None
-    batches = []
+    batches: list[list[str]] = []
     for level in range(max(level_of.values()) + 1):
         keys = [each["key"] for each in drawn.subtasks if level_of[each["key"]] == level]
         batches.extend(keys[start : start + drawn.max_parallel] for start in range(0, len(keys), drawn.max_parallel))

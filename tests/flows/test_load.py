@@ -71,7 +71,8 @@ def approval_to_resume_seconds(plans: list[Plan]) -> list[float]:
             key = resolved.payload["subtask_key"]
             resumed = plan.events.filter(seq__gt=resolved.seq, type="subtask.started", payload__subtask_key=key)
             decided_at = plan.approvals.get(pk=resolved.payload["approval_id"]).decided_at
-            latencies.append((resumed.order_by("seq").first().created_at - decided_at).total_seconds())
+            assert decided_at is not None
+            latencies.append((resumed.order_by("seq")[0].created_at - decided_at).total_seconds())
     return latencies
 
 
@@ -93,11 +94,11 @@ def assert_results(plans: list[Plan]) -> None:
     assert {plan.status for plan in plans} == {PlanStatus.COMPLETED}
     assert not Subtask.objects.filter(plan__in=plans).exclude(status=SubtaskStatus.DONE).exists()
     for plan in plans:
-        results = dict(plan.subtasks.values_list("key", "result"))
+        results: dict[str, Any] = dict(plan.subtasks.values_list("key", "result"))
         if "join" in results:
             assert results["join"] == ["left", "right"]
         asking = plan.approvals.filter(kind="tool_call").select_related("subtask").first()
-        if asking is not None:
+        if asking is not None and asking.subtask is not None:
             assert results[asking.subtask.key]["tool_results"] == [f"ok {asking.pk}"]
 
 
