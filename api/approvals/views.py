@@ -58,7 +58,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(
         summary="Approve, optionally with edited arguments and the tool's result",
         request=ApproveSerializer,
-        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409)},
+        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
@@ -73,7 +73,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(
         summary="Reject, with a reason",
         request=RejectSerializer,
-        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409)},
+        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str) -> Response:

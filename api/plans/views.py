@@ -92,7 +92,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a plan",
         request=PlanSubmitSerializer,
-        responses={201: PlanDetailSerializer, **errors(400, 401)},
+        responses={201: PlanDetailSerializer, **errors(400, 401, 413, 415)},
         description=(
             "400 codes: validation_error, duplicate_key, unknown_dependency, unknown_agent, "
             "cyclic_dependencies (details.cycle), too_many_subtasks."
@@ -132,7 +132,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Cancel a plan",
         request=CancelSerializer,
-        responses={200: PlanDetailSerializer, **errors(400, 401, 403, 404, 409)},
+        responses={200: PlanDetailSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
