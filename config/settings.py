@@ -117,7 +117,7 @@ STORAGES = {
 }
 
 # A 10,000-subtask plan with its dependencies is a few megabytes of JSON. The API answers a
-# larger body 413 request_too_large (api/parsers.py), the admin's forms 400.
+# larger body 413 request_too_large (api/errors.py), the admin's forms 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
 
 LOGGING = {
