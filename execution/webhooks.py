@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 from uuid import UUID
 
 import requests
@@ -67,7 +68,13 @@ def webhook_deliver(*, plan_id: UUID, seq: int) -> None:
             session.mount("http://", GuardedAdapter())
             session.mount("https://", GuardedAdapter())
             response = session.post(
-                url, data=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_S, allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=settings.WEBHOOK_TIMEOUT_S,
+                allow_redirects=False,
+                # What trust_env would have read, and still should: a CA bundle of the operator's.
+                verify=os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True,
             )
     except WebhookRefused as refused:
         # Permanent until the configuration changes: retrying would only repeat the refusal.
