@@ -3,8 +3,9 @@
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -35,6 +36,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Answer every failure with {"error": {"code", "message", "details"}} and its status."""
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.http_status)
+    if isinstance(exc, RequestDataTooBig):
+        # Raised when DRF reads the body (request.data), past DATA_UPLOAD_MAX_MEMORY_SIZE.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = f"The request body is over the limit of {limit} bytes (DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE)."
+        return Response(
+            error_body("request_too_large", message, {"limit": limit}), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        )
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)
@@ -103,6 +111,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         403: "Not allowed (permission_denied).",
         404: "Not found, not yours, or no such page (not_found).",
         409: "Conflicts with the current state (invalid_state or already_decided).",
+        413: "The request body is over DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE (request_too_large).",
+        415: "The body is not JSON (unsupported_media_type).",
         429: "Too many requests (throttled).",
         503: "A dependency is down.",
     }

@@ -7,6 +7,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 
+from execution.tool_calls import TOOL_NAME_MAX_LENGTH
 from plans.models import Plan, Subtask
 
 
@@ -28,7 +29,7 @@ class Approval(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="approvals")
     subtask = models.ForeignKey(Subtask, on_delete=models.CASCADE, null=True, blank=True, related_name="approvals")
     kind = models.CharField(max_length=16, choices=ApprovalKind.choices)
-    tool = models.CharField(max_length=255, blank=True, default="")
+    tool = models.CharField(max_length=TOOL_NAME_MAX_LENGTH, blank=True, default="")
     arguments = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     # Position of the tool call in its subtask's tool-call history (cleared when the subtask is retried).
     call_index = models.PositiveIntegerField(null=True, blank=True)

@@ -132,7 +132,8 @@ WHITENOISE_USE_FINDERS = True
 # An uncollected STATIC_ROOT is expected then; WhiteNoise would warn about it at every start.
 warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
 
-# A 10,000-subtask plan with its dependencies is a few megabytes of JSON.
+# A 10,000-subtask plan with its dependencies is a few megabytes of JSON. The API answers a
+# larger body 413 request_too_large (api/errors.py), the admin's forms 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
 
 LOGGING = {
@@ -165,7 +166,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON bodies only: one request content type per operation in the schema (the admin keeps its forms).
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
@@ -212,6 +213,9 @@ SPECTACULAR_SETTINGS = {
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
 WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=8)
+# Webhooks go to public addresses only; these host names, addresses and networks (CIDR) are
+# allowed although they are loopback, link-local or private (e.g. a receiver on the same network).
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 
 # --- Plans -----------------------------------------------------------------------------
 

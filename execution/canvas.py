@@ -49,10 +49,13 @@ def send_batch(plan_id: UUID, runs: list[Run]) -> None:
     chord(group(run_signature(run) for run in runs), advance_signature(plan_id)).apply_async()
 
 
-def send_runs(plan_id: UUID, runs: list[Run]) -> None:
+def send_runs(plan_id: UUID, runs: list[Run], *, countdown: float | None = None) -> None:
     """Send runs one by one (a resume, a retry, a re-dispatch), each followed by an advance."""
     for run in runs:
-        chain(run_signature(run), advance_signature(plan_id)).apply_async()
+        first = run_signature(run)
+        if countdown is not None:
+            first.set(countdown=countdown)
+        chain(first, advance_signature(plan_id)).apply_async()
 
 
 def send_advance(plan_id: UUID) -> None:

@@ -21,16 +21,18 @@ from execution.models import ExecState
 from execution.operations import operation_require
 from execution.signals import plan_approval_requested
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
+from execution.webhook_targets import target_problem
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 from plans.services import plan_create, plan_limits
-from plans.validation import validate_plan
+from plans.validation import PlanInvalid, validate_plan
 
 
 def plan_submit(*, owner: User, data: Any) -> Plan:
     """Validate and store a plan; ask for its approval, or approve (and start) it at once.
 
-    Raise PlanInvalid (with the API error code) when the plan breaks a rule.
+    Raise PlanInvalid (with the API error code) when the plan breaks a rule, or when its
+    callback_url's host is not a public address the allow-list does not name.
     """
     spec = validate_plan(
         data,
@@ -39,6 +41,8 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
         check_input=agent_input_errors,
         callbacks_enabled=bool(settings.WEBHOOK_SECRET),
     )
+    if spec.callback_url and (problem := target_problem(spec.callback_url)):
+        raise PlanInvalid("validation_error", f"Invalid plan: callback_url: {problem}", {"callback_url": [problem]})
     with transaction.atomic():
         plan = plan_create(owner=owner, spec=spec)
         plan = engine.plan_lock(plan.pk)

@@ -1,16 +1,41 @@
 """Celery entry points of the engine: ids in, one service call, nothing else."""
 
 import os
+from typing import Any
 from uuid import UUID
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
+from django.db import close_old_connections
 
 from execution import engine, reconciler
 from execution.webhooks import WebhookFailed, webhook_deliver
 
 
-@shared_task(name="execution.run_subtask", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+class SubtaskTask(Task):
+    """The class of run_subtask: the worker's main process calls its on_failure when a run passes its hard limit."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded):
+            # The main process keeps its connection between such rare calls: it may be stale.
+            close_old_connections()
+            engine.subtask_hard_timeout(
+                subtask_id=UUID(kwargs["subtask_id"]),
+                attempt=kwargs["attempt"],
+                task_id=task_id,
+                hard_limit_s=float(exc.args[0]) if exc.args else 0.0,
+            )
+
+
+@shared_task(
+    name="execution.run_subtask",
+    base=SubtaskTask,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
 def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
     """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff."""
     delay = engine.subtask_run(

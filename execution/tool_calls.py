@@ -8,6 +8,9 @@ status changes (execution/transitions.py).
 from enum import StrEnum
 from typing import Any, TypedDict
 
+# The longest tool name an agent may ask for (an approval stores it in a column this long).
+TOOL_NAME_MAX_LENGTH = 255
+
 
 class ToolCallStatus(StrEnum):
     AUTO = "auto"  # needed no approval: noted, and the agent went on at once

@@ -17,6 +17,13 @@ AGENT_MAX_LENGTH = 64
 SESSION_ID_MAX_LENGTH = 255
 CALLBACK_URL_MAX_LENGTH = 2000
 FAILURE_POLICIES = ("fail_fast", "continue")
+# How deep JSON a client sends (input, metadata, a tool call's arguments and result) may nest:
+# far more than any real document needs, far less than the recursion limits of the encoders
+# that store it and render it again.
+MAX_JSON_DEPTH = 64
+# A whole request body may nest twice as deep (room for the envelope around those values);
+# anything deeper is refused before it reaches code that recurses.
+MAX_BODY_DEPTH = 2 * MAX_JSON_DEPTH
 # Keys appear in URLs (/plans/{id}/subtasks/{key}/retry/), so keep them path-safe.
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 

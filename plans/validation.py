@@ -14,6 +14,7 @@ from django.core.validators import URLValidator
 
 from common.errors import DomainError
 from plans.batching import CycleError, chunk_levels, topological_levels
+from plans.json_values import json_problem, text_problem
 from plans.shape import (
     DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_RETRIES,
@@ -190,6 +191,9 @@ class _Errors:
         if not isinstance(value, str):
             self.add(path, "This field is required." if value is None else "Must be a string.")
             return ""
+        if problem := text_problem(value):
+            self.add(path, problem)
+            return ""
         if not field.blank and not value.strip():
             self.add(path, "May not be blank.")
         if field.max_length is not None and len(value) > field.max_length:
@@ -224,6 +228,9 @@ class _Errors:
         if not isinstance(value, dict):
             self.add(path, "Must be an object.")
             return {}
+        if problem := json_problem(value):
+            self.add(path, problem)
+            return {}
         return value
 
     def _url(self, path: str, field: Field, value: Any) -> str:
@@ -245,6 +252,9 @@ class _Errors:
     def _keys(self, path: str, field: Field, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             self.add(path, "Must be a list of subtask keys.")
+            return ()
+        if problem := next(filter(None, map(text_problem, value)), ""):
+            self.add(path, problem)
             return ()
         return tuple(dict.fromkeys(value))
 

@@ -1,10 +1,17 @@
-"""Callables for the python agent in tests (EXECUTION_PYTHON_AGENT_MODULES includes "tests")."""
+"""Callables for the python agent in tests (EXECUTION_PYTHON_AGENT_MODULES includes "tests"), misbehaving ones too."""
 
+import contextlib
 import os
 import signal
+import time
 from typing import Any
 
-from execution.agents.base import ToolCall, ToolCalls
+from celery.exceptions import SoftTimeLimitExceeded
+
+from execution.agents.base import BaseAgent, Context, ToolCall, ToolCalls
+
+# Registered in the test cluster's workers (tests/worker_settings.py) and, per test, in the test process.
+MISBEHAVING_AGENTS = {"not_a_step": {"class": "tests.agents.NotAStepAgent"}}
 
 
 def crash(context: dict[str, Any]) -> None:
@@ -16,5 +23,64 @@ def dependency_keys(context: dict[str, Any]) -> list[str]:
     return sorted(context["dependencies"])
 
 
+def dependency_keys_after_a_nap(context: dict[str, Any]) -> list[str]:
+    """Sleep input.sleep_ms (so runs can overlap), then finish with the keys of the dependencies it was given."""
+    time.sleep(context["input"].get("sleep_ms", 0) / 1000)
+    return sorted(context["dependencies"])
+
+
 def two_tool_calls(context: dict[str, Any]) -> ToolCalls:
     return ToolCalls((ToolCall("read", call_id="1"), ToolCall("write", call_id="2")))
+
+
+def raises(context: dict[str, Any]) -> None:
+    raise RuntimeError(f"the agent fell over on attempt {context['attempt']}")
+
+
+def hangs(context: dict[str, Any]) -> None:
+    time.sleep(600)
+
+
+def ignores_its_time_limit(context: dict[str, Any]) -> None:
+    """Hang, swallowing the soft time limit as a careless `except Exception` would: only the hard limit stops it."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        with contextlib.suppress(SoftTimeLimitExceeded):
+            time.sleep(600)
+
+
+def returns_a_set(context: dict[str, Any]) -> set[int]:
+    return {1, 2, 3}
+
+
+def returns_an_object(context: dict[str, Any]) -> object:
+    return object()
+
+
+def returns_too_much(context: dict[str, Any]) -> str:
+    return "x" * context["input"]["size"]
+
+
+def returns_a_nul_character(context: dict[str, Any]) -> dict[str, str]:
+    return {"text": "before\x00after"}
+
+
+def returns_a_lone_surrogate(context: dict[str, Any]) -> str:
+    return "half a pair: \ud800"
+
+
+def fails_with_a_nul_character(context: dict[str, Any]) -> None:
+    raise ValueError("bad byte \x00 in the answer")
+
+
+def asks_for_a_nameless_tool(context: dict[str, Any]) -> ToolCall:
+    return ToolCall(tool="")
+
+
+class NotAStepAgent(BaseAgent):
+    """Returns what an HTTP agent would send ({"result": ...}) instead of a step."""
+
+    description = "Returns a dict instead of a step."
+
+    def run(self, context: Context) -> Any:
+        return {"result": "a plain dict, not a Finish"}

@@ -26,6 +26,8 @@ pytest_plugins = ["tests.fakes.openai_server", "tests.agents_file"]
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
     "WEBHOOK_SECRET": str,
+    "WEBHOOK_ALLOWED_HOSTS": lambda value: value.split(","),
+    "EXECUTION_MAX_RESULT_BYTES": int,
 }
 
 
@@ -42,6 +44,8 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
         "PYTHONUNBUFFERED": "1",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
         "EXECUTION_WORKSPACE_DIR": str(test_agents.workspace),
+        # The service's settings plus agents only tests register (a class returning no step).
+        "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
     }
     common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--pool", "prefork"]
     current_app.control.purge()

@@ -26,6 +26,10 @@ FAST = {
     "EXECUTION_MAX_LOST_RUNS": "3",
     "EXECUTION_PYTHON_AGENT_MODULES": "tests",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
+    # The webhook tests' receivers listen on loopback, which webhooks may not reach otherwise.
+    "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    # Small enough for a test agent to go over it cheaply.
+    "EXECUTION_MAX_RESULT_BYTES": "100000",
 }
 # What workers get on top, as in the Procfile. Celery's Django fixup closes a worker's
 # connections before and after every task all the same: each task runs on a fresh one.

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from approvals.models import Approval
+from plans.json_values import json_problem
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
@@ -48,6 +49,12 @@ class ApproveSerializer(serializers.Serializer):
     result = serializers.JSONField(required=False, allow_null=True, help_text="The tool's output, handed to the agent.")
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
+    def validate_arguments(self, value: Any) -> Any:
+        return _storable(value)
+
+    def validate_result(self, value: Any) -> Any:
+        return _storable(value)
+
     def decision(self) -> dict[str, Any]:
         data = self.validated_data
         return {"arguments": data.get("arguments"), "result": data.get("result"), "reason": data.get("reason", "")}
@@ -55,3 +62,11 @@ class ApproveSerializer(serializers.Serializer):
 
 class RejectSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=10_000, help_text="Why; the agent sees it.")
+
+
+def _storable(value: Any) -> Any:
+    """Return a JSON value if it can be stored and handed to the agent as it is (see plans/json_values.py)."""
+    problem = json_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+    return value

@@ -20,7 +20,7 @@ from approvals.services import approval_decide
 class ApprovalFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=ApprovalStatus.choices)
     plan = django_filters.UUIDFilter(field_name="plan_id")
-    session_id = django_filters.CharFilter(field_name="plan__session_id")
+    session_id = django_filters.CharFilter(field_name="plan__session_id", strip=False)
     kind = django_filters.ChoiceFilter(choices=ApprovalKind.choices)
 
     class Meta:
@@ -55,7 +55,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(
         summary="Approve, optionally with edited arguments and the tool's result",
         request=ApproveSerializer,
-        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409)},
+        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
@@ -70,7 +70,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(
         summary="Reject, with a reason",
         request=RejectSerializer,
-        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409)},
+        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str) -> Response:

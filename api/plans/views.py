@@ -43,7 +43,8 @@ EVENTS_LIMIT = 1000
 
 class PlanFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
-    session_id = django_filters.CharFilter()
+    # Exact, as stored: a form field would strip the whitespace a client's id may have.
+    session_id = django_filters.CharFilter(strip=False)
     execution_state = django_filters.ChoiceFilter(field_name="execution__state", choices=ExecState.choices)
 
     class Meta:
@@ -91,7 +92,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a plan",
         request=PlanSubmitSerializer,
-        responses={201: PlanDetailSerializer, **errors(400, 401)},
+        responses={201: PlanDetailSerializer, **errors(400, 401, 413, 415)},
         description=(
             "400 codes: validation_error, duplicate_key, unknown_dependency, unknown_agent, "
             "cyclic_dependencies (details.cycle), too_many_subtasks."
@@ -131,7 +132,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Cancel a plan",
         request=CancelSerializer,
-        responses={200: PlanDetailSerializer, **errors(400, 401, 403, 404, 409)},
+        responses={200: PlanDetailSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:

@@ -15,6 +15,7 @@ what it needs, and sends messages only after the commit. Runs are fenced on
     outcomes     recording what a run came to
     waiting      tool calls waiting for people, and decisions resuming them
     recovery     runs lost with their workers, and the retry backoff
+    timeouts     runs killed at their hard time limit
 """
 
 from execution.engine.advancing import advance, plan_advance
@@ -23,6 +24,7 @@ from execution.engine.lifecycle import plan_approve, plan_cancel, plan_start
 from execution.engine.locks import execution_of, plan_lock, plan_lock_for
 from execution.engine.recovery import recover_lost_run, retry_delay
 from execution.engine.running import subtask_run
+from execution.engine.timeouts import subtask_hard_timeout
 from execution.engine.waiting import subtask_decision_apply
 
 __all__ = [
@@ -39,5 +41,6 @@ __all__ = [
     "recover_lost_run",
     "retry_delay",
     "subtask_decision_apply",
+    "subtask_hard_timeout",
     "subtask_run",
 ]

@@ -27,6 +27,7 @@ from execution.leases import lease_release
 from execution.models import ExecState
 from execution.transitions import execution_transition
 from execution.transitions.runs import RunStart, run_start
+from plans.json_values import storable_text
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 
@@ -65,7 +66,7 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
             error = f"Timed out after {started.subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S}s."
         except Exception as exc:  # an agent's failure, whatever it is, is this attempt's failure
             logger.info("Subtask %s attempt %s failed: %s", subtask_id, attempt, exc, exc_info=True)
-            error = f"{type(exc).__name__}: {exc}"
+            error = storable_text(f"{type(exc).__name__}: {exc}")
             retry_after = getattr(exc, "retry_after", None)
         outcome = Outcome(
             subtask=started.subtask, attempt=attempt, step=step, history=history, error=error, retry_after=retry_after

@@ -10,32 +10,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from django.contrib.auth.models import Permission
 
 from approvals.models import ApprovalStatus
 from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
 from tests.desk.support import staff
 from tests.factories import subtask
 from tests.processes import ROOT
 from tests.support import finished, pending_approval, start
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+try:
+    from playwright import sync_api
+except ImportError:  # tests/browser/conftest.py reports it: a skip, or a failure under CI
+    sync_api = None  # type: ignore[assignment]
 
 ADMIN_HEADER_COLOUR = "rgb(65, 118, 144)"  # Django admin's --header-bg, #417690
 
