@@ -1,29 +1,117 @@
-"""Run every benchmark (`make bench`): figures and ratios measured side by side in one run."""
+"""Run the benchmarks (`make bench`, or `make bench BENCH="overhead resume"`): one table, one JSON file."""
 
+import logging
 import os
-import platform
 import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
 from django.core.management import call_command
 
-from benchmarks import canvas_shapes, event_stream, plan_validation, result_backend
+from benchmarks import (
+    canvas_shapes,
+    event_stream,
+    large_plan,
+    many_plans,
+    overhead,
+    parked,
+    plan_validation,
+    result_backend,
+    resume,
+    scaling,
+)
+from benchmarks.bench import Bench
+from benchmarks.report import ROOT, Result, load_average, machine, now, table, write
 
-BENCHMARKS = {
+SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "validation": plan_validation.run,
-    "result_backend": result_backend.run,
+    "overhead": overhead.overhead,
+    "resume": resume.run,
+    "uneven": overhead.uneven,
+    "large_plan": large_plan.run,
+    "parked": parked.run,
+    "scaling": scaling.run,
+    "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    "result_backend": result_backend.run,
 }
+OUTPUT = ROOT / "benchmarks" / "results" / "latest.json"
 
 
-def main(names: list[str]) -> None:
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load average {load}, Python {platform.python_version()}")
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        return 2
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    bench = Bench()
+    load_before = load_average()
+    info = machine()
+    print(
+        f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gb']} GB, Python {info['python']}, "
+        f"commit {info['commit']}\nload average before: {', '.join(map(str, load_before))}\n"
+        f"scale {bench.scale}, {bench.repeat} repetition(s); result backend {bench.result_backend} "
+        "(Redis, shared by the engine and the raw baselines on the same workers)",
+        flush=True,
+    )
     call_command("migrate", verbosity=0)
-    for name in names or BENCHMARKS:
-        BENCHMARKS[name]()
-        print()
+    results: list[Result] = []
+    scenarios: dict[str, dict] = {}
+    failed = []
+    started = time.monotonic()
+    try:
+        for name in names or SCENARIOS:
+            mark, load, began = bench.mark(), load_average(), time.monotonic()
+            try:
+                result = SCENARIOS[name](bench)
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+                scenarios[name] = {"error": traceback.format_exc(limit=3)}
+                continue
+            finally:
+                bench.settle()
+            redrives = bench.redrives_since(mark)
+            result.fact("reconciler", redrives)
+            result.fact("load", {"before": load, "after": load_average()})
+            result.fact("duration_s", round(time.monotonic() - began, 1))
+            quiet = not redrives["resent_events"] and not redrives["log_lines"]
+            print(
+                f"  reconciler: {redrives['resent_events']} subtask.resent events, {redrives['log_lines']} "
+                f"'re-drove work' log lines {'(nothing re-driven)' if quiet else redrives}\n",
+                flush=True,
+            )
+            results.append(result)
+            scenarios[name] = result.to_json()
+    finally:
+        bench.close()
+    load_after = load_average()
+    print(table(results))
+    print(f"\nload average after: {', '.join(map(str, load_after))}; {time.monotonic() - started:.0f} s in all")
+    output = Path(os.environ.get("BENCH_OUTPUT") or OUTPUT)
+    write(
+        output,
+        {
+            "date": now(),
+            "machine": info,
+            "load_before": load_before,
+            "load_after": load_after,
+            "scale": bench.scale,
+            "repeat": bench.repeat,
+            "result_backend": bench.result_backend,
+            "duration_s": round(time.monotonic() - started, 1),
+            "scenarios": scenarios,
+        },
+    )
+    print(f"wrote {output}")
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
