@@ -2,9 +2,11 @@
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,13 +43,22 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
 OUTPUT = ROOT / "benchmarks" / "results" / "latest.json"
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """Stop as on Ctrl-C, so the workers and the web server this run started are stopped too."""
+    raise SystemExit(128 + signum)
+
+
 def main(names: list[str]) -> int:
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
         return 2
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
-    bench = Bench()
+    # WhiteNoise, in this process's test client, would warn that collectstatic has not run.
+    warnings.filterwarnings("ignore", message="No directory at")
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    output = Path(os.environ.get("BENCH_OUTPUT") or OUTPUT)
+    bench = Bench(log_dir=output.parent / "logs")
     load_before = load_average()
     info = machine()
     print(
@@ -91,7 +102,6 @@ def main(names: list[str]) -> int:
     load_after = load_average()
     print(table(results))
     print(f"\nload average after: {', '.join(map(str, load_after))}; {time.monotonic() - started:.0f} s in all")
-    output = Path(os.environ.get("BENCH_OUTPUT") or OUTPUT)
     write(
         output,
         {
@@ -106,7 +116,7 @@ def main(names: list[str]) -> int:
             "scenarios": scenarios,
         },
     )
-    print(f"wrote {output}")
+    print(f"wrote {output}; the processes' logs are in {bench.log_dir}")
     if failed:
         print(f"failed: {', '.join(failed)}")
         return 1

@@ -1,23 +1,29 @@
 """What every scenario gets: the sizes (scaled), the repetitions, the running stack and an API client."""
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
-from benchmarks.client import Api
+from benchmarks.client import Api, wait_finished
 from benchmarks.harness import Stack, broker
 from benchmarks.report import Result
+from benchmarks.shapes import Levels, layered_plan, no_ops
+from benchmarks.tasks import send_batches
 
 
 class Bench:
     """One benchmark run: BENCH_SCALE scales every size, BENCH_REPEAT sets the repetitions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        shutil.rmtree(log_dir, ignore_errors=True)
         self.scale = float(os.environ.get("BENCH_SCALE") or 1.0)
         self.repeat = int(os.environ.get("BENCH_REPEAT") or 3)
         self.result_backend = settings.CELERY_RESULT_BACKEND
@@ -42,9 +48,20 @@ class Bench:
         return self._api
 
     def start_stack(self, *, result_backend: str) -> Stack:
-        stack = Stack(result_backend=result_backend)
+        """Start a stack and warm it up: the first runs after a start pay for imports and connections."""
+        stack = Stack(result_backend=result_backend, log_dir=self.log_dir / f"stack-{len(self.stacks) + 1}")
         self.stacks.append(stack)
-        return stack.start()
+        stack.start()
+        api = Api.login(stack.url)
+        try:
+            engine_run(api, layered_plan(no_ops(3, 8), goal="benchmark: warm-up"))
+            # A raw chord's counter lives in the sender's result backend: this process's.
+            if result_backend == self.result_backend:
+                raw_run(no_ops(3, 8))
+        finally:
+            api.close()
+        stack.settle()
+        return stack
 
     def stop_stack(self) -> None:
         """Stop the shared stack (a scenario that brings its own workers needs the queues to itself)."""
@@ -68,9 +85,12 @@ class Bench:
             stack.stop()
 
     def settle(self) -> None:
-        """Let the shared stack, if it runs, finish what a scenario left in flight."""
+        """Let the shared stack, if it runs, finish what a scenario left in flight (or say it did not)."""
         if self._stack is not None:
-            self._stack.settle(timeout=600)
+            try:
+                self._stack.settle(timeout=120)
+            except RuntimeError as error:
+                print(f"  {str(error).splitlines()[0]}", flush=True)
 
     def close(self) -> None:
         self.stop_stack()
@@ -99,6 +119,22 @@ class Bench:
         return counts
 
 
+def engine_run(api: Api, plan: dict) -> float:
+    """Submit a plan as a draft, then return the seconds from its approval to its completion."""
+    plan_id = api.submit(plan)
+    start = time.time()
+    api.approve_plan(plan_id)
+    return wait_finished([plan_id]) - start
+
+
+def raw_run(batches: Levels) -> float:
+    """Return the seconds raw Celery takes to run these batches as one chord each, in sequence."""
+    key = new_key("raw")
+    start = time.time()
+    send_batches(batches=batches, key=key)
+    return wait_stamps(key, 1)[0] - start
+
+
 def new_key(prefix: str) -> str:
     """Return a fresh Redis key for stamps, and make sure nothing is left under it."""
     key = f"bench:{prefix}:{time.time_ns()}"
@@ -106,7 +142,7 @@ def new_key(prefix: str) -> str:
     return key
 
 
-def wait_stamps(key: str, count: int, timeout: float = 600) -> list[float]:
+def wait_stamps(key: str, count: int, timeout: float = 300) -> list[float]:
     """Wait until `count` stamps are under `key`; return them in order."""
     client = broker()
     deadline = time.monotonic() + timeout

@@ -93,4 +93,4 @@ def wait_finished(plan_ids: Iterable[str], timeout: float = 1800, poll: float = 
     failed = [status for status, _ in rows if status != "completed"]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(ids)} plans ended {sorted(set(failed))}, not completed")
-    return max(completed_at.timestamp() for _, completed_at in rows)
+    return max(completed_at.timestamp() for _, completed_at in rows if completed_at is not None)

@@ -35,7 +35,7 @@ def run(bench: Bench) -> Result:
         key = new_key("many-raw")
         raw_start = time.time()
         with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(lambda _: send_batches(batches=[[0] * SUBTASKS], key=key), range(count)))
+            list(pool.map(lambda _, key=key: send_batches(batches=[[0] * SUBTASKS], key=key), range(count)))
         raw = max(wait_stamps(key, count)) - raw_start
 
         result.add("engine_subtasks_per_s", total / engine, "subtasks/s")

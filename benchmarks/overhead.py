@@ -5,35 +5,16 @@ uneven: seeded random 0-50 ms sleeps, so the makespan can be set against its ide
 without the barrier between batches.
 """
 
-import time
-
 import httpx
 
-from benchmarks.bench import Bench, new_key, scenario_result, wait_stamps
-from benchmarks.client import Api, wait_finished
+from benchmarks.bench import Bench, engine_run, raw_run, scenario_result
+from benchmarks.client import Api
 from benchmarks.report import Result
-from benchmarks.shapes import MAX_PARALLEL, Levels, barrier_bound, engine_batches, layered_plan, lower_bound, no_ops
+from benchmarks.shapes import MAX_PARALLEL, barrier_bound, engine_batches, layered_plan, lower_bound, no_ops
 from benchmarks.shapes import seeded_sleeps as sleeps_of
-from benchmarks.tasks import send_batches
 
 LEVELS, WIDTH = 10, 100
 SEED = 10
-
-
-def engine_run(api: Api, plan: dict) -> float:
-    """Submit a plan as a draft, then return the seconds from its approval to its completion."""
-    plan_id = api.submit(plan)
-    start = time.time()
-    api.approve_plan(plan_id)
-    return wait_finished([plan_id]) - start
-
-
-def raw_run(batches: Levels) -> float:
-    """Return the seconds raw Celery takes to run these batches as one chord each, in sequence."""
-    key = new_key("raw")
-    start = time.time()
-    send_batches(batches=batches, key=key)
-    return wait_stamps(key, 1)[0] - start
 
 
 def check_max_parallel(api: Api, result: Result) -> None:

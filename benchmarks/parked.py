@@ -68,7 +68,9 @@ def busy_run_slots(bench: Bench, samples: int = 3) -> tuple[int, dict[str, int]]
 
 def run(bench: Bench) -> Result:
     count = bench.scaled(PLANS, 2)
-    result = scenario_result("parked", f"{count} plans waiting on a tool-call approval, then approved by {THREADS} threads")
+    result = scenario_result(
+        "parked", f"{count} plans waiting on a tool-call approval, then approved by {THREADS} threads"
+    )
     for rep in range(bench.repeat):
         bench.stack.settle()
         rss_before = bench.stack.worker_rss()

@@ -41,9 +41,14 @@ def run(bench: Bench) -> Result:
         for size in sizes:
             data = make_plan(size, 5)
             result.add(f"s{size}_ms", timed(data) * 1000, "ms")
-        result.add("ratio", result.figures[f"s{sizes[-1]}_ms"].samples[-1] / result.figures[f"s{sizes[0]}_ms"].samples[-1], "x")
+        result.add(
+            "ratio", result.figures[f"s{sizes[-1]}_ms"].samples[-1] / result.figures[f"s{sizes[0]}_ms"].samples[-1], "x"
+        )
     for size in sizes:
         edges = sum(len(item["depends_on"]) for item in make_plan(size, 5)["subtasks"])
         print(f"  {size:>6} subtasks, {edges:>6} edges: {result.figures[f's{size}_ms'].median:7.1f} ms")
-    print(f"  ratio {sizes[-1]} / {sizes[0]} subtasks: {result.figures['ratio'].median:.1f}x (linear: {sizes[-1] / sizes[0]:.0f}x)")
+    print(
+        f"  ratio {sizes[-1]} / {sizes[0]} subtasks: {result.figures['ratio'].median:.1f}x "
+        f"(linear: {sizes[-1] / sizes[0]:.0f}x)"
+    )
     return result

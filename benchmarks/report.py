@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 class Figure:
     unit: str
     samples: list[float] = field(default_factory=list)
-    lower_is_better: bool = True
 
     @property
     def median(self) -> float:
@@ -48,10 +47,10 @@ class Result:
         print(f"  note: {text}", flush=True)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {key: figure.median for key, figure in self.figures.items()}
+        data: dict[str, Any] = {key: round(figure.median, 6) for key, figure in self.figures.items()}
         data.update(self.facts)
-        data["spread"] = {key: [min(f.samples), max(f.samples)] for key, f in self.figures.items()}
-        data["samples"] = {key: f.samples for key, f in self.figures.items()}
+        data["spread"] = {key: [round(min(f.samples), 6), round(max(f.samples), 6)] for key, f in self.figures.items()}
+        data["samples"] = {key: [round(value, 6) for value in f.samples] for key, f in self.figures.items()}
         data["units"] = {key: f.unit for key, f in self.figures.items() if f.unit}
         data["notes"] = self.notes
         return data
@@ -71,16 +70,19 @@ def number(value: float) -> str:
 
 
 def table(results: list[Result]) -> str:
-    """Return one table of every scenario's figures: median and min–max over the repetitions."""
-    rows = [("scenario", "figure", "median", "min–max", "unit", "n")]
+    """Return one table of every scenario's figures: median and min-max over the repetitions."""
+    rows = [("scenario", "figure", "median", "min-max", "unit", "n")]
     for result in results:
         for key, figure in result.figures.items():
-            spread = f"{number(min(figure.samples))}–{number(max(figure.samples))}"
+            spread = f"{number(min(figure.samples))}-{number(max(figure.samples))}"
             rows.append((result.name, key, number(figure.median), spread, figure.unit, str(len(figure.samples))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):
-        cells = [cell.ljust(width) if i < 2 or i == 4 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            cell.ljust(width) if i < 2 or i == 4 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
@@ -94,7 +96,11 @@ def load_average() -> list[float]:
 def machine() -> dict[str, Any]:
     """Describe what ran the benchmark: CPUs, memory, versions, the commit measured."""
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     memory_kb = next(

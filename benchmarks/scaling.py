@@ -5,9 +5,8 @@ baseline runs the same batches as chords in sequence. The subtask worker is rest
 each concurrency; the control worker and beat stay as they are.
 """
 
-from benchmarks.bench import Bench, scenario_result
+from benchmarks.bench import Bench, engine_run, raw_run, scenario_result
 from benchmarks.harness import SUBTASK_CONCURRENCY
-from benchmarks.overhead import engine_run, raw_run
 from benchmarks.report import Result
 from benchmarks.shapes import engine_batches, layered_plan
 
