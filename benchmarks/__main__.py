@@ -25,6 +25,7 @@ from benchmarks import (
     scaling,
 )
 from benchmarks.bench import Bench
+from benchmarks.profiling import profiled
 from benchmarks.report import ROOT, Result, load_average, machine, now, table, write
 
 SCENARIOS: dict[str, Callable[[Bench], Result]] = {
@@ -32,12 +33,13 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "overhead": overhead.overhead,
     "resume": resume.run,
     "uneven": overhead.uneven,
-    "large_plan": large_plan.run,
     "parked": parked.run,
     "scaling": scaling.run,
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
+    "large_plan": large_plan.run,
     "result_backend": result_backend.run,
 }
 OUTPUT = ROOT / "benchmarks" / "results" / "latest.json"
@@ -71,17 +73,41 @@ def main(names: list[str]) -> int:
     call_command("migrate", verbosity=0)
     results: list[Result] = []
     scenarios: dict[str, dict] = {}
-    failed = []
+    failed: list[str] = []
     started = time.monotonic()
+
+    def save(*, complete: bool) -> None:
+        # Written after every scenario, so a run stopped halfway keeps what it measured.
+        write(
+            output,
+            {
+                "date": now(),
+                "complete": complete,
+                "machine": info,
+                "load_before": load_before,
+                "load_after": load_average(),
+                "scale": bench.scale,
+                "repeat": bench.repeat,
+                "result_backend": bench.result_backend,
+                "duration_s": round(time.monotonic() - started, 1),
+                "scenarios": scenarios,
+            },
+        )
+
     try:
         for name in names or SCENARIOS:
             mark, load, began = bench.mark(), load_average(), time.monotonic()
             try:
-                result = SCENARIOS[name](bench)
+                if os.environ.get("BENCH_PROFILE"):
+                    with profiled(bench, name, output.parent / "profiles"):
+                        result = SCENARIOS[name](bench)
+                else:
+                    result = SCENARIOS[name](bench)
             except Exception:
                 traceback.print_exc()
                 failed.append(name)
                 scenarios[name] = {"error": traceback.format_exc(limit=3)}
+                save(complete=False)
                 continue
             finally:
                 bench.settle()
@@ -97,25 +123,12 @@ def main(names: list[str]) -> int:
             )
             results.append(result)
             scenarios[name] = result.to_json()
+            save(complete=False)
     finally:
         bench.close()
-    load_after = load_average()
     print(table(results))
-    print(f"\nload average after: {', '.join(map(str, load_after))}; {time.monotonic() - started:.0f} s in all")
-    write(
-        output,
-        {
-            "date": now(),
-            "machine": info,
-            "load_before": load_before,
-            "load_after": load_after,
-            "scale": bench.scale,
-            "repeat": bench.repeat,
-            "result_backend": bench.result_backend,
-            "duration_s": round(time.monotonic() - started, 1),
-            "scenarios": scenarios,
-        },
-    )
+    print(f"\nload average after: {', '.join(map(str, load_average()))}; {time.monotonic() - started:.0f} s in all")
+    save(complete=True)
     print(f"wrote {output}; the processes' logs are in {bench.log_dir}")
     if failed:
         print(f"failed: {', '.join(failed)}")
