@@ -1,5 +1,6 @@
 """Run the benchmarks (`make bench`, or `make bench BENCH="overhead resume"`): one table, one JSON file."""
 
+import json
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ from benchmarks import (
 )
 from benchmarks.bench import Bench
 from benchmarks.profiling import profiled
-from benchmarks.report import ROOT, Result, load_average, machine, now, table, write
+from benchmarks.report import ROOT, Result, load_average, machine, markdown, now, table, write
 
 SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "validation": plan_validation.run,
@@ -129,6 +130,7 @@ def main(names: list[str]) -> int:
     print(table(results))
     print(f"\nload average after: {', '.join(map(str, load_average()))}; {time.monotonic() - started:.0f} s in all")
     save(complete=True)
+    print(f"\nThe README's table (benchmarks/results/latest.json):\n{markdown(json.loads(output.read_text()))}\n")
     print(f"wrote {output}; the processes' logs are in {bench.log_dir}")
     if failed:
         print(f"failed: {', '.join(failed)}")

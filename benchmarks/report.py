@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,117 @@ def write(path: Path, data: dict[str, Any]) -> None:
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
+
+
+# The README's table: (scenario, what, engine figure, raw figure or "", ratio figure or "", the issue's goal).
+HEADLINES = [
+    ("overhead", "10 x 100 no-op subtasks, approval to completed (s)", "engine_s", "raw_s", "ratio", "ratio <= 2"),
+    (
+        "resume",
+        "approve response -> resumed run starts, p50 (ms)",
+        "engine_p50_ms",
+        "raw_dispatch_p50_ms",
+        "ratio",
+        "ratio <= 2",
+    ),
+    ("resume", "same, p99 (ms)", "engine_p99_ms", "", "", ""),
+    (
+        "resume",
+        "approve POST vs GET /agents/, p50 (ms)",
+        "approve_request_p50_ms",
+        "trivial_get_p50_ms",
+        "approve_over_get",
+        "<= 3",
+    ),
+    ("uneven", "0-50 ms sleeps: makespan (s); ideal in notes", "engine_s", "raw_s", "ratio", ""),
+    ("uneven", "makespan / max(critical path, work / 4)", "engine_over_bound", "raw_over_bound", "", ""),
+    ("parked", "busy worker slots while 1,000 plans wait", "busy_slots", "", "", "0"),
+    (
+        "parked",
+        "subtask worker RSS before -> while parked (MB)",
+        "subtasks_worker_rss_before_mb",
+        "subtasks_worker_rss_after_mb",
+        "",
+        "",
+    ),
+    ("parked", "1,000 approvals by 8 threads -> all completed (s)", "engine_s", "raw_s", "ratio", ""),
+    ("scaling", "400 x 50 ms, 1 process (subtasks/s)", "engine_1p_per_s", "raw_1p_per_s", "", ""),
+    ("scaling", "400 x 50 ms, 2 processes (subtasks/s)", "engine_2p_per_s", "raw_2p_per_s", "", ""),
+    ("scaling", "400 x 50 ms, 4 processes (subtasks/s)", "engine_4p_per_s", "raw_4p_per_s", "", ""),
+    ("scaling", "speedup 4 processes / 1", "speedup_4p", "raw_speedup_4p", "", ">= 3"),
+    (
+        "many_plans",
+        "100 plans x 10 no-ops at once (subtasks/s)",
+        "engine_subtasks_per_s",
+        "raw_tasks_per_s",
+        "ratio",
+        "",
+    ),
+    ("large_plan", "create 10,000 subtasks / 50,000 edges over HTTP (s)", "large_create_s", "", "", ""),
+    ("large_plan", "web process peak RSS while creating it (MB)", "large_create_web_peak_rss_mb", "", "", ""),
+    (
+        "large_plan",
+        "per subtask: 10,000-plan vs 1,000-plan (ms)",
+        "large_per_subtask_ms",
+        "small_per_subtask_ms",
+        "per_subtask_ratio",
+        "ratio <= 1.3",
+    ),
+    ("large_plan", "status latency 10,000 vs 1,000 (ms)", "large_status_ms", "small_status_ms", "", ""),
+    ("large_plan", "detail latency 10,000 vs 1,000 (ms)", "large_detail_ms", "small_detail_ms", "", ""),
+    ("stream", "event commit -> SSE client, p50 (ms)", "p50_ms", "", "", "< 100"),
+    ("canvas", "raw only: per-batch chords vs nested chain (s)", "per_batch_s", "nested_s", "ratio", ""),
+    ("result_backend", "overhead plan: Redis vs django-db results (s)", "redis_s", "django_db_s", "ratio", ""),
+]
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """Return the README's table of headline figures from a latest.json."""
+    rows = [
+        "| scenario | figure | engine | baseline | ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(scenario: dict[str, Any], key: str) -> str:
+        if not key or key not in scenario:
+            return ""
+        low, high = scenario.get("spread", {}).get(key, [scenario[key], scenario[key]])
+        spread = f" ({number(low)}-{number(high)})" if low != high else ""
+        return f"{number(scenario[key])}{spread}"
+
+    for name, label, engine, baseline, ratio, goal in HEADLINES:
+        scenario = data["scenarios"].get(name)
+        if not scenario or "error" in scenario:
+            continue
+        cells = [name, label, cell(scenario, engine), cell(scenario, baseline), cell(scenario, ratio), goal]
+        rows.append("| " + " | ".join(cells) + " |")
+    queries = data["scenarios"].get("large_plan", {})
+    if "small_status_queries" in queries:
+        rows.append(
+            f"| large_plan | queries: status, detail at 10,000 vs 1,000 | "
+            f"{queries['large_status_queries']}, {queries['large_detail_queries']} | "
+            f"{queries['small_status_queries']}, {queries['small_detail_queries']} | | same |"
+        )
+    redrives = {name: s.get("reconciler", {}) for name, s in data["scenarios"].items() if "reconciler" in s}
+    busy = {name: r for name, r in redrives.items() if r.get("resent_events") or r.get("log_lines")}
+    rows.append(
+        "\nReconciler: "
+        + (
+            "re-drove nothing in any scenario."
+            if not busy
+            else "; ".join(
+                f"{name}: {r['resent_events']} resent events, {r['log_lines']} log lines "
+                f"(lost runs {r.get('lost_runs', 0)}, resent {r.get('resent', 0)}, advanced {r.get('advanced', 0)})"
+                for name, r in busy.items()
+            )
+        )
+    )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(
+        markdown(
+            json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "benchmarks/results/latest.json").read_text())
+        )
+    )
