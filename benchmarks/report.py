@@ -153,7 +153,7 @@ HEADLINES = [
         "approve_over_get",
         "<= 3",
     ),
-    ("uneven", "0-50 ms sleeps: makespan (s); ideal in notes", "engine_s", "raw_s", "ratio", ""),
+    ("uneven", "0-50 ms sleeps: makespan (s)", "engine_s", "raw_s", "ratio", ""),
     ("uneven", "makespan / max(critical path, work / 4)", "engine_over_bound", "raw_over_bound", "", ""),
     ("parked", "busy worker slots while 1,000 plans wait", "busy_slots", "", "", "0"),
     (
