@@ -31,7 +31,11 @@ class Api:
         """Make a user with Django's own model and get its token from the API."""
         username, password = f"bench-{time.time_ns()}", secrets.token_urlsafe(12)
         User.objects.create_user(username=username, password=password)
-        response = httpx.post(f"{base_url}/api/v1/auth/token/", json={"username": username, "password": password})
+        # A fresh web process loads the app on its first request, and checking a password is slow
+        # on purpose: on a busy machine this takes seconds.
+        response = httpx.post(
+            f"{base_url}/api/v1/auth/token/", json={"username": username, "password": password}, timeout=120
+        )
         response.raise_for_status()
         return cls(base_url, response.json()["token"])
 
