@@ -51,16 +51,20 @@ class Bench:
         """Start a stack and warm it up: the first runs after a start pay for imports and connections."""
         stack = Stack(result_backend=result_backend, log_dir=self.log_dir / f"stack-{len(self.stacks) + 1}")
         self.stacks.append(stack)
-        stack.start()
-        api = Api.login(stack.url)
         try:
-            engine_run(api, layered_plan(no_ops(3, 8), goal="benchmark: warm-up"))
-            # A raw chord's counter lives in the sender's result backend: this process's.
-            if result_backend == self.result_backend:
-                raw_run(no_ops(3, 8))
-        finally:
-            api.close()
-        stack.settle()
+            stack.start()
+            api = Api.login(stack.url)
+            try:
+                engine_run(api, layered_plan(no_ops(3, 8), goal="benchmark: warm-up"))
+                # A raw chord's counter lives in the sender's result backend: this process's.
+                if result_backend == self.result_backend:
+                    raw_run(no_ops(3, 8))
+            finally:
+                api.close()
+            stack.settle()
+        except BaseException:
+            stack.stop()
+            raise
         return stack
 
     def stop_stack(self) -> None:
@@ -77,11 +81,13 @@ class Bench:
         """Run a stack with another result backend instead of the shared one; yield its client."""
         self.stop_stack()
         stack = self.start_stack(result_backend=result_backend)
-        api = Api.login(stack.url)
         try:
-            yield stack, api
+            api = Api.login(stack.url)
+            try:
+                yield stack, api
+            finally:
+                api.close()
         finally:
-            api.close()
             stack.stop()
 
     def settle(self) -> None:
@@ -93,7 +99,10 @@ class Bench:
                 print(f"  {str(error).splitlines()[0]}", flush=True)
 
     def close(self) -> None:
+        """Stop every stack this run started, whatever state a failure left it in."""
         self.stop_stack()
+        for stack in self.stacks:
+            stack.stop()
 
     # --- The reconciler check ---------------------------------------------------------------
 
