@@ -1,68 +1,218 @@
-"""Start and stop the worker processes a benchmark measures, and watch Redis while it runs."""
+"""The processes a benchmark measures (web, subtask and control workers, beat) and what watches them."""
 
-import contextlib
-import json
 import os
-import subprocess
-import sys
-import tempfile
+import re
+import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 from celery import current_app
 from django.conf import settings
+from django.db import connection
 
-from tests.processes import FAST, WORKER_ENV, Worker, current_database_url
+from tests.processes import WebServer, Worker, current_database_url
+
+SUBTASK_CONCURRENCY = 4
+CONTROL_CONCURRENCY = 2
+# The raw baselines' tasks run in the very processes that run the engine.
+INCLUDE = "benchmarks.tasks"
+# The reconciler's repairs, one WARNING line each (execution/reconciler.py).
+REDROVE = {
+    "lost_runs": re.compile(r"Reconciler: plan \S+: run \d+ of subtask .* was lost"),
+    "resent": re.compile(r"Reconciler: plan \S+: re-sent subtask"),
+    "advanced": re.compile(r"Reconciler: plan \S+ had nothing in flight: advanced it"),
+}
+# Higher than any scenario's request rate: the benchmark measures the engine, not the throttle.
+THROTTLE = "100000000/minute"
 
 
-@contextlib.contextmanager
-def workers(*, result_backend: str, include: str = "") -> Iterator[None]:
-    """Run a subtask worker (4 processes) and a control worker (2) with this result backend."""
-    env = {
+def bench_env(*, result_backend: str) -> dict[str, str]:
+    """Return the environment of every process of the stack: production settings otherwise."""
+    return {
         **os.environ,
-        **FAST,
-        **WORKER_ENV,
         "DATABASE_URL": current_database_url(),
         "CELERY_RESULT_BACKEND": result_backend,
+        "EXECUTION_PYTHON_AGENT_MODULES": "benchmarks",
+        "API_THROTTLE_USER": THROTTLE,
+        "API_THROTTLE_TOKEN": THROTTLE,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
     }
-    extra = ["--include", include] if include else []
-    common = ["--loglevel", "WARNING", "--without-gossip", "--without-mingle", *extra]
-    log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
-    current_app.control.purge()
-    started = [
-        Worker(
-            "subtasks",
-            ["worker", "--queues", "subtasks", "--hostname", "bench-subtasks@%h", "--concurrency", "4", *common],
-            env,
-            log_dir,
-        ),
-        Worker(
-            "control",
-            ["worker", "--queues", "control", "--hostname", "bench-control@%h", "--concurrency", "2", *common],
-            env,
-            log_dir,
-        ),
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while len(current_app.control.ping(timeout=0.5) or []) < len(started):
-            if time.monotonic() > deadline:
-                raise RuntimeError("benchmark workers did not start: " + "\n".join(w.tail() for w in started))
-        yield
-    finally:
-        for worker in started:
+
+
+class Stack:
+    """uvicorn, a subtask worker, a control worker and beat, started as the Procfile starts them."""
+
+    def __init__(self, *, result_backend: str, log_dir: Path, concurrency: int = SUBTASK_CONCURRENCY) -> None:
+        self.result_backend = result_backend
+        self.concurrency = concurrency
+        self.env = bench_env(result_backend=result_backend)
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.workers: dict[str, Worker] = {}
+        self.web: WebServer | None = None
+        self.control_log = self.log_dir / "bench-control.log"
+
+    @property
+    def url(self) -> str:
+        assert self.web is not None
+        return self.web.url
+
+    def start(self) -> "Stack":
+        current_app.control.purge()
+        worker_env = {**self.env, "DATABASE_CONN_MAX_AGE": "600"}  # as in the Procfile
+        self._start_worker("subtasks", self.concurrency, worker_env)
+        self._start_worker("control", CONTROL_CONCURRENCY, worker_env, queues="control,webhooks")
+        schedule = str(self.log_dir / "beat-schedule")
+        self.workers["beat"] = Worker(
+            "beat", ["beat", "--loglevel", "WARNING", "--schedule", schedule], worker_env, self.log_dir
+        )
+        self.web = WebServer(self.env, self.log_dir, args=["--no-access-log"])
+        self.web.wait_ready()
+        self.wait_for_workers("subtasks", "control")
+        return self
+
+    def _start_worker(self, name: str, concurrency: int, env: dict[str, str], queues: str = "") -> None:
+        args = [
+            "worker",
+            "--queues",
+            queues or name,
+            "--hostname",
+            f"bench-{name}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--include",
+            INCLUDE,
+        ]
+        self.workers[name] = Worker(f"bench-{name}", args, env, self.log_dir)
+
+    def hostname(self, name: str) -> str:
+        return f"bench-{name}@{socket.gethostname()}"
+
+    def wait_for_workers(self, *names: str, timeout: float = 60) -> None:
+        hosts = {self.hostname(name) for name in names}
+        deadline = time.monotonic() + timeout
+        while True:
+            replies = current_app.control.ping(destination=list(hosts), timeout=0.5) or []
+            if hosts <= {host for reply in replies for host in reply}:
+                return
+            dead = [name for name, worker in self.workers.items() if worker.process.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"benchmark workers did not start ({dead or 'timeout'}):\n{self.logs()}")
+
+    def restart_subtasks(self, concurrency: int) -> None:
+        """Replace the subtask worker by one with this many processes (the queue waits meanwhile)."""
+        self.workers["subtasks"].stop()
+        self.concurrency = concurrency
+        self._start_worker("subtasks", concurrency, {**self.env, "DATABASE_CONN_MAX_AGE": "600"})
+        self.wait_for_workers("subtasks")
+
+    def stop(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
+        for worker in self.workers.values():
             worker.stop()
+        self.workers.clear()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{worker.tail()}" for name, worker in self.workers.items())
+
+    # --- What the scenarios read --------------------------------------------------------
+
+    def control_log_size(self) -> int:
+        return self.control_log.stat().st_size if self.control_log.exists() else 0
+
+    def reconciler_lines(self, since: int = 0) -> list[dict[str, int]]:
+        """Return one report per repair line the reconciler logged after offset `since`."""
+        if not self.control_log.exists():
+            return []
+        with self.control_log.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        return [{kind: 1} for line in text.splitlines() for kind, pattern in REDROVE.items() if pattern.search(line)]
+
+    def busy_slots(self) -> dict[str, int]:
+        """Return how many tasks each worker runs now (`celery inspect active`)."""
+        hosts = [self.hostname("subtasks"), self.hostname("control")]
+        active = current_app.control.inspect(destination=hosts, timeout=2).active() or {}
+        missing = set(hosts) - set(active)
+        if missing:
+            raise RuntimeError(f"no answer from {sorted(missing)} to inspect active")
+        return {host.split("@")[0].removeprefix("bench-"): len(tasks) for host, tasks in active.items()}
+
+    def worker_rss(self) -> dict[str, int]:
+        """Return the resident memory of each worker: its main process and its pool processes."""
+        return {name: tree_rss(self.workers[name].pid) for name in ("subtasks", "control")}
+
+    def settle(self, timeout: float = 120) -> None:
+        """Wait until nothing is queued or running (twice in a row), so measurements do not overlap.
+
+        Plans waiting for a human count as settled: they hold nothing.
+        """
+        client = broker()
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not settle within {timeout:.0f}s:\n{self.logs()}")
+            queued = sum(client.llen(queue) for queue in ("subtasks", "control"))
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM plans_subtask WHERE status IN ('queued', 'running')")
+                (busy,) = cursor.fetchone()
+            quiet = quiet + 1 if not queued and not busy else 0
+            time.sleep(0.15)
+
+
+def broker() -> redis.Redis:
+    """Return a client of the broker's Redis, where the raw tasks and the probes leave their marks."""
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def rss(pid: int, field: str = "VmRSS") -> int:
+    """Return a process's resident memory (or its peak, VmHWM) in bytes; 0 once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a new peak (VmHWM) for this process (Linux: clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def tree_rss(pid: int) -> int:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss(current)
+        todo.extend(children.get(current, []))
+    return total
 
 
 class RedisWatch:
     """Sample the broker's memory and count the bytes written to it while a run lasts."""
 
     def __init__(self) -> None:
-        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        self.client = broker()
         self.peak_memory = 0
         self._stop = threading.Event()
 
@@ -85,24 +235,5 @@ class RedisWatch:
         self.peak_growth = max(0, self.peak_memory - self.memory_before)
 
 
-def megabytes(count: int) -> str:
-    return f"{count / 1_000_000:7.1f} MB"
-
-
-def in_subprocess(module: str, *, result_backend: str) -> dict:
-    """Run `python -m <module>` with this result backend and return the JSON it prints last.
-
-    The process that sends a chord must use the same result backend as the workers (the
-    chord's counter lives there), so each backend is measured in a process of its own.
-    """
-    env = {**os.environ, "CELERY_RESULT_BACKEND": result_backend}
-    done = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{module} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def redis_results_url() -> str:
-    """Return a Redis URL next to the broker's (the following database number) for results."""
-    base, _, db = settings.CELERY_BROKER_URL.rpartition("/")
-    return f"{base}/{int(db) + 1}" if db.isdigit() else settings.CELERY_BROKER_URL
+def megabytes(count: float) -> str:
+    return f"{count / 1_000_000:.1f} MB"

@@ -6,8 +6,8 @@ truth, so losing every broker message delays a plan and never loses it:
   is dispatched again as a new attempt, or failed as poison after too many lost runs;
 - a queued subtask whose message is gone (not started long after it was due, while its
   queue is empty, or never sent) is sent again;
-- a plan with nothing in flight and nothing waiting (a chord callback or an advance
-  message was lost) is advanced.
+- a plan with nothing in flight and nothing waiting, and no event for
+  EXECUTION_QUEUED_STALL_S (a chord callback or an advance message was lost), is advanced.
 Every repair locks the plan and re-checks, so reconcilers running at once, or a
 repair racing the original message, change nothing twice.
 """
@@ -20,14 +20,15 @@ from uuid import UUID
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from execution import engine
 from execution.events import event_append
 from execution.leases import leases_abandoned
-from execution.models import ExecState
+from execution.models import Event, ExecState
+from execution.states import SUBTASK_ACTIVE
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 
@@ -68,17 +69,22 @@ def reconcile() -> dict[str, int]:
             if queue_empty or not task_id:
                 report["resent"] += _resend(pk, queued_at)
 
-    in_flight = Subtask.objects.filter(plan=OuterRef("pk"), status__in=[S.QUEUED, S.RUNNING, S.WAITING_APPROVAL])
+    in_flight = Subtask.objects.filter(plan=OuterRef("pk"), status__in=SUBTASK_ACTIVE)
+    # A plan whose last run has just settled waits for its chord callback (or the resume's
+    # advance) for a moment: only one with nothing logged for the stall time is stuck.
+    last_event = Event.objects.filter(plan=OuterRef("pk")).order_by("-seq").values("created_at")[:1]
     idle = (
         Plan.objects.filter(status=PlanStatus.IN_PROGRESS)
         .exclude(execution__state=ExecState.PAUSED)
         .exclude(Exists(in_flight))
+        .annotate(last_event_at=Subquery(last_event))
+        .filter(last_event_at__lt=now - timedelta(seconds=settings.EXECUTION_QUEUED_STALL_S))
         .values_list("pk", flat=True)[:BATCH_LIMIT]
     )
     for plan_id in idle:
         engine.plan_advance(plan_id=plan_id)
-        # Usually a chord callback a moment late, sometimes one the broker lost.
-        logger.info("Reconciler: plan %s had nothing in flight: advanced it", plan_id)
+        # Its chord callback, or the advance after a single run, was lost.
+        logger.warning("Reconciler: plan %s had nothing in flight: advanced it", plan_id)
         report["advanced"] += 1
 
     return report

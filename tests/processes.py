@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -128,7 +129,7 @@ class WebServer:
 
     APPLICATION_NAME = "web-under-test"
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -145,6 +146,7 @@ class WebServer:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *args,
                 ],
                 cwd=ROOT,
                 env=env,
