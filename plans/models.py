@@ -140,15 +140,12 @@ class Subtask(models.Model):
             models.CheckConstraint(condition=Q(status__in=SubtaskStatus.values), name="subtask_status_valid"),
             models.CheckConstraint(condition=Q(max_retries__lte=MAX_RETRIES_LIMIT), name="subtask_max_retries_range"),
         ]
+        # Every index of a subtask takes an entry at each status change (a status in a partial
+        # index's condition rules out PostgreSQL's HOT updates), so there are few: the unique
+        # (plan, key), which also finds a plan's subtasks, and the two partial ones below.
         indexes = [
-            models.Index(fields=["plan", "batch_index", "position"], name="subtask_plan_batch"),
-            # The reconciler's scan: work that should be in flight.
-            models.Index(
-                fields=["status"],
-                name="subtask_in_flight",
-                condition=Q(status__in=["queued", "running"]),
-            ),
-            # The status endpoint's current subtasks, however many are still pending.
+            # The status endpoint's current subtasks, however many are still pending, and the
+            # reconciler's scan of work that should be in flight.
             models.Index(
                 fields=["plan", "batch_index", "position"],
                 name="subtask_active",

@@ -41,6 +41,7 @@ RUN_COLUMNS = (
     "conversation",
     "usage",
 )
+PREPARE_THRESHOLD = 5
 _JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage")
 
 START_SQL = f"""
@@ -86,6 +87,9 @@ SELECT plan.status AS plan_status, plan.goal AS plan_goal, plan.metadata AS plan
 FROM plan LEFT JOIN execution ON true LEFT JOIN lease ON true LEFT JOIN started ON true LEFT JOIN counter ON true
 """
 
+# Whether `done` done subtasks (out of p.subtask_count) pass a whole percent that one fewer did not.
+_PASSES_A_PERCENT = "(100 * ({done})) / p.subtask_count > (100 * ({done} - 1)) / p.subtask_count"
+
 FINISH_SQL = f"""
 WITH plan AS (
     SELECT p.id FROM plans_plan p WHERE p.id = %(plan)s FOR UPDATE
@@ -98,13 +102,17 @@ WITH plan AS (
     WHERE s.id = %(id)s AND s.plan_id = plan.id AND s.status = 'running' AND s.attempts = %(attempt)s
     RETURNING s.id, s.plan_id, s.key, s.attempts
 ), counter AS (
+    -- A progress event when the done percentage passes a whole number: every time in a plan
+    -- of up to 100 subtasks, a hundred times in a larger one.
     UPDATE plans_plan p
-    SET last_event_seq = p.last_event_seq + 2, running_count = p.running_count - 1, done_count = p.done_count + 1
+    SET last_event_seq = p.last_event_seq + 1 + ({_PASSES_A_PERCENT.format(done="p.done_count + 1")})::int,
+        running_count = p.running_count - 1, done_count = p.done_count + 1
     FROM finished WHERE p.id = finished.plan_id
-    RETURNING p.last_event_seq, p.callback_url, p.subtask_count, {COUNTERS_RETURNED}
+    RETURNING p.last_event_seq, p.callback_url, p.subtask_count, {COUNTERS_RETURNED},
+        {_PASSES_A_PERCENT.format(done="p.done_count")} AS progressed
 ), event AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
-    SELECT finished.plan_id, c.last_event_seq - 1, 'subtask.completed', jsonb_build_object(
+    SELECT finished.plan_id, c.last_event_seq - c.progressed::int, 'subtask.completed', jsonb_build_object(
         'plan_id', finished.plan_id::text, 'subtask_id', finished.id::text, 'subtask_key', finished.key,
         'previous_status', 'running', 'status', 'done', 'attempt', finished.attempts, 'reason', '',
         'result', %(result)s::jsonb
@@ -113,11 +121,12 @@ WITH plan AS (
     UNION ALL
     SELECT finished.plan_id, c.last_event_seq, '{PROGRESS_EVENT}',
         {progress_payload_sql("c", "finished.plan_id::text")}, statement_timestamp()
-    FROM finished, counter c
+    FROM finished, counter c WHERE c.progressed
 ), notified AS (
     SELECT pg_notify('{NOTIFY_CHANNEL}', finished.plan_id::text) FROM finished, counter
 )
-SELECT finished.id, counter.last_event_seq, counter.callback_url, (SELECT count(*) FROM notified) AS notified,
+SELECT finished.id, counter.last_event_seq, counter.callback_url, counter.progressed,
+       (SELECT count(*) FROM notified) AS notified,
        pg_advisory_unlock(hashtext(%(key)s), %(attempt)s) AS released
 FROM plan LEFT JOIN finished ON true LEFT JOIN counter ON true
 """
@@ -209,7 +218,7 @@ def run_finish(
         return False, False
     if found["id"] is not None and found["callback_url"]:
         last = found["last_event_seq"]
-        _webhooks(plan_id, [last - 1, last])
+        _webhooks(plan_id, [last - 1, last] if found["progressed"] else [last])
     return found["id"] is not None, bool(found["released"])
 
 
@@ -222,8 +231,14 @@ def _one(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     # Django's cursors bind on the client, which plans the statement anew every time; the
-    # connection's own server-side binding prepares it once per connection.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    # connection's own server-side binding prepares it once per connection. Django turns
+    # preparing off (prepare_threshold None) for the sake of transaction-pooling proxies,
+    # which the run's session-level lease rules out anyway; its own client-bound cursors
+    # never prepare, so this changes only these statements.
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = PREPARE_THRESHOLD
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         values = cursor.fetchone()
         if values is None:
