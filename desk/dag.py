@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from html import escape
 
 from common.palette import STATUS_COLOURS, status_colour, text_colour
+from plans.models import SubtaskStatus
 
 __all__ = ["STATUS_COLOURS", "Node", "dag_svg", "status_colour", "summary_svg", "text_colour", "too_large"]
 
-SUBTASK_STATUSES = ("pending", "queued", "running", "waiting_approval", "done", "failed", "skipped", "cancelled")
+SUBTASK_STATUSES = tuple(SubtaskStatus.values)
 
 # Beyond these the picture is no longer readable (nor cheap to load); draw a summary instead.
 MAX_NODES = 300

@@ -20,6 +20,7 @@ from execution.events import event_append
 from execution.models import ExecState
 from execution.operations import operation_require
 from execution.signals import plan_approval_requested
+from execution.states import SUBTASK_STOPPED
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from execution.webhook_targets import target_problem
 from plans.models import Plan, PlanStatus, Subtask
@@ -159,7 +160,7 @@ def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Su
     if plan.status == PlanStatus.FAILED:
         plan_transition(plan=plan, to=PlanStatus.IN_PROGRESS, reason=reason, actor=actor, event="plan.retried")
         execution_transition(execution=execution, to=ExecState.RUNNING, reason=reason, actor=actor)
-        stopped = Subtask.objects.filter(plan=plan, status__in=[S.SKIPPED, S.CANCELLED])
+        stopped = Subtask.objects.filter(plan=plan, status__in=SUBTASK_STOPPED)
     else:
         downstream = engine.downstream_ids([subtask.pk for subtask in subtasks])
         stopped = Subtask.objects.filter(plan=plan, status=S.SKIPPED, pk__in=downstream)

@@ -145,7 +145,8 @@ class Subtask(models.Model):
         # (plan, key), which also finds a plan's subtasks, and the two partial ones below.
         indexes = [
             # The status endpoint's current subtasks, however many are still pending, and the
-            # reconciler's scan of work that should be in flight.
+            # reconciler's scan of work that should be in flight. The conditions are the sets of
+            # execution/states.py (SUBTASK_ACTIVE, SUBTASK_UNSETTLED), which a test compares.
             models.Index(
                 fields=["plan", "batch_index", "position"],
                 name="subtask_active",

@@ -12,6 +12,7 @@ from execution import canvas
 from execution.engine.locks import execution_of
 from execution.models import ExecState
 from execution.signals import waits_cancelled
+from execution.states import SUBTASK_IN_FLIGHT
 from execution.transitions import subtasks_redispatch, subtasks_transition
 from plans.models import Plan, Subtask
 from plans.models import SubtaskStatus as S
@@ -62,9 +63,7 @@ def stop_unfinished(plan: Plan, *, statuses: Sequence[str], reason: str, void_pl
         waits_cancelled.send(
             sender=Plan, plan_id=plan.pk, subtask_ids=None if void_plan_approval else waiting, reason=reason
         )
-    task_ids = [
-        subtask.task_id for subtask in targets if subtask.task_id and before[subtask.pk] in (S.QUEUED, S.RUNNING)
-    ]
+    task_ids = [subtask.task_id for subtask in targets if subtask.task_id and before[subtask.pk] in SUBTASK_IN_FLIGHT]
     if task_ids:
         transaction.on_commit(partial(canvas.revoke, task_ids), robust=True)
 

@@ -9,7 +9,7 @@ from execution.engine.locks import execution_of
 from execution.events import event_append
 from execution.models import ExecState, ExecutionState
 from execution.progress import plan_progress
-from execution.states import EXECUTION_FINISHED
+from execution.states import EXECUTION_FINISHED, SUBTASK_UNSETTLED
 from execution.transitions import execution_transition, plan_transition
 from plans.models import FailurePolicy, Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
@@ -32,7 +32,9 @@ def plan_finish(plan: Plan, execution: ExecutionState) -> None:
 
 def plan_fail(plan: Plan, execution: ExecutionState, *, reason: str) -> None:
     """Fail fast: the plan fails; what has not started is cancelled, running work finishes."""
-    stop_unfinished(plan, statuses=[S.PENDING, S.QUEUED, S.WAITING_APPROVAL], reason=reason, void_plan_approval=False)
+    # Running subtasks are left to finish; everything else unsettled is cancelled.
+    waiting = sorted(SUBTASK_UNSETTLED - {S.RUNNING})
+    stop_unfinished(plan, statuses=waiting, reason=reason, void_plan_approval=False)
     plan_transition(plan=plan, to=PlanStatus.FAILED, reason=reason)
     if execution.state not in EXECUTION_FINISHED:
         execution_transition(execution=execution, to=ExecState.FAILED, reason=reason)

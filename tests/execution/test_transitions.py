@@ -6,7 +6,13 @@ import pytest
 from django.db import connection, transaction
 
 from execution.models import Event, ExecState, ExecutionState, StateTransition
-from execution.states import EXECUTION_TRANSITIONS, PLAN_TRANSITIONS, SUBTASK_TRANSITIONS
+from execution.states import (
+    EXECUTION_TRANSITIONS,
+    PLAN_TRANSITIONS,
+    SUBTASK_ACTIVE,
+    SUBTASK_TRANSITIONS,
+    SUBTASK_UNSETTLED,
+)
 from execution.transitions import (
     TransitionConflict,
     TransitionNotAllowed,
@@ -15,7 +21,7 @@ from execution.transitions import (
     subtask_transition,
     subtasks_transition,
 )
-from plans.models import PlanStatus, SubtaskStatus
+from plans.models import PlanStatus, Subtask, SubtaskStatus
 from tests.factories import draft_plan, subtask
 
 pytestmark = pytest.mark.django_db
@@ -162,3 +168,9 @@ def test_bulk_subtask_transition_skips_what_the_table_forbids():
     assert dict(plan.subtasks.values_list("key", "status")) == {"a": "done", "b": "cancelled", "c": "cancelled"}
     seqs = list(Event.objects.filter(plan=plan).values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_the_subtask_indexes_cover_the_status_sets_of_the_table():
+    conditions = {index.name: index.condition for index in Subtask._meta.indexes}
+    assert set(dict(conditions["subtask_active"].children)["status__in"]) == SUBTASK_ACTIVE
+    assert set(dict(conditions["subtask_unsettled"].children)["status__in"]) == SUBTASK_UNSETTLED
