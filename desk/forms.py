@@ -7,10 +7,32 @@ from django import forms
 from django.core.serializers.json import DjangoJSONEncoder
 
 from approvals.models import Approval, ApprovalKind
+from plans.json_values import json_problem
 
 
 class PrettyJSONField(forms.JSONField):
-    """A JSON field shown indented; empty means no value (None), invalid JSON is a form error."""
+    """A JSON field shown indented; empty means no value (None), invalid JSON is a form error.
+
+    So is JSON the database cannot store, or nested too deep to handle (the API refuses
+    both the same way).
+    """
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            parsed = super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError("This JSON is nested too deeply.") from None
+        problem = json_problem(parsed) if parsed is not None else ""
+        if problem:
+            raise forms.ValidationError(problem)
+        return parsed
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again after an error: text that fails to parse is kept as typed.
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):

@@ -117,6 +117,23 @@ def test_invalid_json_is_a_form_error_and_nothing_is_decided(owner, field, value
     assert approval.status == ApprovalStatus.PENDING
 
 
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("[" * 20_000 + "]" * 20_000, "nested"),
+        ('{"text": "a\\u0000b"}', "NUL"),
+    ],
+)
+def test_json_the_database_cannot_store_is_a_form_error_not_a_server_error(owner, value, error):
+    approval = waiting_tool_call(owner)
+    data = {"_approve": "Approve", "reason": "", "arguments": '{"path": "x"}', "result": value}
+    response = client_for(owner).post(change_url(approval), data)
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.PENDING
+
+
 def test_a_second_decision_is_a_clear_message(owner):
     approval = waiting_tool_call(owner)
     client = client_for(owner)
