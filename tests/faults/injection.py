@@ -12,6 +12,8 @@ import redis
 from celery import current_app
 from django.db import connections
 from kombu.exceptions import OperationalError
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 from rest_framework.authtoken.models import Token
 
 from plans.models import Subtask
@@ -98,8 +100,9 @@ class Faults:
         self.servers.redis.client.flushall()
 
     def messages_in(self, queue: str) -> list[dict[str, Any]]:
-        """Return the messages waiting in a queue (Redis lists, newest first), decoded."""
-        return [json.loads(raw) for raw in self.servers.redis.client.lrange(queue, 0, -1)]
+        """Return the messages waiting in a queue, decoded: each of its Redis lists (one per priority step)."""
+        keys = [queue, *(f"{queue}{RedisChannel.sep}{step}" for step in PRIORITY_STEPS if step)]
+        return [json.loads(raw) for key in keys for raw in self.servers.redis.client.lrange(key, 0, -1)]
 
     def purge(self, queue: str) -> int:
         with current_app.connection_for_write() as connection:

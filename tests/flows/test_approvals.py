@@ -159,6 +159,22 @@ def test_parallel_approvals_are_decided_and_resumed_independently():
     assert attempts == {"left": 2, "right": 2, "quick": 1, "join": 1}
 
 
+def test_a_decision_resumes_its_subtask_ahead_of_the_batches_queued_before_it():
+    owner = UserFactory()
+    asking = start(subtask("ask", input={"tool_calls": [{"tool": "deploy"}]}), owner=owner)
+    approval = pending_approval(asking, "ask")
+    # Five times the workers' four processes: most of the batch waits in the queue.
+    busy = start(*[subtask(f"work{i}", input={"sleep_ms": 300}) for i in range(20)], max_parallel=20, owner=owner)
+    wait_for(lambda: busy.subtasks.filter(status=SubtaskStatus.RUNNING).count() >= 3)
+
+    approval_decide(approval_id=approval.pk, decided_by=owner, approve=True, result="deployed")
+    asking, busy = finished(asking), finished(busy)
+    assert (asking.status, busy.status) == (PlanStatus.COMPLETED, PlanStatus.COMPLETED)
+    resumed_at = asking.subtasks.get().started_at
+    # In order of arrival it would start after all twenty; it waits only for the runs already taken.
+    assert busy.subtasks.filter(started_at__gt=resumed_at).count() >= 10
+
+
 def test_overdue_approval_expires_as_a_rejection():
     owner = UserFactory()
     plan = start(subtask("a", input={"tool_calls": [{"tool": "t"}]}), owner=owner)
