@@ -19,8 +19,8 @@ DELIVER_WEBHOOK = "execution.deliver_webhook"
 # Runs sent one by one (a decision's resume, a retry, a re-sent message) go before the batches
 # already waiting in the "subtasks" queue, so a person's decision does not wait behind a backlog.
 # On Redis a lower priority number is taken first (kombu keeps one list per step: 0, 3, 6, 9);
-# batch runs take a later step, single runs the default, 0. Other brokers ignore it unless
-# their queue is declared with priorities.
+# batch runs take a later step, single runs the default, 0. RabbitMQ ignores it, as the queues
+# declare no x-max-priority (where declared, it takes the higher number first).
 BATCH_PRIORITY = 6
 
 
