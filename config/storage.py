@@ -14,8 +14,6 @@ class StaticFilesStorage(CompressedManifestStaticFilesStorage):
     from the apps' static folders (WHITENOISE_USE_FINDERS).
     """
 
-    manifest_strict = False
-
     def stored_name(self, name: str) -> str:
         path = urlsplit(unquote(name)).path.strip()
         if self.hash_key(path) not in self.hashed_files:

@@ -97,15 +97,14 @@ def _recover(subtask_id: UUID, attempts: int, reason: str) -> int:
         # Re-checked under the plan's lock: a run that finished meanwhile is left alone.
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.RUNNING or subtask.attempts != attempts:
             return 0
-        engine.recover_lost_run(plan=plan, subtask=subtask, reason=reason)
-        outcome = Subtask.objects.values_list("status", flat=True).get(pk=subtask_id)
+        poisoned = engine.recover_lost_run(plan=plan, subtask=subtask, reason=reason)
         logger.warning(
             "Reconciler: plan %s: run %s of subtask %r was lost (%s): %s",
             plan.pk,
             attempts,
             subtask.key,
             reason,
-            "failed it as poison" if outcome == S.FAILED else "dispatched it again",
+            "failed it as poison" if poisoned else "dispatched it again",
         )
         return 1
 

@@ -92,12 +92,8 @@ def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> It
         "DJANGO_STATIC_ROOT": str(workdir / "static"),
     }
     env.pop("DJANGO_DEBUG", None)
-    server = WebServer(env, workdir)
-    try:
-        server.wait_ready()
+    with WebServer.running(env, workdir) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)

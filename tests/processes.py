@@ -1,12 +1,13 @@
 """Processes tests and benchmarks start: Celery workers, beat and uvicorn, as users run them."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -14,6 +15,8 @@ from celery import current_app
 from django.db import connection
 
 from plans.models import Subtask
+from scripts.servers import free_port
+from scripts.servers import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 # Shortened timings, set the same way in the workers' environment and in the test process.
@@ -130,9 +133,7 @@ class WebServer:
     APPLICATION_NAME = "web-under-test"
 
     def __init__(self, env: dict[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / "web.log"
         with self.log.open("wb") as log:
@@ -167,12 +168,18 @@ class WebServer:
         raise RuntimeError(f"uvicorn did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> None:
-        self.process.terminate()
+        stop_process(self.process, signal.SIGTERM)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, env: dict[str, str], log_dir: Path) -> Iterator["WebServer"]:
+        """Start uvicorn, yield it once it accepts connections, stop it afterwards."""
+        server = cls(env, log_dir)
         try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
 
 
 def current_database_url() -> str:

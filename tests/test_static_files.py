@@ -58,12 +58,8 @@ def static_root(request, tmp_path) -> Path:
 def server(static_root, transactional_db, tmp_path) -> Iterator[WebServer]:
     env = {**os.environ, "DATABASE_URL": current_database_url(), "DJANGO_STATIC_ROOT": str(static_root)}
     env.pop("DJANGO_DEBUG", None)
-    web = WebServer(env, tmp_path)
-    try:
-        web.wait_ready()
+    with WebServer.running(env, tmp_path) as web:
         yield web
-    finally:
-        web.stop()
 
 
 def logged_in(server: WebServer, username: str) -> requests.Session:

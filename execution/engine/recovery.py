@@ -21,8 +21,8 @@ def retry_delay(retries: int, *, at_least: float | None = None) -> float:
     return float(min(cap, max(backoff, at_least or 0.0)))
 
 
-def recover_lost_run(*, plan: Plan, subtask: Subtask, reason: str) -> None:
-    """Re-dispatch a running subtask whose run was lost, or fail it as poison.
+def recover_lost_run(*, plan: Plan, subtask: Subtask, reason: str) -> bool:
+    """Re-dispatch a running subtask whose run was lost, or fail it as poison; return whether it failed.
 
     The caller holds the plan's lock and has checked the run is gone (its lease is
     free) or hung (past its lease). The new run is the next attempt, so if the old one
@@ -41,5 +41,6 @@ def recover_lost_run(*, plan: Plan, subtask: Subtask, reason: str) -> None:
             progress=True,
         )
         after_failure(plan, subtask)
-        return
+        return True
     dispatch(plan, [subtask], batch=False, reason=reason, fields={"lost_runs": lost_runs})
+    return False

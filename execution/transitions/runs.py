@@ -225,7 +225,6 @@ def run_finish(
 def _one(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """Run a hot-path statement as a prepared statement, in its own transaction; return its one row."""
     assert connection.get_autocommit(), "the hot path's statements are their own transactions"
-    connection.ensure_connection()
     # What Django's cursor() would do first: after a database restart the kept connection
     # is broken, and the health check replaces it.
     connection.close_if_health_check_failed()
