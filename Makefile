@@ -7,8 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH ?=
+# Material for MkDocs prints a notice about its end of life (May 2027) at every build.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 
-.PHONY: run wipe test bench lint format clean
+.PHONY: run wipe test bench lint docs format clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +29,8 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m benchmarks $(BENCH)
 
-# Style, types, the layers (import-linter, pyproject.toml), sizes, and migrations in step with the models.
+# Style, types, the layers (import-linter, pyproject.toml), sizes, migrations in step with the models,
+# and the manual built strictly (a broken link fails).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -35,10 +38,15 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/check_sizes.py
 	DJANGO_SECRET_KEY=lint PYTHONWARNINGS=ignore::RuntimeWarning $(PY) manage.py makemigrations --check --dry-run
+	$(MKDOCS) build --strict --quiet
+
+# The manual (docs/, mkdocs.yml) as a site in site/: open site/index.html.
+docs: $(VENV)/.installed
+	$(MKDOCS) build --strict
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache artifacts
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache artifacts site

@@ -148,7 +148,7 @@ def main(names: list[str]) -> int:
     print(table(results))
     print(f"\nload average after: {', '.join(map(str, load_average()))}; {time.monotonic() - started:.0f} s in all")
     save(complete=True)
-    print(f"\nThe README's table (benchmarks/results/latest.json):\n{markdown(json.loads(output.read_text()))}\n")
+    print(f"\ndocs/benchmarks.md's table (from latest.json):\n{markdown(json.loads(output.read_text()))}\n")
     print(f"wrote {output}; the processes' logs are in {bench.log_dir}")
     if failed:
         print(f"failed: {', '.join(failed)}")

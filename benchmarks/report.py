@@ -133,7 +133,7 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
 
 
-# The README's table: (scenario, what, engine figure, raw figure or "", ratio figure or "", the issue's goal).
+# docs/benchmarks.md's table: (scenario, what, engine figure, raw figure or "", ratio figure or "", the issue's goal).
 HEADLINES = [
     ("overhead", "10 x 100 no-op subtasks, approval to completed (s)", "engine_s", "raw_s", "ratio", "ratio <= 2"),
     (
@@ -196,7 +196,7 @@ HEADLINES = [
 
 
 def markdown(data: dict[str, Any]) -> str:
-    """Return the README's table of headline figures from a latest.json."""
+    """Return the headline figures of a latest.json as the table of docs/benchmarks.md."""
     rows = [
         "| scenario | figure | engine | baseline | ratio | goal |",
         "|---|---|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""Settings, read from the environment (see README.md, "Configuration")."""
+"""Settings, read from the environment (every variable: docs/configuration.md)."""
 
 import re
 import sys

@@ -1,6 +1,6 @@
 """An agent service for the `http` agent kind, on the standard library only: copy it and make it yours.
 
-It speaks the HTTP agent protocol (README, "The HTTP agent protocol"): the service POSTs a
+It speaks the HTTP agent protocol (docs/agents.md): the service POSTs a
 subtask's context as JSON; this agent first asks for one tool call that needs a person's
 approval (writing a file), then finishes with the result the approver sent back, or fails
 when the call was rejected.

@@ -76,7 +76,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
 
 @pytest.fixture(scope="session")
 def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> Iterator[WebServer]:
-    """uvicorn serving config.asgi against the test database, as README says, with nothing collected.
+    """uvicorn serving config.asgi against the test database, as docs/processes.md says, with nothing collected.
 
     Its STATIC_ROOT is empty, as on a fresh clone: the admin's files come from the apps' folders.
     """

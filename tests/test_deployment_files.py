@@ -1,4 +1,4 @@
-"""docker-compose.yml and the Procfile: the services README lists, and a Flower nobody reaches without a password."""
+"""docker-compose.yml and the Procfile: the services the docs list, and a Flower nobody reaches without a password."""
 
 import shlex
 

@@ -3,7 +3,7 @@
 The endpoint answers {"result": ...}, {"tool_call": {"tool", "arguments",
 "requires_approval"}} or {"error": "..."} (a failure, not retried). Connection errors,
 timeouts, 5xx and 429 answers are retried; any other answer fails the subtask.
-See README, "The HTTP agent protocol".
+See docs/agents.md, "The HTTP agent protocol".
 """
 
 import requests

@@ -1,4 +1,4 @@
-"""In a real browser, through uvicorn as README starts it: a styled admin where an approver decides tool calls.
+"""In a real browser, through uvicorn as the docs start it: a styled admin where an approver decides tool calls.
 
 The web process runs the production settings (debug off, WhiteNoise, nothing collected), so
 what the browser sees is what a new user sees after `migrate` and `uvicorn config.asgi:application`.

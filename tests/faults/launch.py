@@ -66,7 +66,7 @@ class FaultStack:
 
 
 def record_figures(scenario: str, **figures: Any) -> None:
-    """Print a scenario's figures and keep them for the session's summary (see README, "Reliability")."""
+    """Print a scenario's figures and keep them for the session's summary (see docs/reliability.md)."""
     print(f"figures {scenario}: " + ", ".join(f"{name}={value}" for name, value in figures.items()))
     stack = FaultStack.from_environment()
     if stack is not None:

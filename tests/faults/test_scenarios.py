@@ -62,7 +62,7 @@ def fault_session(request, tmp_path_factory) -> SessionReport:
     paths = [str((SCENARIOS / f"{module}.py").relative_to(ROOT)) for module in sorted(selected)]
     run = run_session([*paths, "-q", "-s", "--junitxml", str(junit)], output=output)
     report = SessionReport(status=run.status, cases=_cases(junit), output=output, figures=run.figures)
-    # The figures of the last run, for README.md's "Reliability" table.
+    # The figures of the last run, for the table of docs/reliability.md.
     seconds = {case.name: case.seconds for case in report.cases}
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fault-figures.json").write_text(json.dumps({"seconds": seconds, "figures": run.figures}, indent=1))
