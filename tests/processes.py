@@ -28,7 +28,7 @@ FAST = {
     "EXECUTION_HARD_LIMIT_GRACE_S": "2",
     "EXECUTION_LEASE_SLACK_S": "2",
     "EXECUTION_MAX_LOST_RUNS": "3",
-    "EXECUTION_PYTHON_AGENT_MODULES": "tests",
+    "EXECUTION_PYTHON_AGENT_MODULES": "tests.agents:*,tests.faults.ledger.record",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
     # The webhook tests' receivers listen on loopback, which webhooks may not reach otherwise.
     "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
