@@ -8,6 +8,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from api.errors import errors
@@ -72,6 +73,8 @@ class RootHealthView(HealthView):
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for an API token."""
 
+    # ObtainAuthToken has no throttles of its own (throttle_classes = ()): the scope alone would not apply.
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
     # ObtainAuthToken takes forms too; the API takes JSON bodies only.
     parser_classes = [JSONParser]

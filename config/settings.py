@@ -3,6 +3,7 @@
 import re
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -64,6 +65,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
+    # Failed admin logins counted per client address, and the address locked out past a limit.
+    "axes",
     "plans",
     "execution",
     "approvals",
@@ -79,6 +82,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns django-axes' lockout into its answer (429 with Retry-After).
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a locked-out address before any password is checked.
+    "desk.access.LoginLimits",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -148,6 +159,8 @@ LOGGING = {
     "loggers": {name: {"filters": ["housekeeping"]} for name in CELERY_TASK_LOGGERS},
 }
 
+# Throttle counts, live-stream slots and login lockouts are kept here: with CACHE_URL (Redis)
+# every web process shares them; without it each process counts on its own.
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("CACHE_URL")}
@@ -180,6 +193,10 @@ REST_FRAMEWORK = {
         "user": env.str("API_THROTTLE_USER", default="1200/minute"),
         "token": env.str("API_THROTTLE_TOKEN", default="30/minute"),
     },
+    # How many proxies in front of the service append to X-Forwarded-For: 0 counts each client by
+    # the address that connected (a client's own X-Forwarded-For is ignored), N by the N-th address
+    # from the end of that header (what the proxy nearest the service saw).
+    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -208,6 +225,16 @@ SPECTACULAR_SETTINGS = {
         "ApprovalKindEnum": "approvals.models.ApprovalKind",
     },
 }
+
+# The admin's login: after this many failed logins from one client address (counted as the API
+# counts addresses, DJANGO_NUM_PROXIES), that address may not log in for ADMIN_LOGIN_COOLOFF_S.
+AXES_ONLY_ADMIN_SITE = True
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_S", default=900))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "desk.access.client_address"
+AXES_LOCKOUT_CALLABLE = "desk.access.login_locked_out"
 
 # Signs webhook deliveries (HMAC-SHA256); plans may set a callback_url only when it is set.
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
