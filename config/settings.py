@@ -244,6 +244,12 @@ WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=8)
 # allowed although they are loopback, link-local or private (e.g. a receiver on the same network).
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 
+# Live event streams (GET /plans/{id}/events/ as Server-Sent Events): at most this many open
+# at once per user (429 for one more), each ended after EVENT_STREAM_MAX_AGE_S (clients
+# reconnect with Last-Event-ID and go on where they were).
+EVENT_STREAMS_PER_USER = env.int("EVENT_STREAMS_PER_USER", default=10)
+EVENT_STREAM_MAX_AGE_S = env.float("EVENT_STREAM_MAX_AGE_S", default=3600.0)
+
 # --- Plans -----------------------------------------------------------------------------
 
 PLANS_MAX_SUBTASKS = env.int("PLANS_MAX_SUBTASKS", default=10_000)

@@ -74,4 +74,5 @@ def guarded(guarded_web, transactional_db) -> Iterator[Guarded]:
 
 def client_from(address: str, base_url: str, **options) -> httpx.Client:
     """Return an HTTP client whose connections come from `address` (any of 127.0.0.0/8 reaches a loopback server)."""
-    return httpx.Client(base_url=base_url, transport=httpx.HTTPTransport(local_address=address), timeout=30, **options)
+    options.setdefault("timeout", 30)
+    return httpx.Client(base_url=base_url, transport=httpx.HTTPTransport(local_address=address), **options)
