@@ -236,10 +236,19 @@ AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "desk.access.client_address"
 AXES_LOCKOUT_CALLABLE = "desk.access.login_locked_out"
 
-# Signs webhook deliveries (HMAC-SHA256); plans may set a callback_url only when it is set.
+# Webhooks are signed with their plan owner's secret (POST /api/v1/webhook-secret/); this
+# deployment-wide one signs for owners without one (with the deprecated X-Plans-Signature too).
+# A plan may have a callback_url when its owner, or the deployment, has a secret.
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
+# After a rotation, the previous secret signs beside the new one for this long.
+WEBHOOK_SECRET_OVERLAP_S = env.int("WEBHOOK_SECRET_OVERLAP_S", default=24 * 3600)
+# Per network operation (connect, each read); WEBHOOK_DEADLINE_S bounds a whole attempt.
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+WEBHOOK_DEADLINE_S = env.float("WEBHOOK_DEADLINE_S", default=30.0)
 WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=8)
+# Retry n waits a random time up to min(WEBHOOK_RETRY_BACKOFF_S * 2**n, WEBHOOK_RETRY_BACKOFF_MAX_S).
+WEBHOOK_RETRY_BACKOFF_S = env.int("WEBHOOK_RETRY_BACKOFF_S", default=2)
+WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600)
 # Webhooks go to public addresses only; these host names, addresses and networks (CIDR) are
 # allowed although they are loopback, link-local or private (e.g. a receiver on the same network).
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])

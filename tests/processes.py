@@ -32,6 +32,9 @@ FAST = {
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
     # The webhook tests' receivers listen on loopback, which webhooks may not reach otherwise.
     "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    # A receiver that answers too slowly is cut off soon, and retried soon.
+    "WEBHOOK_DEADLINE_S": "3",
+    "WEBHOOK_RETRY_BACKOFF_S": "1",
     # Small enough for a test agent to go over it cheaply.
     "EXECUTION_MAX_RESULT_BYTES": "100000",
 }
