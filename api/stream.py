@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +187,7 @@ def last_event_id(header: str) -> int | None:
     return None
 
 
-async def event_stream(plan_id: str, *, after: int, max_age_s: float) -> AsyncIterator[str]:
+async def event_stream(plan_id: str, *, after: int, max_age_s: float) -> AsyncGenerator[str, None]:
     """Yield the plan's events after `after` as SSE messages, then each new one as it commits, for `max_age_s`."""
     plans = hub()
     loop = asyncio.get_running_loop()
@@ -236,7 +236,7 @@ def stream_slot_take(user_id: int) -> str | None:
 class _EventStreamResponse(StreamingHttpResponse):
     """A stream that frees its slot when Django closes it, however the stream ended."""
 
-    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_close: Callable[[], object], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_close = on_close
 

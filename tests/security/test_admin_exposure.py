@@ -21,7 +21,8 @@ def with_permissions(user, *codenames: str):
 def token_admin_names() -> tuple[str, str]:
     """Return the URL name prefix and the model name of the admin that lists API tokens."""
     model = next(model for model in admin.site._registry if model._meta.concrete_model is Token)
-    return f"admin:{model._meta.app_label}_{model._meta.model_name}_", model._meta.model_name
+    name = str(model._meta.model_name)
+    return f"admin:{model._meta.app_label}_{name}_", name
 
 
 @pytest.mark.parametrize("superuser", [False, True])

@@ -28,7 +28,9 @@ def events_url(plan) -> str:
 
 def read_messages(response, *, until: int, timeout: float = 20) -> list[dict[str, str]]:
     """Read SSE messages until `until` of them have an id (or the stream ends); return them all."""
-    messages, current, deadline = [], {}, time.monotonic() + timeout
+    messages: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
     for line in response.iter_lines():
         if not line:
             if current:
