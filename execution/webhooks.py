@@ -44,7 +44,8 @@ from execution.webhook_targets import GuardedAdapter, WebhookRefused
 
 logger = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"
+# The Standard Webhooks prefix, not a secret.
+SECRET_PREFIX = "whsec_"  # nosec B105
 SECRET_BYTES = 32
 # Deprecated: the former signature, sent only with the deployment's WEBHOOK_SECRET.
 SIGNATURE_HEADER = "X-Plans-Signature"
