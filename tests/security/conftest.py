@@ -11,7 +11,7 @@ import redis
 from tests.processes import FAST, WebServer, current_database_url
 
 # Low limits, so a flood reaches them in a few requests.
-TOKEN_RATE = 8
+TOKEN_RATE = 4
 STREAMS_PER_USER = 10
 SHORT_STREAM_AGE_S = 2
 
