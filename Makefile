@@ -29,7 +29,8 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m benchmarks $(BENCH)
 
-# Style, types, the layers (import-linter, pyproject.toml), sizes, migrations in step with the models,
+# Style, types, the layers (import-linter, pyproject.toml), sizes, migrations in step with the models, risky
+# code (bandit), known vulnerabilities of the pinned requirements (skipped, saying so, without a network),
 # and the manual built strictly (a broken link fails).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -38,6 +39,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/check_sizes.py
 	DJANGO_SECRET_KEY=lint PYTHONWARNINGS=ignore::RuntimeWarning $(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/bandit --quiet --configfile pyproject.toml --recursive api approvals cli common config desk execution plans scripts
+	$(PY) scripts/audit.py
 	$(MKDOCS) build --strict --quiet
 
 # The manual (docs/, mkdocs.yml) as a site in site/: open site/index.html.

@@ -1,4 +1,4 @@
-"""Endpoints for the registered agents, the service's health, and API tokens."""
+"""Endpoints for the registered agents, the service's health, API tokens, and the caller's webhook secret."""
 
 from typing import Any
 
@@ -8,12 +8,14 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from api.errors import errors
+from api.errors import authenticated_user, errors
 from api.parsers import JSONParser
 from execution.agents.registry import agents_describe
 from execution.health import health_check
+from execution.webhooks import webhook_secret_rotate, webhook_secret_status
 
 
 class AgentSerializer(serializers.Serializer):
@@ -72,6 +74,8 @@ class RootHealthView(HealthView):
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for an API token."""
 
+    # ObtainAuthToken has no throttles of its own (throttle_classes = ()): the scope alone would not apply.
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
     # ObtainAuthToken takes forms too; the API takes JSON bodies only.
     parser_classes = [JSONParser]
@@ -86,3 +90,40 @@ class TokenView(ObtainAuthToken):
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().post(request, *args, **kwargs)
+
+
+class WebhookSecretStatusSerializer(serializers.Serializer):
+    configured = serializers.BooleanField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    previous_valid_until = serializers.DateTimeField(
+        allow_null=True, help_text="Until then the secret before the last rotation signs deliveries too."
+    )
+
+
+class NewWebhookSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="Shown this once: keep it where your receiver verifies deliveries.")
+    created_at = serializers.DateTimeField()
+    previous_valid_until = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookSecretView(APIView):
+    """The key that signs the webhooks of the caller's plans (Standard Webhooks)."""
+
+    @extend_schema(
+        summary="Whether you have a webhook secret (never the secret itself)",
+        responses={200: WebhookSecretStatusSerializer, **errors(401)},
+    )
+    def get(self, request: Request) -> Response:
+        found = webhook_secret_status(owner=authenticated_user(request))
+        return Response(WebhookSecretStatusSerializer(found).data)
+
+    @extend_schema(
+        summary="Make a new webhook secret, shown once; the previous one signs too for WEBHOOK_SECRET_OVERLAP_S",
+        request=None,
+        responses={201: NewWebhookSecretSerializer, **errors(401, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        made = webhook_secret_rotate(owner=authenticated_user(request))
+        response = Response(NewWebhookSecretSerializer(made).data, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response

@@ -1,4 +1,4 @@
-"""The API's routes under /api/v1/: plans, approvals, agents, health, tokens, the schema and its docs."""
+"""The API's routes under /api/v1/: plans, approvals, agents, health, tokens, webhook secrets, the schema, its docs."""
 
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from api.approvals.views import ApprovalViewSet
 from api.plans.views import PlanViewSet
-from api.service import AgentsView, HealthView, TokenView
+from api.service import AgentsView, HealthView, TokenView, WebhookSecretView
 
 router = DefaultRouter()
 router.register("plans", PlanViewSet, basename="plan")
@@ -16,6 +16,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("agents/", AgentsView.as_view(), name="agents"),
     path("health/", HealthView.as_view(), name="health"),
+    path("webhook-secret/", WebhookSecretView.as_view(), name="webhook-secret"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),

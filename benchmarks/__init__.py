@@ -19,5 +19,5 @@ if not apps.ready:
     )
     # The API client of the benchmark makes requests in-process too (query counts).
     os.environ["API_THROTTLE_USER"] = "100000000/minute"
-    os.environ["EXECUTION_PYTHON_AGENT_MODULES"] = "benchmarks"
+    os.environ["EXECUTION_PYTHON_AGENT_MODULES"] = "benchmarks.agents:*"
     django.setup()

@@ -35,7 +35,7 @@ def bench_env(*, result_backend: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": current_database_url(),
         "CELERY_RESULT_BACKEND": result_backend,
-        "EXECUTION_PYTHON_AGENT_MODULES": "benchmarks",
+        "EXECUTION_PYTHON_AGENT_MODULES": "benchmarks.agents:*",
         "API_THROTTLE_USER": THROTTLE,
         "API_THROTTLE_TOKEN": THROTTLE,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",

@@ -1,4 +1,10 @@
-"""The terminal side of `manage.py plans`: rich tables, live progress, and prompts for pending approvals."""
+"""The terminal side of `manage.py plans`: rich tables, live progress, and prompts for pending approvals.
+
+What clients and models wrote (goals, keys, agents, tools, arguments, errors) is shown as
+plain Text, never parsed as Rich markup, with control and bidirectional characters written
+out (common/text.py): it can neither crash the screen nor restyle or rewrite what an
+operator reads before deciding.
+"""
 
 import json
 import time
@@ -23,6 +29,7 @@ from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.selectors import approvals_visible_to, can_decide
 from approvals.services import AlreadyDecided, approval_decide
 from common.palette import STATUS_COLOURS, status_colour
+from common.text import printable
 from execution.events import NOTIFY_CHANNEL
 from execution.models import ExecutionState
 from execution.progress import current_subtask_keys, plan_progress
@@ -46,6 +53,11 @@ def short(text: str, limit: int = 60) -> str:
 
 def compact_json(value: Any, limit: int = 80) -> str:
     return short(json.dumps(value, ensure_ascii=False, sort_keys=True), limit)
+
+
+def shown(text: str, limit: int | None = None) -> Text:
+    """Return text from a client or a model as one line of plain Text, cut after `limit` characters."""
+    return Text(printable(short(text, limit) if limit else text, multiline=False))
 
 
 @dataclass
@@ -109,11 +121,11 @@ def plans_table(views: Iterable[PlanView]) -> Table:
         counts = f"{progress['done']}/{progress['total']} ({progress['percentage']:.0f}%)"
         extra = [f"{progress[name]} {name}" for name in ("failed", "skipped", "cancelled") if progress[name]]
         table.add_row(
-            f"{short(view.plan.goal, 48)}\n[dim]{view.plan.pk}[/dim]",
+            Text.assemble(shown(view.plan.goal, 48), "\n", (str(view.plan.pk), "dim")),
             Text.assemble(styled(view.plan.status), " / ", styled(view.state)),
             bar,
             counts + ("\n" + ", ".join(extra) if extra else ""),
-            short(", ".join(view.current), 40) or "—",
+            shown(", ".join(view.current), 40) if view.current else "—",
         )
     return table
 
@@ -126,11 +138,11 @@ def approvals_table(approvals: Sequence[Approval]) -> Table:
         subtask = approval.subtask
         table.add_row(
             str(number),
-            short(approval.plan.goal, 30),
-            subtask.key if subtask is not None else "—",
-            subtask.agent if subtask is not None else "—",
-            approval.tool if approval.kind == ApprovalKind.TOOL_CALL else "the plan",
-            compact_json(approval.arguments, 50) if approval.kind == ApprovalKind.TOOL_CALL else "",
+            shown(approval.plan.goal, 30),
+            shown(subtask.key) if subtask is not None else "—",
+            shown(subtask.agent) if subtask is not None else "—",
+            shown(approval.tool, 40) if approval.kind == ApprovalKind.TOOL_CALL else "the plan",
+            shown(compact_json(approval.arguments, 50)) if approval.kind == ApprovalKind.TOOL_CALL else "",
             timesince(approval.requested_at, depth=1),
         )
     return table
@@ -167,10 +179,12 @@ def subtasks_table(plan: Plan) -> RenderableType:
     subtasks = plan.subtasks.order_by("batch_index", "position").only("key", "agent", "status", "attempts")
     total = plan.subtasks.count()
     for subtask in subtasks[:SUBTASK_ROWS]:
-        table.add_row(subtask.key, subtask.agent, styled(subtask.status), str(subtask.attempts))
+        table.add_row(shown(subtask.key), shown(subtask.agent), styled(subtask.status), str(subtask.attempts))
     if total > SUBTASK_ROWS:
         table.add_row(f"… {total - SUBTASK_ROWS} more", "", "", "")
-    heading = Text.assemble((short(plan.goal, 100), "bold"), " ", styled(plan.status), f"  {plan.pk}")
+    heading = Text.assemble(
+        (printable(short(plan.goal, 100), multiline=False), "bold"), " ", styled(plan.status), f"  {plan.pk}"
+    )
     return Group(heading, table)
 
 
@@ -246,7 +260,7 @@ class Watch:
         """Watch until every plan has finished; return the last snapshot. Raise WatchTimedOut on timeout."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         live = Live(console=self.console, auto_refresh=False, transient=True) if self.console.is_terminal else None
-        shown: object = None
+        printed: object = None
         with PlanEvents(self.plan_ids) as events:
             if live is not None:
                 live.start()
@@ -255,9 +269,11 @@ class Watch:
                     state = snapshot(plan_ids=self.plan_ids, user=self.user)
                     if live is not None:
                         live.update(screen(state), refresh=True)
-                    elif (line := status_line(state)) != shown:
-                        self.console.print(f"{timezone.localtime():%H:%M:%S} {line}", highlight=False, soft_wrap=True)
-                        shown = line
+                    elif (line := status_line(state)) != printed:
+                        self.console.print(
+                            Text(f"{timezone.localtime():%H:%M:%S} {printable(line)}"), highlight=False, soft_wrap=True
+                        )
+                        printed = line
                     if state.finished:
                         return state
                     if self.interactive and self._ask(state, live):
@@ -294,13 +310,27 @@ class Watch:
         console = self.console
         if approval.kind == ApprovalKind.TOOL_CALL and approval.subtask is not None:
             console.print(
-                f"\n[bold]{approval.subtask.agent}[/bold] asks to call [bold]{approval.tool}[/bold] "
-                f"in subtask [bold]{approval.subtask.key}[/bold] of “{short(approval.plan.goal)}”",
+                Text.assemble(
+                    "\n",
+                    (printable(approval.subtask.agent, multiline=False), "bold"),
+                    " asks to call ",
+                    (printable(approval.tool, multiline=False), "bold"),
+                    " in subtask ",
+                    (printable(approval.subtask.key, multiline=False), "bold"),
+                    " of “",
+                    shown(approval.plan.goal, 60),
+                    "”",
+                ),
                 highlight=False,
             )
-            console.print_json(json.dumps(approval.arguments, ensure_ascii=False))
+            # Whole, as it will be approved: indented JSON, every odd character written out.
+            console.print(
+                Text(printable(json.dumps(approval.arguments, ensure_ascii=False, indent=2))), highlight=False
+            )
         else:
-            console.print(f"\nThe plan “{short(approval.plan.goal)}” waits for approval.", highlight=False)
+            console.print(
+                Text.assemble("\nThe plan “", shown(approval.plan.goal, 60), "” waits for approval."), highlight=False
+            )
         answer = self._prompt("Approve, reject or skip?", choices=["a", "r", "s"], default="s")
         if answer == "s":
             console.print("Skipped; decide it later here, in the admin or through the API.")
@@ -317,7 +347,7 @@ class Watch:
             console.print(f"[yellow]Not decided: it is already {error.status}.[/yellow]")
             return False
         except TransitionNotAllowed as error:
-            console.print(f"[yellow]Not decided: {error}[/yellow]")
+            console.print(Text(f"Not decided: {printable(str(error))}", style="yellow"))
             return False
         console.print("[green]Approved.[/green]" if approve else "[red]Rejected.[/red]")
         return True
@@ -340,7 +370,7 @@ class Watch:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as error:
-                self.console.print(f"[red]Not JSON: {error}.[/red]")
+                self.console.print(Text(f"Not JSON: {error}.", style="red"))
                 continue
             if obj and not isinstance(value, dict):
                 self.console.print("[red]The arguments must be a JSON object.[/red]")

@@ -5,7 +5,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-_DJANGO_KEYS = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}
+_DJANGO_KEYS = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}  # nosec
 
 
 def database_from_url(url: str, *, conn_max_age: int = 0) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import re
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -64,6 +65,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
+    # Failed admin logins counted per client address, and the address locked out past a limit.
+    "axes",
     "plans",
     "execution",
     "approvals",
@@ -75,10 +78,20 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # The admin's pages with control and bidirectional characters written out (after Django's escaping).
+    "desk.middleware.AdminTextShown",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns django-axes' lockout into its answer (429 with Retry-After).
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a locked-out address before any password is checked.
+    "desk.access.LoginLimits",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -148,6 +161,8 @@ LOGGING = {
     "loggers": {name: {"filters": ["housekeeping"]} for name in CELERY_TASK_LOGGERS},
 }
 
+# Throttle counts, live-stream slots and login lockouts are kept here: with CACHE_URL (Redis)
+# every web process shares them; without it each process counts on its own.
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env.str("CACHE_URL")}
@@ -180,6 +195,10 @@ REST_FRAMEWORK = {
         "user": env.str("API_THROTTLE_USER", default="1200/minute"),
         "token": env.str("API_THROTTLE_TOKEN", default="30/minute"),
     },
+    # How many proxies in front of the service append to X-Forwarded-For: 0 counts each client by
+    # the address that connected (a client's own X-Forwarded-For is ignored), N by the N-th address
+    # from the end of that header (what the proxy nearest the service saw).
+    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -209,13 +228,38 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Signs webhook deliveries (HMAC-SHA256); plans may set a callback_url only when it is set.
+# The admin's login: after this many failed logins from one client address (counted as the API
+# counts addresses, DJANGO_NUM_PROXIES), that address may not log in for ADMIN_LOGIN_COOLOFF_S.
+AXES_ONLY_ADMIN_SITE = True
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_S", default=900))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "desk.access.client_address"
+AXES_LOCKOUT_CALLABLE = "desk.access.login_locked_out"
+
+# Webhooks are signed with their plan owner's secret (POST /api/v1/webhook-secret/); this
+# deployment-wide one signs for owners without one (with the deprecated X-Plans-Signature too).
+# A plan may have a callback_url when its owner, or the deployment, has a secret.
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
+# After a rotation, the previous secret signs beside the new one for this long.
+WEBHOOK_SECRET_OVERLAP_S = env.int("WEBHOOK_SECRET_OVERLAP_S", default=24 * 3600)
+# Per network operation (connect, each read); WEBHOOK_DEADLINE_S bounds a whole attempt.
 WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=5.0)
+WEBHOOK_DEADLINE_S = env.float("WEBHOOK_DEADLINE_S", default=30.0)
 WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", default=8)
+# Retry n waits a random time up to min(WEBHOOK_RETRY_BACKOFF_S * 2**n, WEBHOOK_RETRY_BACKOFF_MAX_S).
+WEBHOOK_RETRY_BACKOFF_S = env.int("WEBHOOK_RETRY_BACKOFF_S", default=2)
+WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600)
 # Webhooks go to public addresses only; these host names, addresses and networks (CIDR) are
 # allowed although they are loopback, link-local or private (e.g. a receiver on the same network).
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+
+# Live event streams (GET /plans/{id}/events/ as Server-Sent Events): at most this many open
+# at once per user (429 for one more), each ended after EVENT_STREAM_MAX_AGE_S (clients
+# reconnect with Last-Event-ID and go on where they were).
+EVENT_STREAMS_PER_USER = env.int("EVENT_STREAMS_PER_USER", default=10)
+EVENT_STREAM_MAX_AGE_S = env.float("EVENT_STREAM_MAX_AGE_S", default=3600.0)
 
 # --- Plans -----------------------------------------------------------------------------
 

@@ -54,9 +54,14 @@ def progress_bar(counts: Mapping[str, Any]) -> SafeString:
     )
 
 
+def json_text(value: Any) -> str:
+    """Return a JSON value as the admin shows it: indented, keys sorted."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, cls=DjangoJSONEncoder)
+
+
 def pretty_json(value: Any, *, limit: int | None = None) -> SafeString:
     """Return a JSON value indented in a <pre>, cut after `limit` characters."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, cls=DjangoJSONEncoder)
+    text = json_text(value)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return format_html('<pre class="json">{}</pre>', text)

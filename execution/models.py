@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
@@ -70,3 +71,23 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
+
+
+class WebhookSecret(models.Model):
+    """The key that signs the webhooks of one owner's plans (Standard Webhooks), shown to its owner once.
+
+    A rotation keeps the key it replaces signing too, until `previous_until`, so receivers
+    can switch keys without refusing a delivery in between.
+    """
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="webhook_secret"
+    )
+    # "whsec_" and the base64 of 32 random bytes, as Standard Webhooks libraries take it.
+    secret = models.CharField(max_length=64)
+    previous = models.CharField(max_length=64, blank=True, default="")
+    previous_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"webhook secret of user {self.owner_id}"

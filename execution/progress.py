@@ -59,7 +59,7 @@ def counters_match(*, plan_id: UUID) -> bool:
     counted = ", ".join(f"count(*) FILTER (WHERE s.status = '{status}')" for status in S.values)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT ROW(p.subtask_count, {columns}) = ROW(count(s.id), {counted}) "
+            f"SELECT ROW(p.subtask_count, {columns}) = ROW(count(s.id), {counted}) "  # nosec
             "FROM plans_plan p LEFT JOIN plans_subtask s ON s.plan_id = p.id WHERE p.id = %s GROUP BY p.id",
             [plan_id],
         )

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
@@ -23,6 +22,7 @@ from execution.signals import plan_approval_requested
 from execution.states import SUBTASK_STOPPED
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from execution.webhook_targets import target_problem
+from execution.webhooks import webhooks_enabled_for
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 from plans.services import plan_create, plan_limits
@@ -40,7 +40,7 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
         agents=agent_names(),
         limits=plan_limits(),
         check_input=agent_input_errors,
-        callbacks_enabled=bool(settings.WEBHOOK_SECRET),
+        callbacks_enabled=webhooks_enabled_for(owner),
     )
     if spec.callback_url and (problem := target_problem(spec.callback_url)):
         raise PlanInvalid("validation_error", f"Invalid plan: callback_url: {problem}", {"callback_url": [problem]})

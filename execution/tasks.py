@@ -59,14 +59,20 @@ def reconcile() -> dict[str, int]:
 
 @shared_task(
     name="execution.deliver_webhook",
-    bind=True,
     acks_late=True,
     ignore_result=True,
+    # Each attempt ends by its deadline, however slowly the receiver answers (the soft limit
+    # interrupts the request; the hard one, a little later, ends the worker process if not).
+    soft_time_limit=settings.WEBHOOK_DEADLINE_S,
+    time_limit=settings.WEBHOOK_DEADLINE_S + 5,
+    # Retried with exponential backoff, each delay drawn at random below its cap (full jitter),
+    # so deliveries that failed together do not come back together.
+    autoretry_for=(WebhookFailed,),
+    retry_backoff=settings.WEBHOOK_RETRY_BACKOFF_S,
+    retry_backoff_max=settings.WEBHOOK_RETRY_BACKOFF_MAX_S,
+    retry_jitter=True,
     max_retries=settings.WEBHOOK_MAX_RETRIES,
 )
-def deliver_webhook(self, *, plan_id: str, seq: int) -> None:
+def deliver_webhook(*, plan_id: str, seq: int) -> None:
     """POST one event to its plan's callback_url, retrying with backoff until it is taken."""
-    try:
-        webhook_deliver(plan_id=UUID(plan_id), seq=seq)
-    except WebhookFailed as error:
-        raise self.retry(exc=error, countdown=engine.retry_delay(self.request.retries)) from error
+    webhook_deliver(plan_id=UUID(plan_id), seq=seq)

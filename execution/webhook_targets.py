@@ -44,8 +44,9 @@ def _kind(address: Address) -> str:
     """Return what kind of non-public address this is, or "" for a public one."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
-        if getattr(address, f"is_{kind}"):
+    # IPv6 site-local (fec0::/10) is deprecated, but still routed inside some networks.
+    for kind in ("loopback", "link_local", "site_local", "unspecified", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}", False):
             return kind.replace("_", "-")
     return "" if address.is_global else "non-public"
 

@@ -89,7 +89,10 @@ def validate_plan(
     errors.unknown_fields("", data, fields)
     values = {field.name: errors.read(field.name, field, data) for field in fields if field.kind != "subtasks"}
     if values["callback_url"] and not callbacks_enabled:
-        errors.add("callback_url", "Webhooks are disabled on this service (WEBHOOK_SECRET is not set).")
+        errors.add(
+            "callback_url",
+            "Webhooks need a secret to sign them: make yours with POST /api/v1/webhook-secret/ first.",
+        )
 
     raw_subtasks = data.get("subtasks")
     if not isinstance(raw_subtasks, list) or not raw_subtasks:

@@ -73,7 +73,7 @@ def stack_home() -> Path:
 
 
 @contextlib.contextmanager
-def services(data: Path | None = None, secret_key: str = "") -> Iterator[dict[str, str]]:
+def services(data: Path | None = None, secret_key: str = "") -> Iterator[dict[str, str]]:  # nosec B107
     """Yield the environment for the app: the configured services, or local ones.
 
     A local PostgreSQL keeps its files in `data` when given (make run), else in a temporary

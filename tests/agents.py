@@ -1,4 +1,4 @@
-"""Callables for the python agent in tests (EXECUTION_PYTHON_AGENT_MODULES includes "tests"), misbehaving ones too."""
+"""Callables for the python agent in tests (allowed as "tests.agents:*"), misbehaving ones too."""
 
 import contextlib
 import os
@@ -35,6 +35,10 @@ def two_tool_calls(context: dict[str, Any]) -> ToolCalls:
 
 def raises(context: dict[str, Any]) -> None:
     raise RuntimeError(f"the agent fell over on attempt {context['attempt']}")
+
+
+def raises_naming_a_url_with_credentials(context: dict[str, Any]) -> None:
+    raise ConnectionError("cannot reach https://agent:hunter2@models.example/v1?api_key=sk-sekrit")
 
 
 def hangs(context: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
     "WEBHOOK_SECRET": str,
     "WEBHOOK_ALLOWED_HOSTS": lambda value: value.split(","),
+    "WEBHOOK_RETRY_BACKOFF_S": int,
     "EXECUTION_MAX_RESULT_BYTES": int,
 }
 

@@ -28,10 +28,13 @@ FAST = {
     "EXECUTION_HARD_LIMIT_GRACE_S": "2",
     "EXECUTION_LEASE_SLACK_S": "2",
     "EXECUTION_MAX_LOST_RUNS": "3",
-    "EXECUTION_PYTHON_AGENT_MODULES": "tests",
+    "EXECUTION_PYTHON_AGENT_MODULES": "tests.agents:*,tests.faults.ledger.record",
     "WEBHOOK_SECRET": "webhook-secret-for-tests",
     # The webhook tests' receivers listen on loopback, which webhooks may not reach otherwise.
     "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+    # A receiver that answers too slowly is cut off soon, and retried soon.
+    "WEBHOOK_DEADLINE_S": "3",
+    "WEBHOOK_RETRY_BACKOFF_S": "1",
     # Small enough for a test agent to go over it cheaply.
     "EXECUTION_MAX_RESULT_BYTES": "100000",
 }

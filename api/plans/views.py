@@ -6,6 +6,7 @@ Each action is one service call; errors become the API's error format in api/err
 from typing import Any
 
 import django_filters
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import reverse
@@ -28,7 +29,7 @@ from api.plans.serializers import (
     TransitionSerializer,
 )
 from api.renderers import EventStreamRenderer
-from api.stream import event_stream_response
+from api.stream import SLOT_RETRY_AFTER_S, event_stream_response, last_event_id, stream_slot_take
 from approvals.services import plan_approve
 from execution.models import ExecState
 from execution.progress import current_subtask_keys, plan_progress
@@ -201,14 +202,16 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         description=(
             "JSON: the events with seq > after, oldest first (at most `limit`). With `Accept: text/event-stream` "
             "the response is a Server-Sent Events stream: first the events after `after` (or after the "
-            "`Last-Event-ID` header when reconnecting), then each new event as it is committed. Each message has "
-            "`id` (the seq), `event` (the type) and `data` (the event as JSON)."
+            "`Last-Event-ID` header when reconnecting; one that is not a sequence number is ignored), then each new "
+            "event as it is committed. Each message has `id` (the seq), `event` (the type) and `data` (the event as "
+            "JSON). A stream ends after EVENT_STREAM_MAX_AGE_S (the client reconnects with Last-Event-ID); a user "
+            "with EVENT_STREAMS_PER_USER streams open gets 429 `throttled` for another."
         ),
         parameters=[AfterSerializer],
         responses={
             (200, "application/json"): EventSerializer(many=True),
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="Server-Sent Events"),
-            **errors(400, 401, 404),
+            **errors(400, 401, 404, 429),
         },
     )
     @action(
@@ -224,7 +227,16 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         query.is_valid(raise_exception=True)
         after = query.validated_data["after"]
         if request.accepted_renderer.format == EventStreamRenderer.format:
-            last_event_id = request.headers.get("Last-Event-ID", "")
-            return event_stream_response(plan.pk, after=int(last_event_id) if last_event_id.isdigit() else after)
+            slot = stream_slot_take(authenticated_user(request).pk)
+            if slot is None:
+                raise exceptions.Throttled(
+                    wait=SLOT_RETRY_AFTER_S,
+                    detail=(
+                        f"At most {settings.EVENT_STREAMS_PER_USER} live event streams per user at once "
+                        "(EVENT_STREAMS_PER_USER); close one first."
+                    ),
+                )
+            resumed = last_event_id(request.headers.get("Last-Event-ID", ""))
+            return event_stream_response(plan.pk, after=after if resumed is None else resumed, slot=slot)
         events = plan_events(plan_id=plan.pk, after=after, limit=query.validated_data["limit"])
         return Response(EventSerializer(events, many=True).data)

@@ -1,3 +1,3 @@
-"""Admin for plans and subtasks: progress, the DAG picture, history, events, and the operator actions."""
+"""Admin for plans and subtasks: progress, the DAG picture, history, events, the operator actions, and API tokens."""
 
-from desk.admin import approvals, execution, plans, subtasks  # noqa: F401  (importing registers them)
+from desk.admin import approvals, execution, plans, subtasks, tokens  # noqa: F401  (importing registers them)

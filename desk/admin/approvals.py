@@ -12,6 +12,7 @@ from django.db.models import Case, F, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
@@ -20,13 +21,20 @@ from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.selectors import approvals_visible_to, can_decide
 from approvals.services import AlreadyDecided, approval_decide
 from desk.access import StaffReadOnly
-from desk.display import badge, plan_link, pretty_json, subtask_link
+from desk.display import badge, json_text, plan_link, pretty_json, subtask_link
 from desk.forms import DecisionForm
 from execution.transitions import TransitionNotAllowed
 from plans.selectors import is_approver, plans_visible_to
 
 DECISIONS = {"_approve": True, "_reject": False}
 PLAN_CHOICES = 20
+# The queue shows this much of a tool call's arguments; "Approve selected" approves only calls shown whole.
+LIST_ARGUMENTS_LIMIT = 300
+
+
+def arguments_cut(approval: Approval) -> bool:
+    """Return whether the queue shows the tool call's arguments cut short."""
+    return approval.kind == ApprovalKind.TOOL_CALL and len(json_text(approval.arguments)) > LIST_ARGUMENTS_LIMIT
 
 
 def describe(approval: Approval) -> str:
@@ -112,7 +120,7 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "plan_goal",
         "subtask_key",
         "agent",
-        "arguments_json",
+        "arguments_start",
         "status_badge",
         "age",
         "expires",
@@ -177,10 +185,20 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         return approval.subtask.agent if approval.subtask is not None else "—"
 
     @admin.display(description="arguments")
-    def arguments_json(self, approval: Approval) -> SafeString | str:
+    def arguments_start(self, approval: Approval) -> SafeString | str:
         if approval.kind != ApprovalKind.TOOL_CALL:
             return "—"
-        return pretty_json(approval.arguments, limit=300)
+        if arguments_cut(approval):
+            return format_html(
+                '{}<span class="arguments-cut">cut short: open it to read them whole and decide there</span>',
+                pretty_json(approval.arguments, limit=LIST_ARGUMENTS_LIMIT),
+            )
+        return pretty_json(approval.arguments)
+
+    @admin.display(description="arguments")
+    def arguments_json(self, approval: Approval) -> SafeString | str:
+        # Whole, however long: this page is where a call shown cut in the queue is decided.
+        return pretty_json(approval.arguments) if approval.kind == ApprovalKind.TOOL_CALL else "—"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, approval: Approval) -> SafeString:
@@ -236,7 +254,18 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
 
     @admin.action(description="Approve selected (with the reason)", permissions=["decide"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
-        decide_and_report(request, queryset, approve=True, reason=request.POST.get("reason", ""))
+        """Approve what the queue showed whole; a call whose arguments it cut is decided on its own page."""
+        shown_whole = []
+        for approval in queryset:
+            if arguments_cut(approval):
+                messages.error(
+                    request,
+                    f"Not approved: the arguments of the {describe(approval)} are longer than the list shows; "
+                    "open it, read them whole and decide there.",
+                )
+            else:
+                shown_whole.append(approval)
+        decide_and_report(request, shown_whole, approve=True, reason=request.POST.get("reason", ""))
 
     @admin.action(description="Reject selected (with the reason)", permissions=["decide"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:

@@ -106,9 +106,22 @@ admin.site.unregister(TaskResult)
 
 @admin.register(TaskResult)
 class ReadOnlyTaskResultAdmin(ReadOnly, TaskResultAdmin):
-    """Celery's task results, linked from subtasks (Subtask.task_id) and back."""
+    """Celery's task results, linked from subtasks (Subtask.task_id) and back.
+
+    Superusers see every result; other staff (with the view permission) only those of the
+    subtasks of plans they may see, as everywhere else in the desk.
+    """
 
     fieldsets = [(None, {"fields": ["subtasks"]}), *TaskResultAdmin.fieldsets]  # type: ignore[assignment]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskResult]:
+        results = super().get_queryset(request)
+        if request.user.is_superuser:
+            return results
+        return results.filter(task_id__in=self._visible_subtasks(request).exclude(task_id="").values("task_id"))
+
+    def _visible_subtasks(self, request: HttpRequest) -> QuerySet[Subtask]:
+        return Subtask.objects.filter(plan__in=plans_visible_to(request.user))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*super().get_readonly_fields(request, obj), "subtasks"]
@@ -116,6 +129,7 @@ class ReadOnlyTaskResultAdmin(ReadOnly, TaskResultAdmin):
     @admin.display(description="subtask")
     def subtasks(self, result: TaskResult) -> SafeString | str:
         # The subtask whose current dispatch this is; an earlier attempt's task is no longer linked.
+        # Task ids are unique: a result a user may see (get_queryset) is that of a subtask they may see.
         found = Subtask.objects.filter(task_id=result.task_id).select_related("plan")
         return (
             format_html_join(

@@ -17,12 +17,12 @@ import json
 import os
 from collections.abc import Iterable
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from jsonschema import ValidationError
 from jsonschema.validators import validator_for
 from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI, OpenAIError
 
+from common.redaction import url_without_credentials as _without_credentials
 from execution.agents.base import (
     AgentError,
     BaseAgent,
@@ -378,12 +378,3 @@ def _add_step(usage: dict[str, Any], completion: dict[str, Any], model: str) -> 
     usage["steps"].append({**step, "model": completion.get("model") or model})
     usage["prompt_tokens"] += step["prompt_tokens"]
     usage["completion_tokens"] += step["completion_tokens"]
-
-
-def _without_credentials(url: str) -> str:
-    """Return the URL without user, password or query (where some endpoints put keys)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -4,15 +4,27 @@ A tool runs either on the client (`runs: "client"`: the client runs it and sends
 result with the approval) or on the worker (`runs: "worker"`: one of WORKER_TOOLS,
 run by the agent itself). Worker tools only ever see paths inside the workspace: an
 absolute path, `..`, or a symlink leading out is refused with a ToolError, which the
-agent reports to the model as the tool's answer.
+agent reports to the model as the tool's answer. So is every other problem with a path
+(a NUL byte, a loop of links, a name too long), whatever the operating system says.
+
+The check resolves the path; the open then walks the resolved path again one directory
+at a time from the workspace, never following a link (O_NOFOLLOW), so a directory
+swapped for a link between the two is refused instead of followed out of the workspace.
+Only regular files are read, opened without blocking (a FIFO would wait for a writer).
 """
 
-from collections.abc import Callable
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+from plans.json_values import storable_text
 
 READ_FILE_DEFAULT_BYTES = 64 * 1024
 READ_FILE_MAX_BYTES = 1024 * 1024
@@ -56,50 +68,100 @@ def inside_workspace(path: Any) -> Path:
     """Return `path` (relative to the workspace) resolved, refusing anything that leads outside it."""
     if not isinstance(path, str) or not path:
         raise ToolError("A path relative to the workspace is required.")
+    if "\x00" in path:
+        raise ToolError(f"{path!r} holds a NUL byte, which no file name may contain.")
     if Path(path).is_absolute():
         raise ToolError(f"{path!r} is an absolute path; give a path relative to the workspace.")
     root = workspace()
     # resolve() follows symlinks, so a link pointing out of the workspace is caught too.
-    target = (root / path).resolve()
+    try:
+        target = (root / path).resolve()
+    except (OSError, RuntimeError) as error:  # a loop of links is a RuntimeError before Python 3.13
+        raise ToolError(f"{path!r} cannot be followed: {_reason(error)}.") from None
     if not target.is_relative_to(root):
         raise ToolError(f"{path!r} is outside the workspace; paths must stay inside it.")
     return target
 
 
-def read_file(arguments: dict[str, Any]) -> str:
-    """Return the start of a text file in the workspace."""
-    target = inside_workspace(arguments.get("path"))
-    limit = arguments.get("max_bytes", READ_FILE_DEFAULT_BYTES)
-    if target.is_dir():
-        raise ToolError(f"{arguments['path']!r} is a directory; list it with list_files.")
+def _reason(error: BaseException) -> str:
+    return (error.strerror if isinstance(error, OSError) else None) or str(error) or type(error).__name__
+
+
+@contextmanager
+def _opened(path: str, target: Path, *, directory: bool) -> Iterator[tuple[int, os.stat_result]]:
+    """Yield a descriptor of `target` and its status, opened from the workspace down following no link."""
+    root = workspace()
+    parts = target.relative_to(root).parts
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    descriptors = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
     try:
-        size = target.stat().st_size
-        with target.open("rb") as file:
-            data = file.read(limit)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            try:
+                descriptors.append(
+                    os.open(part, flags | (os.O_DIRECTORY if directory or not last else 0), dir_fd=descriptors[-1])
+                )
+            except NotADirectoryError:
+                if last:
+                    raise ToolError(f"{path!r} is not a directory.") from None
+                raise ToolError(f"{path!r} changed while being opened; it is not read.") from None
+        yield descriptors[-1], os.fstat(descriptors[-1])
     except FileNotFoundError:
-        raise ToolError(f"{arguments['path']!r} does not exist.") from None
+        raise ToolError(f"{path!r} does not exist.") from None
     except OSError as error:
-        raise ToolError(f"{arguments['path']!r} cannot be read: {error.strerror}.") from None
-    text = data.decode("utf-8", errors="replace")
-    if size > limit:
-        text += f"\n[truncated: the first {limit} of {size} bytes]"
+        if error.errno == errno.ELOOP:
+            # A link where the check saw none: the path changed since.
+            raise ToolError(f"{path!r} changed while being opened; it is not read.") from None
+        raise ToolError(f"{path!r} cannot be opened: {_reason(error)}.") from None
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+
+
+def read_file(arguments: dict[str, Any]) -> str:
+    """Return the start of a regular text file in the workspace, NUL bytes written out as \\x00."""
+    path = arguments.get("path")
+    target = inside_workspace(path)
+    limit = arguments.get("max_bytes", READ_FILE_DEFAULT_BYTES)
+    with _opened(str(path), target, directory=False) as (descriptor, info):
+        if stat.S_ISDIR(info.st_mode):
+            raise ToolError(f"{path!r} is a directory; list it with list_files.")
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError(f"{path!r} is not a regular file; only files are read.")
+        try:
+            data = os.read(descriptor, limit)
+        except OSError as error:
+            raise ToolError(f"{path!r} cannot be read: {_reason(error)}.") from None
+    text = storable_text(data.decode("utf-8", errors="replace"))
+    if info.st_size > limit:
+        text += f"\n[truncated: the first {limit} of {info.st_size} bytes]"
     return text
 
 
 def list_files(arguments: dict[str, Any]) -> str:
-    """Return a directory's entries in the workspace, one per line, directories ending in '/'."""
+    """Return a directory's entries in the workspace, one per line, directories ending in '/'.
+
+    Reading stops after LIST_FILES_MAX_ENTRIES entries: a huge directory costs no more than
+    a small one, and the entries shown are the first ones read, sorted by name.
+    """
     path = arguments.get("path") or "."
     target = inside_workspace(path)
-    if not target.is_dir():
-        raise ToolError(f"{path!r} is not a directory." if target.exists() else f"{path!r} does not exist.")
-    try:
-        entries = sorted(target.iterdir(), key=lambda entry: entry.name)
-    except OSError as error:
-        raise ToolError(f"{path!r} cannot be listed: {error.strerror}.") from None
-    lines = [f"{entry.name}/" if entry.is_dir() else entry.name for entry in entries[:LIST_FILES_MAX_ENTRIES]]
-    if len(entries) > LIST_FILES_MAX_ENTRIES:
-        lines.append(f"[{len(entries) - LIST_FILES_MAX_ENTRIES} more entries not shown]")
-    return "\n".join(lines) or "(empty directory)"
+    entries: list[str] = []
+    more = False
+    with _opened(str(path), target, directory=True) as (descriptor, _):
+        try:
+            with os.scandir(descriptor) as scan:
+                for entry in scan:
+                    if len(entries) == LIST_FILES_MAX_ENTRIES:
+                        more = True
+                        break
+                    entries.append(f"{entry.name}/" if entry.is_dir(follow_symlinks=False) else entry.name)
+        except OSError as error:
+            raise ToolError(f"{path!r} cannot be listed: {_reason(error)}.") from None
+    lines = sorted(entries)
+    if more:
+        lines.append(f"[more entries not shown: the listing stops at {LIST_FILES_MAX_ENTRIES}]")
+    return "\n".join(storable_text(line) for line in lines) or "(empty directory)"
 
 
 @dataclass(frozen=True)

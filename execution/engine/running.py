@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common.redaction import credentials_stripped
 from execution.agents.base import Step
 from execution.agents.registry import UnknownAgent, agent_get
 from execution.engine.locks import execution_of, plan_lock_for
@@ -65,8 +66,10 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
         except SoftTimeLimitExceeded:
             error = f"Timed out after {started.subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S}s."
         except Exception as exc:  # an agent's failure, whatever it is, is this attempt's failure
-            logger.info("Subtask %s attempt %s failed: %s", subtask_id, attempt, exc, exc_info=True)
-            error = storable_text(f"{type(exc).__name__}: {exc}")
+            error = storable_text(credentials_stripped(f"{type(exc).__name__}: {exc}"))
+            logger.info("Subtask %s attempt %s failed: %s", subtask_id, attempt, error)
+            # The traceback's last line is the raw message: only where the operator asked for DEBUG.
+            logger.debug("Subtask %s attempt %s failed", subtask_id, attempt, exc_info=True)
             retry_after = getattr(exc, "retry_after", None)
         outcome = Outcome(
             subtask=started.subtask, attempt=attempt, step=step, history=history, error=error, retry_after=retry_after

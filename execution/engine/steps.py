@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
+from common.redaction import credentials_stripped
 from execution.agents.base import STEP_TYPES, Agent, Fail, Finish, Step, ToolCall, ToolCalls
 from execution.tool_calls import TOOL_NAME_MAX_LENGTH, ToolCallEntry, ToolCallStatus, entry_new
 from plans.json_values import json_problem, storable_text, text_problem
@@ -35,8 +36,8 @@ def call_agent(agent: Agent | None, name: str, context: dict[str, Any], history:
         if problem:
             return Fail(problem)
         if isinstance(step, Fail):
-            # The agent's own words, kept: only what PostgreSQL cannot store is written out.
-            return dataclasses.replace(step, error=storable_text(step.error))
+            # The agent's own words, kept: only credentials and what PostgreSQL cannot store are taken out.
+            return dataclasses.replace(step, error=storable_text(credentials_stripped(step.error)))
         if not isinstance(step, ToolCall) or step.requires_approval:
             return step
         history.append(

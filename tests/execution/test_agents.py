@@ -211,7 +211,7 @@ def test_http_agent_without_a_url_fails():
 
 
 def test_python_agent_calls_an_allowed_callable(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
     python = PythonAgent("python")
     ctx = context({"callable": "tests.agents.dependency_keys"}, dependencies={"b": {}, "a": {}})
     assert python.validate_input(ctx["input"]) == []
@@ -219,7 +219,7 @@ def test_python_agent_calls_an_allowed_callable(settings):
 
 
 def test_python_agent_refuses_modules_not_listed(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
     python = PythonAgent("python")
     assert python.validate_input({"callable": "os.system"})
     assert python.validate_input({"callable": "tests.agents.nothing_here"})
@@ -263,6 +263,6 @@ def test_steps_carry_the_agents_state_only_by_keyword():
 
 
 def test_python_agent_may_return_several_tool_calls(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
     step = PythonAgent("python").run(context({"callable": "tests.agents.two_tool_calls"}))
     assert isinstance(step, ToolCalls)

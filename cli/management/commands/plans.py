@@ -9,9 +9,11 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
+from rich.text import Text
 
 from approvals.services import plan_approve
 from cli import console as ui
+from common.text import printable
 from execution.services import plan_submit
 from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, PlanStatus
@@ -97,10 +99,12 @@ class Command(BaseCommand):
         except PlanInvalid as error:
             details = f" Details: {json.dumps(error.details, ensure_ascii=False)}" if error.details else ""
             raise CommandError(
-                f"Invalid plan ({error.code}): {error.message}{details}", returncode=EXIT_USAGE
+                printable(f"Invalid plan ({error.code}): {error.message}{details}"), returncode=EXIT_USAGE
             ) from None
         self.console.print(
-            f"Submitted plan {plan.pk} “{ui.short(plan.goal)}”: {plan.status}.", highlight=False, soft_wrap=True
+            Text.assemble(f"Submitted plan {plan.pk} “", ui.shown(plan.goal, 60), f"”: {plan.status}."),
+            highlight=False,
+            soft_wrap=True,
         )
         if approve and plan.status == PlanStatus.DRAFT:
             plan = self.approve(plan, user)
