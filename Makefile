@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 	DJANGO_SECRET_KEY=lint PYTHONWARNINGS=ignore::RuntimeWarning $(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/bandit --quiet --configfile pyproject.toml --recursive api approvals cli common config desk execution plans scripts
 	$(PY) scripts/audit.py
-	$(MKDOCS) build --strict --quiet
+	$(MKDOCS) build --strict
 
 # The manual (docs/, mkdocs.yml) as a site in site/: open site/index.html.
 docs: $(VENV)/.installed
