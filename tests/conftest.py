@@ -17,11 +17,12 @@ from celery import current_app
 from execution.models import Event
 from execution.services import plan_cancel
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
-from tests.processes import FAST, WORKER_ENV, Cluster, WebServer, Worker, current_database_url
-from tests.support import wait_for
+from scripts.processes import WebServer, Worker, current_database_url
+from tests.support.cluster import FAST, WORKER_ENV, Cluster
+from tests.support.flows import wait_for
 
 # The fake OpenAI-compatible server's fixtures (openai_server, fake_openai) and the test agents.
-pytest_plugins = ["tests.fakes.openai_server", "tests.agents_file"]
+pytest_plugins = ["tests.fakes.openai_server", "tests.support.agents_file"]
 
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
@@ -45,7 +46,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
         "EXECUTION_WORKSPACE_DIR": str(test_agents.workspace),
         # The service's settings plus agents only tests register (a class returning no step).
-        "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
+        "DJANGO_SETTINGS_MODULE": "tests.support.worker_settings",
     }
     common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--pool", "prefork"]
     current_app.control.purge()
@@ -131,6 +132,12 @@ def engine(cluster, transactional_db, request) -> Iterator[Cluster]:
     cluster.quiesce()
     if primary_paths_only and resent:
         pytest.fail(f"The reconciler re-sent {len(resent)} message(s) in a test that injected no fault: {resent}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"cluster", "web"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from execution.services import plan_submit
+from scripts.processes import ROOT, WebServer, current_database_url
 from tests.desk.support import staff
-from tests.factories import plan_data, subtask
-from tests.processes import ROOT, WebServer, current_database_url
+from tests.support.factories import plan_data, subtask
 
 HASHED = re.compile(r"\.[0-9a-f]{12}\.(css|js)$")
 

@@ -17,7 +17,7 @@ from execution.agents.script import ScriptAgent
 from execution.agents.tools import WORKER_TOOLS
 from plans.services import plan_limits
 from plans.validation import validate_plan
-from tests.processes import ROOT
+from scripts.processes import ROOT
 
 EXAMPLES = ROOT / "examples"
 OPENAI = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
@@ -37,7 +37,7 @@ def test_each_kind_builds_its_agent(tmp_path):
             {
                 "demo": {"kind": "script"},
                 "remote": {"kind": "http", "url": "http://127.0.0.1:9/step", "timeout_s": 5},
-                "keys": {"kind": "python", "callable": "tests.agents.dependency_keys"},
+                "keys": {"kind": "python", "callable": "tests.support.agents.dependency_keys"},
                 "coder": {**OPENAI, "max_steps": 5, "tools": [{"name": "write_file", "parameters": SCHEMA}]},
             },
         )
@@ -111,7 +111,7 @@ def test_a_worker_tool_gets_its_built_in_description_and_schema(tmp_path):
         ({"kind": "http"}, '"url" is required'),
         ({"kind": "http", "url": "http://x/", "timeout": 3}, '"timeout" is not an option of this kind'),
         ({"kind": "python"}, '"callable" is required'),
-        ({"kind": "python", "callable": "tests.agents.nothing_here"}, '"callable" cannot be imported'),
+        ({"kind": "python", "callable": "tests.support.agents.nothing_here"}, '"callable" cannot be imported'),
         ({"kind": "script", "sleep_ms": 1}, '"sleep_ms" is not an option of this kind'),
     ],
 )

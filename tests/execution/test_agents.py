@@ -213,7 +213,7 @@ def test_http_agent_without_a_url_fails():
 def test_python_agent_calls_an_allowed_callable(settings):
     settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
     python = PythonAgent("python")
-    ctx = context({"callable": "tests.agents.dependency_keys"}, dependencies={"b": {}, "a": {}})
+    ctx = context({"callable": "tests.support.agents.dependency_keys"}, dependencies={"b": {}, "a": {}})
     assert python.validate_input(ctx["input"]) == []
     assert python.run(ctx) == Finish(["a", "b"])
 
@@ -222,14 +222,14 @@ def test_python_agent_refuses_modules_not_listed(settings):
     settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
     python = PythonAgent("python")
     assert python.validate_input({"callable": "os.system"})
-    assert python.validate_input({"callable": "tests.agents.nothing_here"})
+    assert python.validate_input({"callable": "tests.support.agents.nothing_here"})
     assert python.validate_input({})
     assert isinstance(python.run(context({"callable": "os.system"})), Fail)
 
 
 def test_python_agent_with_a_configured_callable_needs_no_input(settings):
     settings.EXECUTION_PYTHON_AGENT_MODULES = []
-    python = PythonAgent("keys", callable="tests.agents.dependency_keys")
+    python = PythonAgent("keys", callable="tests.support.agents.dependency_keys")
     assert python.validate_input({}) == []
     assert python.run(context(dependencies={"z": {}})) == Finish(["z"])
 
@@ -264,5 +264,5 @@ def test_steps_carry_the_agents_state_only_by_keyword():
 
 def test_python_agent_may_return_several_tool_calls(settings):
     settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests"]
-    step = PythonAgent("python").run(context({"callable": "tests.agents.two_tool_calls"}))
+    step = PythonAgent("python").run(context({"callable": "tests.support.agents.two_tool_calls"}))
     assert isinstance(step, ToolCalls)

@@ -13,7 +13,7 @@ from execution.webhooks import WebhookFailed, webhook_deliver
 from plans.models import Plan
 from tests.api.conftest import client_for
 from tests.api.test_plans import PLANS, assert_error
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 
 pytestmark = pytest.mark.django_db
 

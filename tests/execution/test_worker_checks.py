@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from execution.engine import retry_delay
+from execution.engine.runs import retry_delay
 from execution.worker import configuration_problems, eviction_warning
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 
 from execution.webhooks import SIGNATURE_HEADER
-from tests.factories import subtask
-from tests.support import finished, start, wait_for
+from tests.support.factories import subtask
+from tests.support.flows import finished, start, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 

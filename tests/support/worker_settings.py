@@ -2,6 +2,6 @@
 
 from config.settings import *  # noqa: F403
 from config.settings import EXECUTION_AGENTS
-from tests.agents import MISBEHAVING_AGENTS
+from tests.support.agents import MISBEHAVING_AGENTS
 
 EXECUTION_AGENTS = {**EXECUTION_AGENTS, **MISBEHAVING_AGENTS}

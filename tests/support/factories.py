@@ -4,8 +4,10 @@ from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.db.models import Count, Q
 
-from plans.models import Plan
+from execution.events import counter
+from plans.models import Plan, Subtask, SubtaskStatus
 from plans.services import plan_create
 from plans.validation import validate_plan
 
@@ -34,3 +36,11 @@ def draft_plan(owner=None, *subtasks: dict[str, Any], **fields: Any) -> Plan:
     """Store a draft plan without any of the submission side effects."""
     spec = validate_plan(plan_data(*(subtasks or (subtask("a"),)), **fields), agents={"script", "python"})
     return plan_create(owner=owner or UserFactory(), spec=spec)
+
+
+def plan_recount(*, plan_id) -> None:
+    """Set a plan's counters from its subtasks, after a test has set their statuses by hand."""
+    counts = Subtask.objects.filter(plan_id=plan_id).aggregate(
+        total=Count("pk"), **{counter(status): Count("pk", filter=Q(status=status)) for status in SubtaskStatus.values}
+    )
+    Plan.objects.filter(pk=plan_id).update(subtask_count=counts.pop("total"), **counts)

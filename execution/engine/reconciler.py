@@ -1,4 +1,4 @@
-"""The reconciler: re-drive every plan whose expected work is not in flight.
+"""How the reconciler repairs: re-drive every plan whose expected work is not in flight.
 
 Run by Celery beat every EXECUTION_RECONCILE_INTERVAL_S. The database is the source of
 truth, so losing every broker message delays a plan and never loses it:
@@ -24,9 +24,9 @@ from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from execution import engine
+from execution.engine.plan_flow import dispatch, plan_advance, plan_lock_for
+from execution.engine.runs import leases_abandoned, recover_lost_run
 from execution.events import event_append
-from execution.leases import leases_abandoned
 from execution.models import Event, ExecState
 from execution.states import SUBTASK_ACTIVE
 from plans.models import Plan, PlanStatus, Subtask
@@ -82,7 +82,7 @@ def reconcile() -> dict[str, int]:
         .values_list("pk", flat=True)[:BATCH_LIMIT]
     )
     for plan_id in idle:
-        engine.plan_advance(plan_id=plan_id)
+        plan_advance(plan_id=plan_id)
         # Its chord callback, or the advance after a single run, was lost.
         logger.warning("Reconciler: plan %s had nothing in flight: advanced it", plan_id)
         report["advanced"] += 1
@@ -92,12 +92,12 @@ def reconcile() -> dict[str, int]:
 
 def _recover(subtask_id: UUID, attempts: int, reason: str) -> int:
     with transaction.atomic():
-        plan = engine.plan_lock_for(subtask_id)
+        plan = plan_lock_for(subtask_id)
         subtask = Subtask.objects.get(pk=subtask_id)
         # Re-checked under the plan's lock: a run that finished meanwhile is left alone.
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.RUNNING or subtask.attempts != attempts:
             return 0
-        poisoned = engine.recover_lost_run(plan=plan, subtask=subtask, reason=reason)
+        poisoned = recover_lost_run(plan=plan, subtask=subtask, reason=reason)
         logger.warning(
             "Reconciler: plan %s: run %s of subtask %r was lost (%s): %s",
             plan.pk,
@@ -111,12 +111,12 @@ def _recover(subtask_id: UUID, attempts: int, reason: str) -> int:
 
 def _resend(subtask_id: UUID, queued_at: Any) -> int:
     with transaction.atomic():
-        plan = engine.plan_lock_for(subtask_id)
+        plan = plan_lock_for(subtask_id)
         subtask = Subtask.objects.get(pk=subtask_id)
         if plan.status != PlanStatus.IN_PROGRESS or subtask.status != S.QUEUED or subtask.queued_at != queued_at:
             return 0
         # Same attempt number: if the old message turns up after all, only one run starts.
-        engine.dispatch(plan, [subtask], batch=False, reason="re-sent")
+        dispatch(plan, [subtask], batch=False, reason="re-sent")
         event_append(
             plan_id=plan.pk,
             type="subtask.resent",

@@ -1,4 +1,4 @@
-"""Endpoints for the registered agents, the service's health, and API tokens."""
+"""Endpoints about the service itself: its registered agents, its health, and API tokens."""
 
 from typing import Any
 

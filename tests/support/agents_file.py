@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.execution.agent_contexts import READ_FILE, WRITE_FILE
+from scripts.processes import ROOT
 from tests.fakes.openai_server import FakeOpenAI, write_agents_file
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.agent_contexts import READ_FILE, WRITE_FILE
 
 
 @dataclass(frozen=True)

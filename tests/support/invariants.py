@@ -6,11 +6,13 @@ assert_invariants(plan, ...)    # waits for the plans to settle, then checks eac
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+from django.db import connection
+
+from execution.events import COUNTERS
 from execution.models import Event, StateTransition
-from execution.progress import counters_match
 from execution.states import EXECUTION_TRANSITIONS, PLAN_FINISHED, PLAN_TRANSITIONS, SUBTASK_TRANSITIONS, allowed
 from plans.models import Plan, PlanStatus, Subtask, SubtaskDependency, SubtaskStatus
-from tests.support import wait_for
+from tests.support.flows import wait_for
 
 SETTLED_PLAN = (*PLAN_FINISHED,)
 
@@ -46,6 +48,19 @@ def assert_invariants(plans: Plan | Iterable[Plan], *, timeout: float = 60) -> N
         if not counters_match(plan_id=plan_id):
             problems.append("its subtask counters disagree with its subtasks")
         assert not problems, f"plan {plan_id}: " + "; ".join(problems)
+
+
+def counters_match(*, plan_id) -> bool:
+    """Return whether a plan's counters agree with its subtasks."""
+    columns = ", ".join(f"p.{name}" for name in COUNTERS)
+    counted = ", ".join(f"count(*) FILTER (WHERE s.status = '{status}')" for status in SubtaskStatus.values)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT ROW(p.subtask_count, {columns}) = ROW(count(s.id), {counted}) "
+            "FROM plans_plan p LEFT JOIN plans_subtask s ON s.plan_id = p.id WHERE p.id = %s GROUP BY p.id",
+            [plan_id],
+        )
+        return bool(cursor.fetchone()[0])
 
 
 def _events_contiguous(plan_id) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, subtask
 
 UNKNOWN_AGENT = "wizard"
 

@@ -7,7 +7,7 @@ from typing import Any
 from approvals.models import Approval, ApprovalStatus
 from execution.services import plan_submit
 from plans.models import Plan, Subtask
-from tests.factories import UserFactory, plan_data
+from tests.support.factories import UserFactory, plan_data
 
 FINISHED = ("completed", "failed", "cancelled")
 

@@ -10,8 +10,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from execution.agents.base import BaseAgent, Context, ToolCall, ToolCalls
 
-# Registered in the test cluster's workers (tests/worker_settings.py) and, per test, in the test process.
-MISBEHAVING_AGENTS = {"not_a_step": {"class": "tests.agents.NotAStepAgent"}}
+# Registered in the test cluster's workers (tests/support/worker_settings.py) and, per test, in the test process.
+MISBEHAVING_AGENTS = {"not_a_step": {"class": "tests.support.agents.NotAStepAgent"}}
 
 
 def crash(context: dict[str, Any]) -> None:
