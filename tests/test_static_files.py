@@ -19,6 +19,10 @@ from tests.support.factories import plan_data, subtask
 HASHED = re.compile(r"\.[0-9a-f]{12}\.(css|js)$")
 
 
+# Processes of its own (uvicorn, manage.py collectstatic): not in make test-fast.
+pytestmark = pytest.mark.processes
+
+
 class Assets(HTMLParser):
     """Collects the stylesheets and scripts a page links to."""
 

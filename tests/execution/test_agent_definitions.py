@@ -189,6 +189,7 @@ MESSAGE = 'agent "coder": "model" is required'
     ],
     ids=["manage.py", "celery-worker", "uvicorn"],
 )
+@pytest.mark.processes
 def test_a_bad_agents_file_stops_the_process_at_start_with_the_message(tmp_path, command):
     path = write(tmp_path, BAD)
     env = {**os.environ, "EXECUTION_AGENTS_FILE": path, "DJANGO_SECRET_KEY": "test"}
@@ -197,6 +198,7 @@ def test_a_bad_agents_file_stops_the_process_at_start_with_the_message(tmp_path,
     assert f"EXECUTION_AGENTS_FILE {path}: {MESSAGE}" in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.processes
 def test_a_good_agents_file_lets_the_process_start(tmp_path):
     env = {**os.environ, "EXECUTION_AGENTS_FILE": str(EXAMPLES / "agents.json"), "DJANGO_SECRET_KEY": "test"}
     done = subprocess.run(

@@ -2,11 +2,9 @@
 
 import contextlib
 import json
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +13,7 @@ from execution.agents.http import HttpAgent
 from execution.agents.python import PythonAgent
 from execution.agents.registry import agent_get, agent_input_errors, agent_names, agents_describe
 from execution.agents.script import ScriptAgent
+from tests.support.http import QuietHandler, local_server
 
 
 def context(script=None, attempt=1, tool_calls=(), **extra):
@@ -125,7 +124,7 @@ def http_endpoint():
     answers: list[tuple] = []  # (status, body[, headers[, delay_s]])
     received: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             answer = answers.pop(0)
@@ -141,13 +140,8 @@ def http_endpoint():
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(payload)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/step", answers, received
-    server.shutdown()
+    with local_server(Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}/step", answers, received
 
 
 def test_http_agent_posts_the_context_and_reads_the_step(http_endpoint):

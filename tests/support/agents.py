@@ -84,3 +84,29 @@ class NotAStepAgent(BaseAgent):
 
     def run(self, context: Context) -> Any:
         return {"result": "a plain dict, not a Finish"}
+
+
+def first_delivers(context: dict[str, Any]) -> str:
+    """Run input.deliver's first run in this process while this one runs (in-process engine tests), then finish."""
+    # Imported here: worker settings import this module before Django has loaded its apps.
+    from execution.engine.runs import subtask_run
+    from plans.models import Subtask
+
+    other = Subtask.objects.get(plan_id=context["plan_id"], key=context["input"]["deliver"])
+    subtask_run(subtask_id=other.pk, attempt=1, worker="in-process@test:2")
+    return "finished after the other"
+
+
+def superseded_meanwhile(context: dict[str, Any]) -> str:
+    """Let the engine give this run's subtask to its next attempt meanwhile (in-process engine tests), then finish."""
+    # Imported here: worker settings import this module before Django has loaded its apps.
+    from django.db import transaction
+
+    from execution.engine.plan_flow import plan_lock_for
+    from execution.engine.runs import recover_lost_run
+    from plans.models import Subtask
+
+    with transaction.atomic():
+        plan = plan_lock_for(context["subtask_id"])
+        recover_lost_run(plan=plan, subtask=Subtask.objects.get(pk=context["subtask_id"]), reason="taken over")
+    return "too late"

@@ -4,12 +4,19 @@ from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db.models import Count, Q
 
 from execution.events import counter
 from plans.models import Plan, Subtask, SubtaskStatus
 from plans.services import plan_create
 from plans.validation import validate_plan
+
+
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """PBKDF2 at one iteration, for test users: any process verifies it (the count is in the hash), at no cost."""
+
+    iterations = 1
 
 
 class UserFactory(factory.django.DjangoModelFactory):
