@@ -223,24 +223,9 @@ def _decide(
 # --- The one writer of an approval's status ------------------------------------------------------------
 
 
-def approval_transition(
-    *,
-    approval: Approval,
-    to: str,
-    decided_by: User | None,
-    reason: str = "",
-    edited_arguments: dict[str, Any] | None = None,
-    result: Any = None,
-) -> None:
-    """Decide one pending approval (see approvals_transition); AlreadyDecided when it was decided before."""
-    if not approvals_transition(
-        approvals=[approval],
-        to=to,
-        decided_by=decided_by,
-        reason=reason,
-        edited_arguments=edited_arguments,
-        result=result,
-    ):
+def approval_transition(*, approval: Approval, to: str, **decision: Any) -> None:
+    """Decide one pending approval (`decision`: as approvals_transition takes it); AlreadyDecided if decided before."""
+    if not approvals_transition(approvals=[approval], to=to, **decision):
         if approval.status == ApprovalStatus.PENDING:  # decided meanwhile: say how
             approval.status = Approval.objects.values_list("status", flat=True).get(pk=approval.pk)
         raise AlreadyDecided(approval)
