@@ -13,6 +13,9 @@ connection while the run lasts; PostgreSQL drops it when the worker's process di
 dead run (lease free) is told from a live or frozen one (lease held) without waiting for a
 time-out. A run lost with its worker is sent again as the next attempt, or failed as poison
 after EXECUTION_MAX_LOST_RUNS. A run killed at its hard time limit is recorded as a time-out.
+
+Where a run starts: _start; where it is put off to later (sent again after a delay): _retry;
+where it ends: outcome_record.
 """
 
 import dataclasses
