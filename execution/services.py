@@ -61,7 +61,8 @@ def plan_operations(*, status: str, state: str | None, has_failed: bool) -> froz
 def operation_require(name: str, *, plan: Plan, has_failed: bool = True) -> None:
     """Raise TransitionNotAllowed, saying why, unless the operation applies to the (locked) plan now."""
     status = plan.status
-    execution = execution_of(plan)
+    # Only a plan in progress has an execution state that matters (and its execution is read once).
+    execution = execution_of(plan) if status == PlanStatus.IN_PROGRESS else None
     state = execution.state if execution is not None else None
     if name in plan_operations(status=status, state=state, has_failed=has_failed):
         return
