@@ -1,6 +1,7 @@
-# make run: the whole stack on this machine.  make test: the test suite.
-# Both start local PostgreSQL and Redis unless DATABASE_URL / CELERY_BROKER_URL are set; make run
-# keeps its database in .devstack/ (make wipe deletes it), make test throws its servers away.
+# make run: the whole stack on this machine.  make test: the test suite.  make test-fast: its part
+# that starts no process of the service, in under a minute.
+# All start local PostgreSQL and Redis unless DATABASE_URL / CELERY_BROKER_URL are set; make run
+# keeps its database in .devstack/ (make wipe deletes it), the tests throw their servers away.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ BENCH ?=
 # Material for MkDocs prints a notice about its end of life (May 2027) at every build.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 
-.PHONY: run wipe test bench lint docs format clean
+.PHONY: run wipe test test-fast bench lint docs format clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,12 +27,21 @@ wipe: $(VENV)/.installed
 test: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
+# The split is the pytest marker `processes` (pyproject.toml): a test that uses the worker cluster or
+# the web server (the fixtures cluster, engine and web of tests/conftest.py) gets it automatically;
+# one that starts workers, uvicorn, a manage.py or celery command or a stack itself carries it in its
+# module (pytestmark) or on its function. Everything else runs here, the engine's decisions included:
+# tests/execution/engine/ and tests/approvals/ call the engine in this process against real
+# PostgreSQL, with the messages it sends captured where canvas.py sends them (tests/support/outbox.py).
+test-fast: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m pytest -m "not processes" $(PYTEST_ARGS)
+
 bench: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/devstack.py exec -- $(PY) -m benchmarks $(BENCH)
 
-# Style, types, the layers (import-linter, pyproject.toml), sizes, migrations in step with the models, risky
-# code (bandit), known vulnerabilities of the pinned requirements (skipped, saying so, without a network),
-# and the manual built strictly (a broken link fails).
+# Style, types, the layers (import-linter, pyproject.toml), modules cut along concepts (scripts/check_sizes.py),
+# migrations in step with the models, risky code (bandit), known vulnerabilities of the pinned requirements
+# (skipped, saying so, without a network), and the manual built strictly (a broken link fails).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

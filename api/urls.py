@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from api.approvals.views import ApprovalViewSet
 from api.plans.views import PlanViewSet
-from api.service import AgentsView, HealthView, TokenView, WebhookSecretView
+from api.system import AgentsView, HealthView, TokenView, WebhookSecretView
 
 router = DefaultRouter()
 router.register("plans", PlanViewSet, basename="plan")

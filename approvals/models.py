@@ -7,7 +7,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 
-from execution.tool_calls import TOOL_NAME_MAX_LENGTH
+from execution.agents.base import TOOL_NAME_MAX_LENGTH
 from plans.models import Plan, Subtask
 
 

@@ -13,13 +13,13 @@ from django.conf import settings
 from django.db import connection
 from kombu.exceptions import ChannelError
 
-from tests.processes import WebServer, Worker, current_database_url
+from scripts.processes import WebServer, Worker, current_database_url
 
 SUBTASK_CONCURRENCY = 4
 CONTROL_CONCURRENCY = 2
 # The raw baselines' tasks run in the very processes that run the engine.
 INCLUDE = "benchmarks.tasks"
-# The reconciler's repairs, one WARNING line each (execution/reconciler.py).
+# The reconciler's repairs, one WARNING line each (execution/engine/reconciler.py).
 REDROVE = {
     "lost_runs": re.compile(r"Reconciler: plan \S+: run \d+ of subtask .* was lost"),
     "resent": re.compile(r"Reconciler: plan \S+: re-sent subtask"),

@@ -3,8 +3,10 @@
 import random
 from typing import Any
 
-# The largest max_parallel a plan may ask for (plans/validation.py, SPEC: 1..64).
-MAX_PARALLEL = 64
+from plans.shape import MAX_PARALLEL_LIMIT
+
+# The largest max_parallel a plan may ask for.
+MAX_PARALLEL = MAX_PARALLEL_LIMIT
 
 Levels = list[list[int]]  # per level, each subtask's sleep in milliseconds (0: a no-op)
 

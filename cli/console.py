@@ -32,7 +32,7 @@ from common.palette import STATUS_COLOURS, status_colour
 from common.text import printable
 from execution.events import NOTIFY_CHANNEL
 from execution.models import ExecutionState
-from execution.progress import current_subtask_keys, plan_progress
+from execution.selectors import current_subtask_keys, plan_progress
 from execution.states import PLAN_FINISHED
 from execution.transitions import TransitionNotAllowed
 from plans.models import Plan

@@ -4,7 +4,7 @@ import logging
 from collections.abc import Mapping
 
 # Periodic tasks of CELERY_BEAT_SCHEDULE; each logs a line of its own when it repairs,
-# advances or expires something (execution/reconciler.py, approvals/services.py).
+# advances or expires something (execution/engine/reconciler.py, approvals/services.py).
 HOUSEKEEPING_TASKS = frozenset({"execution.reconcile", "approvals.expire_overdue"})
 
 # Where Celery logs a task being sent by beat, received, discarded as expired, and finished.

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from api.service import RootHealthView
+from api.system import RootHealthView
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -19,32 +19,86 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
 from execution import canvas
-from plans.models import SubtaskStatus
+from plans.models import SubtaskStatus as S
 
 # Listeners (the live event stream, the command line) LISTEN on this channel; the payload is the plan id.
 NOTIFY_CHANNEL = "plan_events"
-COUNTED = tuple(SubtaskStatus.values)
 PROGRESS_EVENT = "agent.execution.progress"
 
-_COUNTERS = ", ".join(f"{status}_count = {status}_count + %({status})s" for status in COUNTED)
-COUNTERS_RETURNED = ", ".join(f"{status}_count" for status in COUNTED)
+# What a progress object counts: each of its numbers and the subtask statuses it adds up.
+PROGRESS_COUNTS: dict[str, tuple[str, ...]] = {
+    "done": (S.DONE,),
+    "failed": (S.FAILED,),
+    "running": (S.RUNNING,),
+    "pending": (S.PENDING, S.QUEUED),  # queued counts as pending
+    "waiting_approval": (S.WAITING_APPROVAL,),
+    "skipped": (S.SKIPPED,),
+    "cancelled": (S.CANCELLED,),
+}
 
 
-def progress_payload_sql(counter: str, plan_text: str) -> str:
-    """Return the SQL of a progress event's payload built from a row of plan counters (`counter` is its alias)."""
-    return f"""jsonb_build_object(
-        'plan_id', {plan_text},
-        'total', {counter}.subtask_count,
-        'done', {counter}.done_count,
-        'failed', {counter}.failed_count,
-        'running', {counter}.running_count,
-        'pending', {counter}.pending_count + {counter}.queued_count,
-        'waiting_approval', {counter}.waiting_approval_count,
-        'skipped', {counter}.skipped_count,
-        'cancelled', {counter}.cancelled_count,
-        'percentage', CASE WHEN {counter}.subtask_count > 0
-            THEN round(100.0 * {counter}.done_count / {counter}.subtask_count, 1)::float ELSE 0.0 END
-    )"""
+def counter(status: str) -> str:
+    """Return the column of Plan that counts its subtasks in `status`."""
+    return f"{status}_count"
+
+
+COUNTERS = tuple(counter(status) for status in S.values)
+
+
+def percentage(done: Any, total: Any) -> Any:
+    """Return 100 x done / total rounded half up to one decimal, in integer arithmetic (total above 0).
+
+    Written once for both sides: given numbers it computes the percentage; given Sql
+    expressions it writes the same formula for PostgreSQL, so the two agree to the bit.
+    """
+    return (2000 * done + total) // (2 * total) / 10
+
+
+@dataclass(frozen=True)
+class Sql:
+    """An SQL expression that Python arithmetic extends (for percentage): integers divide with //, floats with /."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __add__(self, other: object) -> "Sql":
+        return Sql(f"({self} + {other})")
+
+    def __rmul__(self, other: object) -> "Sql":
+        return Sql(f"({other} * {self})")
+
+    def __floordiv__(self, other: object) -> "Sql":
+        # Integer division: PostgreSQL truncates, as // floors, alike for counts (never negative).
+        return Sql(f"({self} / {other})")
+
+    def __truediv__(self, other: object) -> "Sql":
+        return Sql(f"({self}::float8 / {other})")
+
+
+def progress_of(counts: Mapping[str, int], total: int) -> dict[str, Any]:
+    """Return the API's progress object from per-status counts."""
+    numbers = {key: sum(counts.get(status, 0) for status in statuses) for key, statuses in PROGRESS_COUNTS.items()}
+    return {"total": total, **numbers, "percentage": percentage(numbers["done"], total) if total else 0.0}
+
+
+def progress_sql(row: str, plan_id: str) -> str:
+    """Return progress_of as SQL: a progress event's payload from a row of plan counters (`row` is its alias)."""
+    numbers = {
+        key: " + ".join(f"{row}.{counter(status)}" for status in statuses) for key, statuses in PROGRESS_COUNTS.items()
+    }
+    total = f"{row}.subtask_count"
+    fields = {
+        "plan_id": plan_id,
+        "total": total,
+        **numbers,
+        "percentage": f"CASE WHEN {total} > 0 THEN {percentage(Sql(numbers['done']), Sql(total))} ELSE 0.0 END",
+    }
+    return "jsonb_build_object(" + ", ".join(f"'{key}', {value}" for key, value in fields.items()) + ")"
+
+
+_COUNTERS = ", ".join(f"{name} = {name} + %({name})s" for name in COUNTERS)
 
 
 # One round trip: number the events from the plan's counter (its row stays locked until
@@ -56,12 +110,12 @@ APPEND_SQL = f"""
 WITH counter AS (
     UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s, {_COUNTERS}
     WHERE id = %(plan)s
-    RETURNING last_event_seq, callback_url, subtask_count, {COUNTERS_RETURNED}
+    RETURNING last_event_seq, callback_url, subtask_count, {", ".join(COUNTERS)}
 ), listed AS (
     SELECT event.type, event.payload, event.position
     FROM unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
     UNION ALL
-    SELECT %(progress_type)s, {progress_payload_sql("c", "%(plan_text)s")}, %(count)s
+    SELECT %(progress_type)s, {progress_sql("c", "%(plan_text)s")}, %(count)s
     FROM counter c WHERE %(progress)s
 ), inserted AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
@@ -118,8 +172,8 @@ def _append(
         "progress": progress,
         "progress_type": PROGRESS_EVENT,
     }
-    for status in COUNTED:
-        params[status] = (counts or {}).get(status, 0)
+    for status in S.values:
+        params[counter(status)] = (counts or {}).get(status, 0)
     with connection.cursor() as cursor:
         cursor.execute(APPEND_SQL, params)
         last, callback_url = cursor.fetchone()

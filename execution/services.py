@@ -1,9 +1,9 @@
-"""Use cases of a plan's life: submit it, then execute, pause, resume, cancel it, retry its subtasks.
+"""What people ask of a plan: submit it, then execute, pause, resume, cancel it, retry its subtasks.
 
-One call per action, shared by the API, the admin and the command line. Each locks the
-plan, checks the action applies (execution/operations.py; TransitionNotAllowed otherwise,
-HTTP 409), and sends messages only after commit. Deciding approvals (the plan's included)
-is the approvals app's.
+One call per request, shared by the API, the admin and the command line. Each locks the
+plan, checks the request applies now (plan_operations; TransitionNotAllowed otherwise, HTTP
+409), makes the change through the engine (execution/engine/plan_flow.py), and sends
+messages only after commit. Deciding approvals (the plan's included) is the approvals app's.
 """
 
 from collections.abc import Sequence
@@ -13,13 +13,21 @@ from uuid import UUID
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from execution import engine
 from execution.agents.registry import agent_input_errors, agent_names
+from execution.engine.approval_gate import approval_gate
+from execution.engine.plan_flow import (
+    advance,
+    dispatch,
+    downstream_ids,
+    plan_decision_apply,
+    plan_lock,
+    plan_start,
+    plan_terminate,
+)
 from execution.events import event_append
 from execution.models import ExecState
-from execution.operations import operation_require
-from execution.signals import plan_approval_requested
-from execution.states import SUBTASK_STOPPED
+from execution.selectors import execution_of
+from execution.states import EXECUTION_ACTIVE, PLAN_FINISHED, SUBTASK_STOPPED
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from execution.webhook_targets import target_problem
 from execution.webhooks import webhooks_enabled_for
@@ -27,6 +35,57 @@ from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 from plans.services import plan_create, plan_limits
 from plans.validation import PlanInvalid, validate_plan
+
+# --- Which requests apply to a plan now: the one rule behind these guards and the desk's buttons ----
+
+PLAN_OPERATIONS = ("approve", "execute", "pause", "resume", "retry", "cancel")
+
+
+def plan_operations(*, status: str, state: str | None, has_failed: bool) -> frozenset[str]:
+    """Return the operations that apply to a plan in `status` whose execution is in `state`.
+
+    `has_failed`: whether the plan has a failed subtask (what a retry needs).
+    """
+    running = status == PlanStatus.IN_PROGRESS
+    applies = {
+        "approve": status == PlanStatus.DRAFT,
+        "execute": status == PlanStatus.APPROVED,
+        "pause": running and state in EXECUTION_ACTIVE,
+        "resume": running and state == ExecState.PAUSED,
+        "retry": has_failed and status in (PlanStatus.IN_PROGRESS, PlanStatus.FAILED),
+        "cancel": status not in PLAN_FINISHED,
+    }
+    return frozenset(name for name in PLAN_OPERATIONS if applies[name])
+
+
+def operation_require(name: str, *, plan: Plan, has_failed: bool = True) -> None:
+    """Raise TransitionNotAllowed, saying why, unless the operation applies to the (locked) plan now."""
+    status = plan.status
+    # Only a plan in progress has an execution state that matters (and its execution is read once).
+    execution = execution_of(plan) if status == PlanStatus.IN_PROGRESS else None
+    state = execution.state if execution is not None else None
+    if name in plan_operations(status=status, state=state, has_failed=has_failed):
+        return
+    current = state if state is not None and status == PlanStatus.IN_PROGRESS else status
+    refusals = {
+        "approve": (status, PlanStatus.APPROVED, f"Only a draft plan can be approved; this one is {status}."),
+        "execute": (status, PlanStatus.IN_PROGRESS, f"Only an approved plan can be executed; this one is {status}."),
+        "pause": (current, ExecState.PAUSED, f"Only a running plan can be paused; this one is {current}."),
+        "resume": (current, ExecState.RUNNING, f"Only a paused plan can be resumed; this one is {current}."),
+        "retry": (
+            status,
+            PlanStatus.IN_PROGRESS,
+            f"The plan is {status}; its subtasks cannot be retried."
+            if has_failed
+            else "The plan has no failed subtasks to retry.",
+        ),
+        "cancel": (status, PlanStatus.CANCELLED, f"The plan is already {status}."),
+    }
+    current_status, target, message = refusals[name]
+    raise TransitionNotAllowed("plan", current_status, target, message)
+
+
+# --- The requests ------------------------------------------------------------------------------------
 
 
 def plan_submit(*, owner: User, data: Any) -> Plan:
@@ -46,7 +105,7 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
         raise PlanInvalid("validation_error", f"Invalid plan: callback_url: {problem}", {"callback_url": [problem]})
     with transaction.atomic():
         plan = plan_create(owner=owner, spec=spec)
-        plan = engine.plan_lock(plan.pk)
+        plan = plan_lock(plan.pk)
         event_append(
             plan_id=plan.pk,
             type="plan.created",
@@ -58,10 +117,54 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
             },
         )
         if plan.requires_approval:
-            # The approvals app creates the pending plan approval in this transaction.
-            plan_approval_requested.send(sender=Plan, plan=plan)
+            approval_gate().plan_approval_request(plan=plan)
         else:
-            engine.plan_approve(plan=plan, actor=owner.get_username(), reason="no approval required")
+            plan_decision_apply(plan=plan, approved=True, actor=owner.get_username(), reason="no approval required")
+    return plan
+
+
+@transaction.atomic
+def plan_execute(*, plan_id: UUID, actor: str) -> Plan:
+    """Start an approved plan that waits for an explicit start (auto_execute off)."""
+    plan = plan_lock(plan_id)
+    operation_require("execute", plan=plan)
+    plan_start(plan=plan, actor=actor)
+    return plan
+
+
+@transaction.atomic
+def plan_cancel(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
+    """Cancel a plan: unfinished subtasks cancelled, their messages revoked, approvals withdrawn."""
+    plan = plan_lock(plan_id)
+    operation_require("cancel", plan=plan)
+    plan_terminate(plan=plan, actor=actor, reason=reason or f"cancelled by {actor}")
+    return plan
+
+
+@transaction.atomic
+def plan_pause(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
+    """Stop dispatching new work; running subtasks finish and approvals can still be decided."""
+    plan = plan_lock(plan_id)
+    operation_require("pause", plan=plan)
+    execution = execution_of(plan)
+    assert execution is not None
+    execution_transition(execution=execution, to=ExecState.PAUSED, reason=reason or f"paused by {actor}", actor=actor)
+    return plan
+
+
+@transaction.atomic
+def plan_resume(*, plan_id: UUID, actor: str) -> Plan:
+    """Continue a paused plan where it stopped."""
+    plan = plan_lock(plan_id)
+    operation_require("resume", plan=plan)
+    execution = execution_of(plan)
+    assert execution is not None
+    execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"resumed by {actor}", actor=actor)
+    # Decisions taken while paused left their subtasks queued without a message.
+    held = list(Subtask.objects.filter(plan=plan, status=S.QUEUED, task_id=""))
+    if held:
+        dispatch(plan, held, batch=False, reason="plan resumed")
+    advance(plan)
     return plan
 
 
@@ -77,56 +180,6 @@ FRESH_START = {
 }
 
 
-def _state(plan: Plan) -> str | None:
-    execution = engine.execution_of(plan)
-    return execution.state if execution is not None else None
-
-
-@transaction.atomic
-def plan_execute(*, plan_id: UUID, actor: str) -> Plan:
-    """Start an approved plan that waits for an explicit start (auto_execute off)."""
-    plan = engine.plan_lock(plan_id)
-    operation_require("execute", status=plan.status, state=_state(plan))
-    engine.plan_start(plan=plan, actor=actor)
-    return plan
-
-
-@transaction.atomic
-def plan_cancel(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
-    """Cancel a plan: unfinished subtasks cancelled, their messages revoked, waits voided."""
-    plan = engine.plan_lock(plan_id)
-    operation_require("cancel", status=plan.status, state=_state(plan))
-    engine.plan_cancel(plan=plan, actor=actor, reason=reason or f"cancelled by {actor}")
-    return plan
-
-
-@transaction.atomic
-def plan_pause(*, plan_id: UUID, actor: str, reason: str = "") -> Plan:
-    """Stop dispatching new work; running subtasks finish and approvals can still be decided."""
-    plan = engine.plan_lock(plan_id)
-    execution = engine.execution_of(plan)
-    operation_require("pause", status=plan.status, state=_state(plan))
-    assert execution is not None
-    execution_transition(execution=execution, to=ExecState.PAUSED, reason=reason or f"paused by {actor}", actor=actor)
-    return plan
-
-
-@transaction.atomic
-def plan_resume(*, plan_id: UUID, actor: str) -> Plan:
-    """Continue a paused plan where it stopped."""
-    plan = engine.plan_lock(plan_id)
-    execution = engine.execution_of(plan)
-    operation_require("resume", status=plan.status, state=_state(plan))
-    assert execution is not None
-    execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"resumed by {actor}", actor=actor)
-    # Decisions taken while paused left their subtasks queued without a message.
-    held = list(Subtask.objects.filter(plan=plan, status=S.QUEUED, task_id=""))
-    if held:
-        engine.dispatch(plan, held, batch=False, reason="plan resumed")
-    engine.advance(plan)
-    return plan
-
-
 def subtask_retry(*, plan_id: UUID, key: str, actor: str) -> Subtask:
     """Run a failed subtask again from scratch and put its plan back in progress (see subtasks_retry)."""
     return subtasks_retry(plan_id=plan_id, keys=[key], actor=actor)[0]
@@ -140,7 +193,7 @@ def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Su
     under fail_fast the subtasks cancelled when the plan failed. Raise Subtask.DoesNotExist
     for an unknown key and TransitionNotAllowed when a subtask has not failed.
     """
-    plan = engine.plan_lock(plan_id)
+    plan = plan_lock(plan_id)
     subtasks = list(Subtask.objects.filter(plan=plan, key__in=keys).order_by("batch_index", "position"))
     missing = sorted(set(keys) - {subtask.key for subtask in subtasks})
     if missing:
@@ -153,8 +206,8 @@ def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Su
                 S.QUEUED,
                 f"Only a failed subtask can be retried; {subtask.key!r} is {subtask.status}.",
             )
-    operation_require("retry", status=plan.status, state=_state(plan), has_failed=bool(subtasks))
-    execution = engine.execution_of(plan)
+    operation_require("retry", plan=plan, has_failed=bool(subtasks))
+    execution = execution_of(plan)
     assert execution is not None
     reason = f"{', '.join(repr(subtask.key) for subtask in subtasks)} retried by {actor}"
     if plan.status == PlanStatus.FAILED:
@@ -162,8 +215,8 @@ def subtasks_retry(*, plan_id: UUID, keys: Sequence[str], actor: str) -> list[Su
         execution_transition(execution=execution, to=ExecState.RUNNING, reason=reason, actor=actor)
         stopped = Subtask.objects.filter(plan=plan, status__in=SUBTASK_STOPPED)
     else:
-        downstream = engine.downstream_ids([subtask.pk for subtask in subtasks])
+        downstream = downstream_ids([subtask.pk for subtask in subtasks])
         stopped = Subtask.objects.filter(plan=plan, status=S.SKIPPED, pk__in=downstream)
     subtasks_transition(subtasks=list(stopped), to=S.PENDING, reason=reason)
-    engine.dispatch(plan, subtasks, batch=False, reason=reason, fields=FRESH_START)
+    dispatch(plan, subtasks, batch=False, reason=reason, fields=FRESH_START)
     return subtasks

@@ -1,8 +1,24 @@
 """Every status and the changes allowed between them, as data: the one table to read."""
 
 from execution.models import ExecState as E
+from plans.models import SUBTASK_ACTIVE, SUBTASK_SETTLED, SUBTASK_UNSETTLED
 from plans.models import PlanStatus as P
 from plans.models import SubtaskStatus as S
+
+__all__ = [
+    "EXECUTION_ACTIVE",
+    "EXECUTION_FINISHED",
+    "EXECUTION_TRANSITIONS",
+    "PLAN_FINISHED",
+    "PLAN_TRANSITIONS",
+    "SUBTASK_ACTIVE",
+    "SUBTASK_IN_FLIGHT",
+    "SUBTASK_SETTLED",
+    "SUBTASK_STOPPED",
+    "SUBTASK_TRANSITIONS",
+    "SUBTASK_UNSETTLED",
+    "allowed",
+]
 
 PLAN_TRANSITIONS: dict[str, frozenset[str]] = {
     P.DRAFT: frozenset({P.APPROVED, P.CANCELLED}),
@@ -40,13 +56,9 @@ EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 PLAN_FINISHED = frozenset({P.COMPLETED, P.FAILED, P.CANCELLED})
-# A settled subtask is finished with; an unsettled one still holds its batch open.
-SUBTASK_SETTLED = frozenset({S.DONE, S.FAILED, S.SKIPPED, S.CANCELLED})
-SUBTASK_UNSETTLED = frozenset({S.PENDING, S.QUEUED, S.RUNNING, S.WAITING_APPROVAL})
-# In flight: a message is (or should be) on its way or running; active adds a wait for a human.
+# SUBTASK_SETTLED, SUBTASK_UNSETTLED and SUBTASK_ACTIVE are defined with the statuses (plans/models.py),
+# whose partial indexes read them. In flight: a message is (or should be) on its way or running.
 SUBTASK_IN_FLIGHT = frozenset({S.QUEUED, S.RUNNING})
-SUBTASK_ACTIVE = frozenset({S.QUEUED, S.RUNNING, S.WAITING_APPROVAL})
-SUBTASK_NOT_STARTED = frozenset({S.PENDING, S.QUEUED})
 # What a failure stops downstream, and what a retry of it puts back to pending.
 SUBTASK_STOPPED = frozenset({S.SKIPPED, S.CANCELLED})
 EXECUTION_ACTIVE = frozenset({E.RUNNING, E.WAITING_APPROVAL, E.RESUMED})

@@ -9,7 +9,9 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
-from execution import engine, reconciler
+from execution.engine import reconciler
+from execution.engine.plan_flow import plan_advance
+from execution.engine.runs import subtask_hard_timeout, subtask_run
 from execution.webhooks import WebhookFailed, webhook_deliver
 
 
@@ -20,7 +22,7 @@ class SubtaskTask(Task):
         if isinstance(exc, TimeLimitExceeded):
             # The main process keeps its connection between such rare calls: it may be stale.
             close_old_connections()
-            engine.subtask_hard_timeout(
+            subtask_hard_timeout(
                 subtask_id=UUID(kwargs["subtask_id"]),
                 attempt=kwargs["attempt"],
                 task_id=task_id,
@@ -38,9 +40,7 @@ class SubtaskTask(Task):
 )
 def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
     """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff."""
-    delay = engine.subtask_run(
-        subtask_id=UUID(subtask_id), attempt=attempt, worker=f"{self.request.hostname}:{os.getpid()}"
-    )
+    delay = subtask_run(subtask_id=UUID(subtask_id), attempt=attempt, worker=f"{self.request.hostname}:{os.getpid()}")
     if delay is not None:
         raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1})
 
@@ -48,7 +48,7 @@ def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
 @shared_task(name="execution.advance_plan", acks_late=True, ignore_result=True)
 def advance_plan(*, plan_id: str) -> None:
     """Dispatch a plan's next batch, or finish it (a chord callback; also sent after single runs)."""
-    engine.plan_advance(plan_id=UUID(plan_id))
+    plan_advance(plan_id=UUID(plan_id))
 
 
 @shared_task(name="execution.reconcile", ignore_result=True)

@@ -72,8 +72,3 @@ def chunk_levels(levels: Sequence[Sequence[str]], max_parallel: int) -> list[lis
     return [
         list(level[start : start + max_parallel]) for level in levels for start in range(0, len(level), max_parallel)
     ]
-
-
-def plan_batches(keys: Sequence[str], depends_on: Mapping[str, Sequence[str]], max_parallel: int) -> list[list[str]]:
-    """Return the batches a plan runs in: every batch starts after all earlier ones finish."""
-    return chunk_levels(topological_levels(keys, depends_on), max_parallel)

@@ -8,6 +8,7 @@ worker, as a crashed run). Pure code.
 """
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from plans.shape import MAX_JSON_DEPTH
@@ -30,21 +31,12 @@ def storable_text(text: str) -> str:
 
 
 def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str:
-    """Return why a parsed JSON value cannot be stored as it is, or "" when it can.
-
-    Walks the value without recursion, so a value nested deeper than Python's recursion
-    limit is measured too. An object or a list is one level; a scalar adds none.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    """Return why a parsed JSON value cannot be stored as it is, or "" when it can."""
+    for item, depth in _walk(value):
         if isinstance(item, dict | list | tuple):
             if depth > max_depth:
                 return f"Nested more than {max_depth} levels deep."
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-            keys = item.keys() if isinstance(item, dict) else ()
-            for key in keys:
+            for key in item.keys() if isinstance(item, dict) else ():
                 problem = text_problem(key) if isinstance(key, str) else ""
                 if problem:
                     return f"A key {problem[0].lower()}{problem[1:]}"
@@ -58,12 +50,20 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str:
 
 
 def nested_deeper_than(value: Any, levels: int) -> bool:
-    """Return whether objects and lists in a parsed JSON value nest more than `levels` deep (without recursion)."""
+    """Return whether objects and lists in a parsed JSON value nest more than `levels` deep."""
+    return any(isinstance(item, dict | list | tuple) and depth > levels for item, depth in _walk(value))
+
+
+def _walk(value: Any) -> Iterator[tuple[Any, int]]:
+    """Yield each value nested in a parsed JSON value with its depth, without recursion.
+
+    An object or a list is one level; a scalar adds none. A value nested deeper than
+    Python's recursion limit is measured too, and the walk goes only as deep as its
+    caller reads.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        yield item, depth
         if isinstance(item, dict | list | tuple):
-            if depth > levels:
-                return True
             stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False

@@ -43,6 +43,14 @@ class SubtaskStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+# Sets of subtask statuses the engine (execution/states.py) and the partial indexes below share.
+# A settled subtask is finished with; an unsettled one still holds its batch open.
+SUBTASK_SETTLED = frozenset({SubtaskStatus.DONE, SubtaskStatus.FAILED, SubtaskStatus.SKIPPED, SubtaskStatus.CANCELLED})
+SUBTASK_UNSETTLED = frozenset(SubtaskStatus) - SUBTASK_SETTLED
+# Active: a message is (or should be) on its way or running, or a wait for a person.
+SUBTASK_ACTIVE = SUBTASK_UNSETTLED - {SubtaskStatus.PENDING}
+
+
 class Plan(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     goal = models.TextField()
@@ -116,7 +124,7 @@ class Subtask(models.Model):
     # Position in the submitted list and in the batch order; both fix the run order.
     position = models.PositiveIntegerField()
     batch_index = models.PositiveIntegerField()
-    # The agent's tool calls so far and the decisions on them, oldest first (execution/tool_calls.py).
+    # The agent's tool calls so far and the decisions on them, oldest first (execution/engine/waits.py).
     tool_calls = models.JSONField(default=list, blank=True)
     # What an agent keeps between its runs: a language model's messages, as sent and received.
     conversation = models.JSONField(default=list, blank=True)
@@ -145,18 +153,17 @@ class Subtask(models.Model):
         # (plan, key), which also finds a plan's subtasks, and the two partial ones below.
         indexes = [
             # The status endpoint's current subtasks, however many are still pending, and the
-            # reconciler's scan of work that should be in flight. The conditions are the sets of
-            # execution/states.py (SUBTASK_ACTIVE, SUBTASK_UNSETTLED), which a test compares.
+            # reconciler's scan of work that should be in flight.
             models.Index(
                 fields=["plan", "batch_index", "position"],
                 name="subtask_active",
-                condition=Q(status__in=["queued", "running", "waiting_approval"]),
+                condition=Q(status__in=sorted(SUBTASK_ACTIVE)),
             ),
             # Advancing: the lowest batch with unsettled subtasks, however many have settled.
             models.Index(
                 fields=["plan", "batch_index", "position"],
                 name="subtask_unsettled",
-                condition=Q(status__in=["pending", "queued", "running", "waiting_approval"]),
+                condition=Q(status__in=sorted(SUBTASK_UNSETTLED)),
             ),
         ]
 

@@ -1,6 +1,7 @@
 """Plan validation: turn a submitted plan (parsed JSON) into a PlanSpec or a coded error.
 
-Pure code: no ORM, no Celery. The error codes are the API's (SPEC.md section 5).
+Pure code: no ORM, no Celery. The error codes are those the REST API answers with (api/errors.py turns
+PlanInvalid into its error format).
 """
 
 import re

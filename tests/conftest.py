@@ -1,8 +1,10 @@
-"""Shared fixtures: real Celery worker processes, beat, Redis and PostgreSQL.
+"""Shared fixtures: real Celery worker processes, beat, Redis and PostgreSQL; and the engine in this process.
 
 The session starts two subtask workers, a control worker and beat as subprocesses
 (`celery -A config ...`) against the test database, so tests can kill, freeze and
 resume them. Timings are shortened through the same environment variables users set.
+Tests that use them are marked `processes`; the others (make test-fast) run the engine
+in this process, its messages captured (tests/support/outbox.py: outbox, worker).
 """
 
 import os
@@ -17,11 +19,12 @@ from celery import current_app
 from execution.models import Event
 from execution.services import plan_cancel
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
-from tests.processes import FAST, WORKER_ENV, Cluster, WebServer, Worker, current_database_url
-from tests.support import wait_for
+from scripts.processes import WebServer, Worker, current_database_url
+from tests.support.cluster import FAST, WORKER_ENV, Cluster
+from tests.support.flows import wait_for
 
 # The fake OpenAI-compatible server's fixtures (openai_server, fake_openai) and the test agents.
-pytest_plugins = ["tests.fakes.openai_server", "tests.agents_file"]
+pytest_plugins = ["tests.fakes.openai_server", "tests.support.agents_file", "tests.support.outbox"]
 
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
@@ -46,7 +49,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
         "EXECUTION_WORKSPACE_DIR": str(test_agents.workspace),
         # The service's settings plus agents only tests register (a class returning no step).
-        "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
+        "DJANGO_SETTINGS_MODULE": "tests.support.worker_settings",
     }
     common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--pool", "prefork"]
     current_app.control.purge()
@@ -102,6 +105,8 @@ def _fast_settings(settings) -> None:
     """The same short timings in this process as in the workers."""
     for name, value in FAST.items():
         setattr(settings, name, SETTING_TYPES.get(name, float)(value))
+    # Test users' passwords hash in no time; the web process under test verifies them all the same.
+    settings.PASSWORD_HASHERS = ["tests.support.factories.QuickPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
 
 
 @pytest.fixture
@@ -132,6 +137,16 @@ def engine(cluster, transactional_db, request) -> Iterator[Cluster]:
     cluster.quiesce()
     if primary_paths_only and resent:
         pytest.fail(f"The reconciler re-sent {len(resent)} message(s) in a test that injected no fault: {resent}")
+
+
+PROCESS_FIXTURES = {"cluster", "web"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `processes` every test that uses the worker cluster or the web server (make test-fast leaves them out)."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

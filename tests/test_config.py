@@ -66,6 +66,7 @@ def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.processes
 def test_deploy_check_passes_with_production_settings():
     result = run_manage(
         "check",
@@ -79,6 +80,7 @@ def test_deploy_check_passes_with_production_settings():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.processes
 def test_debug_is_off_unless_asked_and_a_secret_is_required():
     result = run_manage("check")
     assert result.returncode != 0

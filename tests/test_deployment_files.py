@@ -4,7 +4,7 @@ import shlex
 
 import yaml
 
-from tests.processes import ROOT
+from scripts.processes import ROOT
 
 
 def compose() -> dict:

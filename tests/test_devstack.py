@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import ROOT
+from scripts.processes import ROOT
+
+# Processes of its own (`make run`'s stack, and commands in terminals of their own): not in make test-fast.
+pytestmark = pytest.mark.processes
 
 # What the settings read: a second terminal has none of it set.
 CONFIGURATION = re.compile(r"^(DATABASE_|CELERY_|DJANGO_|EXECUTION_|APPROVALS_|PLANS_|API_|WEBHOOK_|FLOWER_|DEVSTACK_)")

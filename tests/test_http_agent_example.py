@@ -10,7 +10,7 @@ import requests
 
 from execution.agents.base import Fail, Finish, ToolCall
 from execution.agents.http import HttpAgent
-from tests.processes import ROOT
+from scripts.processes import ROOT
 
 
 @pytest.fixture(scope="module")

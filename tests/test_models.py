@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from approvals.models import Approval
 from execution.models import ExecutionState
 from plans.models import Plan, Subtask, SubtaskDependency
-from tests.factories import draft_plan, subtask
+from tests.support.factories import draft_plan, subtask
 
 pytestmark = pytest.mark.django_db
 

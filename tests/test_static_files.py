@@ -12,11 +12,15 @@ import pytest
 import requests
 
 from execution.services import plan_submit
+from scripts.processes import ROOT, WebServer, current_database_url
 from tests.desk.support import staff
-from tests.factories import plan_data, subtask
-from tests.processes import ROOT, WebServer, current_database_url
+from tests.support.factories import plan_data, subtask
 
 HASHED = re.compile(r"\.[0-9a-f]{12}\.(css|js)$")
+
+
+# Processes of its own (uvicorn, manage.py collectstatic): not in make test-fast.
+pytestmark = pytest.mark.processes
 
 
 class Assets(HTMLParser):

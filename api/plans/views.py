@@ -32,8 +32,7 @@ from api.renderers import EventStreamRenderer
 from api.stream import SLOT_RETRY_AFTER_S, event_stream_response, last_event_id, stream_slot_take
 from approvals.services import plan_approve
 from execution.models import ExecState
-from execution.progress import current_subtask_keys, plan_progress
-from execution.selectors import plan_events, plan_transitions
+from execution.selectors import current_subtask_keys, plan_events, plan_progress, plan_transitions
 from execution.services import plan_cancel, plan_execute, plan_pause, plan_resume, plan_submit, subtask_retry
 from plans.models import Plan, PlanStatus
 from plans.selectors import can_approve, can_operate, plan_subtasks, plans_visible_to

@@ -11,9 +11,8 @@ from django.http import HttpRequest
 from django.utils.text import Truncator
 
 from approvals.services import plan_approve
-from execution.engine import execution_of
-from execution.operations import plan_operations
-from execution.services import plan_cancel, plan_execute, plan_pause, plan_resume, subtasks_retry
+from execution.selectors import execution_of
+from execution.services import plan_cancel, plan_execute, plan_operations, plan_pause, plan_resume, subtasks_retry
 from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, Subtask, SubtaskStatus
 from plans.selectors import can_approve, can_operate

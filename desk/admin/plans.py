@@ -21,8 +21,8 @@ from desk.access import StaffReadOnly
 from desk.admin.operations import OPERATIONS, PlanActionForm, operations_for, perform_and_report
 from desk.admin.subtasks import SubtaskInline
 from desk.display import badge, history_table, moment, pretty_json, progress_bar
-from execution.engine import execution_of
-from execution.progress import progress_of
+from execution.events import counter, progress_of
+from execution.selectors import execution_of
 from execution.states import PLAN_FINISHED
 from plans.models import Plan, SubtaskDependency, SubtaskStatus
 from plans.selectors import plans_visible_to
@@ -42,7 +42,7 @@ def _pending_approvals_count() -> Coalesce:
 def _counts(plan: Plan) -> dict[str, int]:
     """Return the plan's progress counts (its counters: no subtask is counted here)."""
     counts: dict[str, int] = progress_of(
-        {status: getattr(plan, f"{status}_count") for status in S.values}, plan.subtask_count
+        {status: getattr(plan, counter(status)) for status in S.values}, plan.subtask_count
     )
     return counts
 

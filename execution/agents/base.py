@@ -15,9 +15,40 @@ import math
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 Context = dict[str, Any]
+
+# The longest tool name an agent may ask for (an approval stores it in a column this long).
+TOOL_NAME_MAX_LENGTH = 255
+
+
+class ToolCallStatus(StrEnum):
+    AUTO = "auto"  # needed no approval: noted, and the agent went on at once
+    PENDING = "pending"  # waits for a decision
+    APPROVED = "approved"
+    REJECTED = "rejected"  # rejected, or expired (reason "expired")
+
+
+class ToolCallEntry(TypedDict, total=False):
+    """An entry of the context's `tool_calls`: a call the agent asked for, oldest first, with its decision.
+
+    The engine stores the history with the subtask (Subtask.tool_calls) and writes the
+    entries (execution/engine/waits.py); every run reads it back.
+    """
+
+    tool: str
+    arguments: dict[str, Any]
+    requires_approval: bool
+    status: str
+    result: Any
+    call_id: str
+    approval_id: str
+    approved_arguments: dict[str, Any] | None
+    reason: str
+    decided_by: str
+    decided_at: str
 
 
 @dataclass(frozen=True)

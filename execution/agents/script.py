@@ -8,8 +8,7 @@ Input keys: `sleep_ms`, `fail_times` (raise on the first N attempts), `result`,
 import time
 from typing import Any
 
-from execution.agents.base import AgentError, BaseAgent, Context, Fail, Finish, Step, ToolCall
-from execution.tool_calls import ToolCallStatus
+from execution.agents.base import AgentError, BaseAgent, Context, Fail, Finish, Step, ToolCall, ToolCallStatus
 
 INPUT_KEYS = {"sleep_ms", "fail_times", "result", "tool_calls", "echo"}
 

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 
 def client_for(user=None) -> APIClient:

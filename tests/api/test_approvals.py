@@ -7,13 +7,12 @@ from django.db import connection, transaction
 
 from approvals.models import Approval
 from approvals.services import approval_request
-from execution.engine import plan_lock
-from execution.progress import plan_recount
+from execution.engine.plan_flow import plan_lock
 from execution.services import plan_submit
 from plans.models import Subtask
 from tests.api.conftest import client_for
 from tests.api.test_plans import assert_error
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, plan_recount, subtask
 
 pytestmark = pytest.mark.django_db
 

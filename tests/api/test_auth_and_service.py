@@ -10,7 +10,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from execution import health
 from tests.api.conftest import client_for
 from tests.api.test_plans import assert_error
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

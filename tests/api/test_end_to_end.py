@@ -9,9 +9,9 @@ import httpx
 import pytest
 from django.db import connection
 
-from tests.conftest import WebServer
-from tests.factories import UserFactory, plan_data, subtask
-from tests.support import wait_for
+from scripts.processes import WebServer
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine")]
 

@@ -15,7 +15,7 @@ from tests.api.conftest import client_for
 from tests.api.test_approvals import waiting_tool_call
 from tests.api.test_hostile_input import nothing_changes
 from tests.api.test_plans import PLANS, assert_error
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from plans.models import Plan, Subtask, SubtaskDependency
 from plans.shape import MAX_BODY_DEPTH, MAX_JSON_DEPTH
 from tests.api.test_approvals import waiting_tool_call
 from tests.api.test_plans import PLANS, assert_error
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, subtask
 
 pytestmark = pytest.mark.django_db
 

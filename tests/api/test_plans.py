@@ -7,11 +7,10 @@ from django.utils import timezone
 
 from approvals.models import Approval
 from execution.models import ExecState
-from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Plan, Subtask
 from tests.api.conftest import client_for
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, plan_recount, subtask
 
 pytestmark = pytest.mark.django_db
 

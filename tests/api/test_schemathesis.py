@@ -17,7 +17,7 @@ from schemathesis.checks import (
 
 from config.wsgi import application
 from execution.services import plan_submit
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # The live stream never ends and health waits for worker pings: both have their own tests.

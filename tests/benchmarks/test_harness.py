@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Processes of its own (the harness starts a stack of its own): not in make test-fast.
+pytestmark = pytest.mark.processes
+
 ROOT = Path(__file__).resolve().parents[2]
 # What the issue asks each scenario's JSON object to hold, beside medians, spread and samples.
 REQUIRED = {

@@ -15,11 +15,11 @@ from django.contrib.auth.models import Permission
 from approvals.models import ApprovalStatus
 from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
+from scripts.processes import ROOT
 from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
 from tests.desk.support import staff
-from tests.factories import subtask
-from tests.processes import ROOT
-from tests.support import finished, pending_approval, start
+from tests.support.factories import subtask
+from tests.support.flows import finished, pending_approval, start
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 

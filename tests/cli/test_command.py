@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from approvals.models import Approval, ApprovalStatus
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -8,10 +8,9 @@ from django.test import Client
 from approvals.models import Approval, ApprovalKind
 from approvals.services import approval_request
 from execution.models import ExecState, ExecutionState
-from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, SubtaskStatus
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, plan_recount, subtask
 
 
 def staff(username: str, *, permission: bool = False, superuser: bool = False):

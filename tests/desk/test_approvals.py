@@ -12,7 +12,7 @@ from execution.models import ExecState
 from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
 from tests.desk.support import client_for, waiting_tool_call
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, subtask
 
 pytestmark = pytest.mark.django_db
 

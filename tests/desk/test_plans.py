@@ -8,11 +8,10 @@ from approvals.models import ApprovalStatus
 from desk import dag
 from desk.admin import plans as plan_admin
 from execution.models import ExecState
-from execution.progress import plan_recount
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, SubtaskStatus
 from tests.desk.support import client_for, failed_plan, running_plan, waiting_tool_call
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, plan_recount, subtask
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from execution.agents.script import ScriptAgent
 from execution.agents.tools import WORKER_TOOLS
 from plans.services import plan_limits
 from plans.validation import validate_plan
-from tests.processes import ROOT
+from scripts.processes import ROOT
 
 EXAMPLES = ROOT / "examples"
 OPENAI = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
@@ -37,7 +37,7 @@ def test_each_kind_builds_its_agent(tmp_path):
             {
                 "demo": {"kind": "script"},
                 "remote": {"kind": "http", "url": "http://127.0.0.1:9/step", "timeout_s": 5},
-                "keys": {"kind": "python", "callable": "tests.agents.dependency_keys"},
+                "keys": {"kind": "python", "callable": "tests.support.agents.dependency_keys"},
                 "coder": {**OPENAI, "max_steps": 5, "tools": [{"name": "write_file", "parameters": SCHEMA}]},
             },
         )
@@ -111,7 +111,7 @@ def test_a_worker_tool_gets_its_built_in_description_and_schema(tmp_path):
         ({"kind": "http"}, '"url" is required'),
         ({"kind": "http", "url": "http://x/", "timeout": 3}, '"timeout" is not an option of this kind'),
         ({"kind": "python"}, '"callable" is required'),
-        ({"kind": "python", "callable": "tests.agents.nothing_here"}, '"callable" cannot be imported'),
+        ({"kind": "python", "callable": "tests.support.agents.nothing_here"}, '"callable" cannot be imported'),
         ({"kind": "script", "sleep_ms": 1}, '"sleep_ms" is not an option of this kind'),
     ],
 )
@@ -189,6 +189,7 @@ MESSAGE = 'agent "coder": "model" is required'
     ],
     ids=["manage.py", "celery-worker", "uvicorn"],
 )
+@pytest.mark.processes
 def test_a_bad_agents_file_stops_the_process_at_start_with_the_message(tmp_path, command):
     path = write(tmp_path, BAD)
     env = {**os.environ, "EXECUTION_AGENTS_FILE": path, "DJANGO_SECRET_KEY": "test"}
@@ -197,6 +198,7 @@ def test_a_bad_agents_file_stops_the_process_at_start_with_the_message(tmp_path,
     assert f"EXECUTION_AGENTS_FILE {path}: {MESSAGE}" in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.processes
 def test_a_good_agents_file_lets_the_process_start(tmp_path):
     env = {**os.environ, "EXECUTION_AGENTS_FILE": str(EXAMPLES / "agents.json"), "DJANGO_SECRET_KEY": "test"}
     done = subprocess.run(

@@ -2,11 +2,9 @@
 
 import contextlib
 import json
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +13,7 @@ from execution.agents.http import HttpAgent
 from execution.agents.python import PythonAgent
 from execution.agents.registry import agent_get, agent_input_errors, agent_names, agents_describe
 from execution.agents.script import ScriptAgent
+from tests.support.http import QuietHandler, local_server
 
 
 def context(script=None, attempt=1, tool_calls=(), **extra):
@@ -125,7 +124,7 @@ def http_endpoint():
     answers: list[tuple] = []  # (status, body[, headers[, delay_s]])
     received: list[dict] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             answer = answers.pop(0)
@@ -141,13 +140,8 @@ def http_endpoint():
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(payload)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/step", answers, received
-    server.shutdown()
+    with local_server(Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}/step", answers, received
 
 
 def test_http_agent_posts_the_context_and_reads_the_step(http_endpoint):
@@ -211,25 +205,25 @@ def test_http_agent_without_a_url_fails():
 
 
 def test_python_agent_calls_an_allowed_callable(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.support.agents:*"]
     python = PythonAgent("python")
-    ctx = context({"callable": "tests.agents.dependency_keys"}, dependencies={"b": {}, "a": {}})
+    ctx = context({"callable": "tests.support.agents.dependency_keys"}, dependencies={"b": {}, "a": {}})
     assert python.validate_input(ctx["input"]) == []
     assert python.run(ctx) == Finish(["a", "b"])
 
 
 def test_python_agent_refuses_modules_not_listed(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.support.agents:*"]
     python = PythonAgent("python")
     assert python.validate_input({"callable": "os.system"})
-    assert python.validate_input({"callable": "tests.agents.nothing_here"})
+    assert python.validate_input({"callable": "tests.support.agents.nothing_here"})
     assert python.validate_input({})
     assert isinstance(python.run(context({"callable": "os.system"})), Fail)
 
 
 def test_python_agent_with_a_configured_callable_needs_no_input(settings):
     settings.EXECUTION_PYTHON_AGENT_MODULES = []
-    python = PythonAgent("keys", callable="tests.agents.dependency_keys")
+    python = PythonAgent("keys", callable="tests.support.agents.dependency_keys")
     assert python.validate_input({}) == []
     assert python.run(context(dependencies={"z": {}})) == Finish(["z"])
 
@@ -263,6 +257,6 @@ def test_steps_carry_the_agents_state_only_by_keyword():
 
 
 def test_python_agent_may_return_several_tool_calls(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
-    step = PythonAgent("python").run(context({"callable": "tests.agents.two_tool_calls"}))
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.support.agents:*"]
+    step = PythonAgent("python").run(context({"callable": "tests.support.agents.two_tool_calls"}))
     assert isinstance(step, ToolCalls)

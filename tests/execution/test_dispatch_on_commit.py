@@ -6,7 +6,7 @@ from django.db import transaction
 from execution import canvas
 from execution.services import plan_submit
 from plans.models import Plan, SubtaskStatus
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 
 pytestmark = pytest.mark.django_db
 

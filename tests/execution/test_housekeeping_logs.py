@@ -12,11 +12,11 @@ from django.utils import timezone
 from approvals.models import ApprovalStatus
 from approvals.services import approvals_expire_overdue
 from config.log_filters import HOUSEKEEPING_TASKS, HousekeepingToDebug
-from execution.reconciler import reconcile
+from execution.engine.reconciler import reconcile
 from execution.services import plan_submit
 from plans.models import SubtaskStatus
 from tests.desk.support import running_plan
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 
 
 def housekeeping_runs(worker) -> int:
@@ -88,7 +88,7 @@ def test_celery_lines_about_housekeeping_are_demoted_to_debug_and_others_kept():
 
 
 def test_an_idle_reconcile_logs_nothing(db, caplog):
-    with caplog.at_level(logging.DEBUG, logger="execution.reconciler"):
+    with caplog.at_level(logging.DEBUG, logger="execution.engine.reconciler"):
         assert reconcile() == {"lost_runs": 0, "resent": 0, "advanced": 0}
     assert caplog.records == []
 
@@ -98,7 +98,7 @@ def test_a_reconcile_that_resends_a_subtask_logs_one_line_naming_the_plan(db, ca
     # Its message never reached the broker, long ago.
     plan.subtasks.update(status=SubtaskStatus.QUEUED, task_id="", queued_at=timezone.now() - timedelta(minutes=5))
 
-    with caplog.at_level(logging.INFO, logger="execution.reconciler"):
+    with caplog.at_level(logging.INFO, logger="execution.engine.reconciler"):
         assert reconcile()["resent"] == 1
 
     assert [(record.levelname, record.getMessage()) for record in caplog.records] == [

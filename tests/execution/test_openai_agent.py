@@ -6,7 +6,8 @@ import pytest
 
 from execution.agents.base import Fail, Finish, ToolCalls
 from execution.agents.definitions import agent_from_definition
-from tests.execution.agent_contexts import (
+from tests.fakes.openai_server import completion, tool_call
+from tests.support.agent_contexts import (
     LOGIN,
     TOOLS,
     WRITE_FILE,
@@ -17,7 +18,6 @@ from tests.execution.agent_contexts import (
     resumed,
     stored,
 )
-from tests.fakes.openai_server import completion, tool_call
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 
 from execution.agents.base import AgentError, Fail
 from execution.agents.definitions import agent_from_definition
-from tests.execution.agent_contexts import READ_FILE, TOOLS, approved, context, resumed
 from tests.fakes.openai_server import completion, reply, tool_call
+from tests.support.agent_contexts import READ_FILE, TOOLS, approved, context, resumed
 
 
 @pytest.fixture

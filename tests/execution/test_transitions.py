@@ -5,7 +5,9 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from execution.events import Sql, percentage
 from execution.models import Event, ExecState, ExecutionState, StateTransition
+from execution.selectors import plan_progress
 from execution.states import (
     EXECUTION_TRANSITIONS,
     PLAN_TRANSITIONS,
@@ -22,7 +24,8 @@ from execution.transitions import (
     subtasks_transition,
 )
 from plans.models import PlanStatus, Subtask, SubtaskStatus
-from tests.factories import draft_plan, subtask
+from tests.support.factories import draft_plan, subtask
+from tests.support.flows import start
 
 pytestmark = pytest.mark.django_db
 
@@ -146,12 +149,12 @@ def test_subtask_transition_is_fenced_on_the_attempt():
     task = plan.subtasks.get()
     subtask_transition(subtask=task, to=SubtaskStatus.QUEUED)
     stale = plan.subtasks.get()
-    subtask_transition(subtask=task, to=SubtaskStatus.RUNNING, expect_attempts=0, fields={"attempts": 1})
+    subtask_transition(subtask=task, to=SubtaskStatus.RUNNING, fields={"attempts": 1})
     assert plan.subtasks.get().attempts == 1
 
     # A duplicate of the same dispatch finds the attempt already taken.
     with pytest.raises(TransitionConflict):
-        subtask_transition(subtask=stale, to=SubtaskStatus.RUNNING, expect_attempts=0, fields={"attempts": 1})
+        subtask_transition(subtask=stale, to=SubtaskStatus.RUNNING, fields={"attempts": 1})
     types = list(Event.objects.filter(plan=plan).values_list("type", flat=True))
     assert types == ["subtask.queued", "subtask.started"]
 
@@ -174,3 +177,39 @@ def test_the_subtask_indexes_cover_the_status_sets_of_the_table():
     conditions = {index.name: index.condition for index in Subtask._meta.indexes}
     assert set(dict(conditions["subtask_active"].children)["status__in"]) == SUBTASK_ACTIVE
     assert set(dict(conditions["subtask_unsettled"].children)["status__in"]) == SUBTASK_UNSETTLED
+
+
+def test_the_percentage_is_the_same_number_in_python_and_in_postgresql():
+    pairs = [(done, total) for total in range(1, 160) for done in range(total + 1)]
+    formula = percentage(Sql("pair.done"), Sql("pair.total"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {formula} FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS pair(done, total, n) ORDER BY n",
+            [[done for done, _ in pairs], [total for _, total in pairs]],
+        )
+        in_sql = [row[0] for row in cursor.fetchall()]
+    assert in_sql == [percentage(done, total) for done, total in pairs]
+    assert percentage(1, 3) == 33.3
+    assert percentage(1, 8) == 12.5
+    assert percentage(1, 400) == 0.3  # half up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hot_path_writes_the_events_the_python_path_writes(worker, outbox):
+    plan = start(subtask("a", input={"result": "r"}), subtask("b", max_retries=0, input={"fail_times": 1}))
+    worker.drain()
+
+    by_type = {event.type: event.payload for event in plan.events.order_by("seq")}
+    queued, started, completed = by_type["subtask.queued"], by_type["subtask.started"], by_type["subtask.completed"]
+    assert set(started) == set(queued) == set(completed) - {"result"}
+    assert (started["subtask_id"], started["plan_id"]) == (str(plan.subtasks.get(key="b").pk), str(plan.pk))
+    assert (started["previous_status"], started["status"], started["attempt"], started["reason"]) == (
+        "queued",
+        "running",
+        1,
+        "",
+    )
+    progress = [event.payload for event in plan.events.filter(type="agent.execution.progress").order_by("seq")]
+    # The first after a's result (the hot path), the last after b's failure (the Python path).
+    assert [event["done"] for event in progress] == [1, 1]
+    assert {key: value for key, value in progress[-1].items() if key != "plan_id"} == plan_progress(plan_id=plan.pk)

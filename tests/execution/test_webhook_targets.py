@@ -1,8 +1,6 @@
 """Webhook targets: loopback, link-local and private addresses refused at submission and at delivery, unless allowed."""
 
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -13,7 +11,8 @@ from execution.webhooks import WebhookFailed, webhook_deliver
 from plans.models import Plan
 from tests.api.conftest import client_for
 from tests.api.test_plans import PLANS, assert_error
-from tests.factories import UserFactory, plan_data, subtask
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.http import QuietHandler, local_server
 
 pytestmark = pytest.mark.django_db
 
@@ -118,7 +117,7 @@ def receiver():
     """A loopback endpoint that records what it receives; `redirect` makes it answer 307 to another URL."""
     state: dict = {"bodies": [], "redirect": ""}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):
             state["bodies"].append(self.rfile.read(int(self.headers["Content-Length"])))
             if state["redirect"]:
@@ -128,14 +127,9 @@ def receiver():
                 self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["port"] = server.server_port
-    yield state
-    server.shutdown()
+    with local_server(Handler) as server:
+        state["port"] = server.server_port
+        yield state
 
 
 def plan_with_callback(settings, url: str) -> Event:

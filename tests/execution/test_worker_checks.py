@@ -5,9 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
-from execution.engine import retry_delay
+from execution.engine.runs import retry_delay
 from execution.worker import configuration_problems, eviction_warning
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ def test_hard_time_limit_must_stay_below_the_visibility_timeout(settings):
     assert configuration_problems() == []
 
 
+@pytest.mark.processes
 def test_a_worker_refuses_to_start_with_unsafe_limits():
     env = {**os.environ, "CELERY_VISIBILITY_TIMEOUT_S": "60", "EXECUTION_MAX_TIMEOUT_S": "120"}
     result = subprocess.run(

@@ -1,4 +1,4 @@
-"""What the fault scenarios check beyond tests/invariants.py: the records agree with the history they left."""
+"""What the fault scenarios check beyond tests/support/invariants.py: the records agree with the history they left."""
 
 from execution.models import ExecutionState, StateTransition
 from plans.models import Plan

@@ -17,9 +17,10 @@ from kombu.transport.redis import Channel as RedisChannel
 from rest_framework.authtoken.models import Token
 
 from plans.models import Subtask
+from scripts.processes import WebServer, Worker
 from scripts.servers import PostgresServer, RedisServer
-from tests.processes import FAST, Cluster, WebServer, Worker
-from tests.support import wait_for
+from tests.support.cluster import FAST, Cluster
+from tests.support.flows import wait_for
 
 TICK_S = float(FAST["EXECUTION_RECONCILE_INTERVAL_S"])
 

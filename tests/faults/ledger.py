@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connection
 
 from plans.models import Plan, SubtaskStatus
-from tests.factories import subtask
+from tests.support.factories import subtask
 
 TABLE = "fault_ledger"
 CALLABLE = "tests.faults.ledger.record"

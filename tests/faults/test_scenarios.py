@@ -13,6 +13,9 @@ import pytest
 
 from tests.faults.launch import ROOT, SCENARIOS, run_session
 
+# Processes of its own (a fault session starts servers, workers and web of its own): not in make test-fast.
+pytestmark = pytest.mark.processes
+
 ARTIFACTS = ROOT / "artifacts"
 MODULES = sorted(path.stem for path in SCENARIOS.glob("test_*.py"))
 # The whole fault session runs inside the first test selected: its budget is the session's.

@@ -12,8 +12,8 @@ from approvals.services import AlreadyDecided, approval_decide, plan_approve
 from execution.models import ExecState, ExecutionState
 from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
-from tests.factories import UserFactory, plan_data, subtask
-from tests.support import event_types, finished, pending_approval, start, subtask_in, wait_for
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import event_types, finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 

@@ -9,17 +9,20 @@ from hypothesis import strategies as st
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, Subtask
 from plans.validation import PlanInvalid
-from tests.dags import Drawn, expected_error, plans
-from tests.factories import UserFactory
-from tests.invariants import assert_invariants
-from tests.support import finished
+from tests.support.dags import Drawn, expected_error, plans
+from tests.support.factories import UserFactory
+from tests.support.flows import finished
+from tests.support.invariants import assert_invariants
 
 pytestmark = pytest.mark.usefixtures("engine")
 
 
 def napping(draw) -> dict:
     """Each subtask naps a little (so runs can overlap), then finishes with the keys of its dependencies."""
-    return {"callable": "tests.agents.dependency_keys_after_a_nap", "sleep_ms": draw(st.sampled_from([0, 50, 200]))}
+    return {
+        "callable": "tests.support.agents.dependency_keys_after_a_nap",
+        "sleep_ms": draw(st.sampled_from([0, 50, 200])),
+    }
 
 
 def interval(subtask: Subtask) -> tuple[datetime, datetime]:

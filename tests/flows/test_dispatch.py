@@ -5,9 +5,9 @@ import pytest
 from execution.models import Event
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, SubtaskStatus
-from tests.factories import UserFactory, plan_data, subtask
-from tests.invariants import assert_invariants
-from tests.support import start, wait_for
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import start, wait_for
+from tests.support.invariants import assert_invariants
 
 pytestmark = pytest.mark.usefixtures("engine")
 

@@ -9,8 +9,8 @@ from execution.models import ExecState
 from execution.services import plan_cancel, plan_pause, plan_resume, subtask_retry
 from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, PlanStatus, SubtaskStatus
-from tests.factories import UserFactory, subtask
-from tests.support import event_types, finished, pending_approval, start, subtask_in, wait_for
+from tests.support.factories import UserFactory, subtask
+from tests.support.flows import event_types, finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 

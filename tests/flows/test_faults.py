@@ -9,8 +9,8 @@ import redis
 from django.conf import settings
 
 from plans.models import PlanStatus, SubtaskStatus
-from tests.factories import subtask
-from tests.support import event_types, finished, start, subtask_in, wait_for
+from tests.support.factories import subtask
+from tests.support.flows import event_types, finished, start, subtask_in, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.usefixtures("engine")]
 
@@ -75,7 +75,8 @@ def test_frozen_worker_past_its_lease_is_overtaken_and_its_late_result_ignored(e
 
 def test_a_subtask_that_kills_its_worker_every_time_is_failed_as_poison():
     plan = finished(
-        start(subtask("poison", agent="python", input={"callable": "tests.agents.crash"}), subtask("fine")), timeout=60
+        start(subtask("poison", agent="python", input={"callable": "tests.support.agents.crash"}), subtask("fine")),
+        timeout=60,
     )
     poison = plan.subtasks.get(key="poison")
     assert poison.status == SubtaskStatus.FAILED

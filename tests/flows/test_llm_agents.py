@@ -9,9 +9,9 @@ import pytest
 from approvals.models import ApprovalStatus
 from approvals.services import approval_decide
 from plans.models import PlanStatus, SubtaskStatus
-from tests.factories import UserFactory, subtask
 from tests.fakes.openai_server import MODEL, completion, reply, tool_call
-from tests.support import finished, pending_approval, start, subtask_in, wait_for
+from tests.support.factories import UserFactory, subtask
+from tests.support.flows import finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
-from tests.clients import HttpCaller, LocalCaller, approver, at_once
-from tests.factories import UserFactory, plan_data, subtask
-from tests.invariants import assert_invariants
-from tests.support import FINISHED, wait_for
+from tests.support.clients import HttpCaller, LocalCaller, approver, at_once
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import FINISHED, wait_for
+from tests.support.invariants import assert_invariants
 
 # Under three minutes on two busy cores; the default five-minute limit leaves too little room.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine"), pytest.mark.timeout(480)]
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine"), pytest.mark.t
 PLANS_COUNT = 200
 CLIENTS = 20
 ASKS = {"tool_calls": [{"tool": "deploy", "arguments": {"env": "staging"}}]}
-JOIN = {"callable": "tests.agents.dependency_keys"}
+JOIN = {"callable": "tests.support.agents.dependency_keys"}
 
 
 def shape(number: int) -> dict[str, Any]:

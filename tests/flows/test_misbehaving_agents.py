@@ -4,24 +4,24 @@ import pytest
 from django.conf import settings
 
 from plans.models import PlanStatus, SubtaskStatus
-from tests.agents import MISBEHAVING_AGENTS
-from tests.factories import subtask
-from tests.invariants import assert_invariants
-from tests.support import finished, start
+from tests.support.agents import MISBEHAVING_AGENTS
+from tests.support.factories import subtask
+from tests.support.flows import finished, start
+from tests.support.invariants import assert_invariants
 
 pytestmark = pytest.mark.usefixtures("engine")
 
 
 @pytest.fixture(autouse=True)
 def _misbehaving_agents_registered(settings) -> None:
-    """Register here the agents the workers have from tests/worker_settings.py, so plans naming them validate."""
+    """Register the agents the workers have (tests/support/worker_settings.py), so plans naming them validate."""
     settings.EXECUTION_AGENTS = {**settings.EXECUTION_AGENTS, **MISBEHAVING_AGENTS}
 
 
 def python(name: str, **fields) -> dict:
-    """Return the subtask "agent", running tests.agents.<name> through the python agent."""
+    """Return the subtask "agent", running tests.support.agents.<name> through the python agent."""
     extra = fields.pop("input", {})
-    return subtask("agent", agent="python", input={"callable": f"tests.agents.{name}", **extra}, **fields)
+    return subtask("agent", agent="python", input={"callable": f"tests.support.agents.{name}", **extra}, **fields)
 
 
 def failed_alone(agent: dict, timeout: float = 60):

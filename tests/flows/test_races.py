@@ -9,10 +9,10 @@ from approvals.services import plan_approve
 from execution.models import ExecutionState
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus, SubtaskStatus
-from tests.clients import Answer, HttpCaller, LocalCaller, approver, at_once
-from tests.factories import UserFactory, plan_data, subtask
-from tests.invariants import assert_invariants
-from tests.support import finished, pending_approval, start
+from tests.support.clients import Answer, HttpCaller, LocalCaller, approver, at_once
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import finished, pending_approval, start
+from tests.support.invariants import assert_invariants
 
 pytestmark = pytest.mark.usefixtures("engine")
 

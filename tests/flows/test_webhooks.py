@@ -3,15 +3,14 @@
 import hashlib
 import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.conf import settings
 
 from execution.webhooks import SIGNATURE_HEADER
-from tests.factories import subtask
-from tests.support import finished, start, wait_for
+from tests.support.factories import subtask
+from tests.support.flows import finished, start, wait_for
+from tests.support.http import QuietHandler, local_server
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -21,7 +20,7 @@ def receiver():
     """A local endpoint that records deliveries; it answers 500 to the first `failures` of them."""
     state = {"deliveries": [], "failures": 0, "refused": 0}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if state["refused"] < state["failures"]:
@@ -32,14 +31,9 @@ def receiver():
                 self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_port}/hook"
-    yield state
-    server.shutdown()
+    with local_server(Handler) as server:
+        state["url"] = f"http://127.0.0.1:{server.server_port}/hook"
+        yield state
 
 
 def test_each_event_is_delivered_signed(receiver):

@@ -2,7 +2,12 @@
 
 import pytest
 
-from plans.batching import CycleError, chunk_levels, plan_batches, topological_levels
+from plans.batching import CycleError, chunk_levels, topological_levels
+
+
+def plan_batches(keys, depends_on, max_parallel):
+    """Return the batches a plan runs in, as validation computes them."""
+    return chunk_levels(topological_levels(keys, depends_on), max_parallel)
 
 
 def test_independent_subtasks_form_one_level_in_given_order():

@@ -6,7 +6,7 @@ from django.test import Client
 from plans.services import plan_limits
 from plans.shape import Field, plan_fields, subtask_fields
 from plans.validation import PlanInvalid, validate_plan
-from tests.factories import plan_data, subtask
+from tests.support.factories import plan_data, subtask
 
 pytestmark = pytest.mark.django_db
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import event, given, settings
 
 from plans.validation import PlanInvalid, validate_plan
-from tests.dags import Drawn, expected_batches, expected_error, is_cycle, plans
+from tests.support.dags import Drawn, expected_batches, expected_error, is_cycle, plans
 
 
 @settings(max_examples=400, deadline=None)

@@ -8,7 +8,8 @@ import httpx
 import pytest
 import redis
 
-from tests.processes import FAST, WebServer, current_database_url
+from scripts.processes import WebServer, current_database_url
+from tests.support.cluster import FAST
 
 # Low limits, so a flood reaches them in a few requests.
 TOKEN_RATE = 4

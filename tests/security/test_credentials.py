@@ -11,9 +11,9 @@ from execution.agents.http import HttpAgent
 from execution.agents.python import PythonAgent
 from plans.models import SubtaskStatus
 from scripts.servers import free_port
-from tests.execution.agent_contexts import context
-from tests.factories import subtask
-from tests.support import finished, start
+from tests.support.agent_contexts import context
+from tests.support.factories import subtask
+from tests.support.flows import finished, start
 
 SECRETS = ("hunter2", "sk-sekrit")
 
@@ -92,7 +92,7 @@ def test_an_agent_error_naming_a_url_with_credentials_is_stored_without_them():
             subtask(
                 "a",
                 agent="python",
-                input={"callable": "tests.agents.raises_naming_a_url_with_credentials"},
+                input={"callable": "tests.support.agents.raises_naming_a_url_with_credentials"},
                 max_retries=0,
             )
         )
@@ -105,21 +105,21 @@ def test_an_agent_error_naming_a_url_with_credentials_is_stored_without_them():
 
 
 def test_a_name_imported_into_an_allowed_module_is_not_run(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.agents:*"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.support.agents:*"]
     python = PythonAgent("python")
-    assert python.validate_input({"callable": "tests.agents.dependency_keys"}) == []
+    assert python.validate_input({"callable": "tests.support.agents.dependency_keys"}) == []
     # Imported there, not defined there: Celery's exception and the agents' base class.
-    assert python.validate_input({"callable": "tests.agents.SoftTimeLimitExceeded"})
-    assert python.validate_input({"callable": "tests.agents.BaseAgent"})
-    assert isinstance(python.run(context(input={"callable": "tests.agents.BaseAgent"})), Fail)
+    assert python.validate_input({"callable": "tests.support.agents.SoftTimeLimitExceeded"})
+    assert python.validate_input({"callable": "tests.support.agents.BaseAgent"})
+    assert isinstance(python.run(context(input={"callable": "tests.support.agents.BaseAgent"})), Fail)
     # Private helpers and submodules are not covered either.
-    assert python.validate_input({"callable": "tests.agents.time.sleep"})
+    assert python.validate_input({"callable": "tests.support.agents.time.sleep"})
 
 
 def test_a_callable_in_a_submodule_of_an_allowed_module_is_not_run(settings):
-    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests:*", "tests.agents.dependency_keys"]
+    settings.EXECUTION_PYTHON_AGENT_MODULES = ["tests.support:*", "tests.support.agents.dependency_keys"]
     python = PythonAgent("python")
-    assert python.validate_input({"callable": "tests.agents.dependency_keys"}) == []
-    assert python.validate_input({"callable": "tests.agents.crash"})
+    assert python.validate_input({"callable": "tests.support.agents.dependency_keys"}) == []
+    assert python.validate_input({"callable": "tests.support.agents.crash"})
     assert python.validate_input({"callable": "tests.processes.current_database_url"})
-    assert isinstance(python.run(context(input={"callable": "tests.agents.crash"})), Fail)
+    assert isinstance(python.run(context(input={"callable": "tests.support.agents.crash"})), Fail)

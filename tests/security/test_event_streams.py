@@ -11,9 +11,9 @@ from django.db import transaction
 from api import stream
 from execution.events import event_append
 from execution.services import plan_submit
-from tests.clients import token_of
-from tests.factories import UserFactory, plan_data, subtask
 from tests.security.conftest import SHORT_STREAM_AGE_S, STREAMS_PER_USER, client_from
+from tests.support.clients import token_of
+from tests.support.factories import UserFactory, plan_data, subtask
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -5,8 +5,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from tests.factories import UserFactory
 from tests.security.conftest import TOKEN_RATE, client_from
+from tests.support.factories import UserFactory
 
 TOKEN = "/api/v1/auth/token/"
 

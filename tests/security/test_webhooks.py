@@ -16,8 +16,8 @@ from execution.services import plan_submit
 from execution.webhook_targets import address_problem, target_problem
 from execution.webhooks import SIGNATURE_HEADER, WebhookFailed, webhook_deliver
 from plans.models import Plan
-from tests.factories import UserFactory, plan_data, subtask
-from tests.support import wait_for
+from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import wait_for
 
 
 @pytest.fixture

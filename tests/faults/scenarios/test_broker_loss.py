@@ -5,11 +5,11 @@ import time
 import pytest
 
 from plans.models import PlanStatus, SubtaskStatus
-from tests.factories import UserFactory, subtask
 from tests.faults.launch import record_figures
 from tests.faults.ledger import ledger_problems, ledger_runs, ledger_subtask
-from tests.invariants import assert_invariants, reconciler_redrove
-from tests.support import finished, pending_approval, start, wait_for
+from tests.support.factories import UserFactory, subtask
+from tests.support.flows import finished, pending_approval, start, wait_for
+from tests.support.invariants import assert_invariants, reconciler_redrove
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

@@ -10,9 +10,9 @@ from execution.canvas import Run, run_signature
 from plans.models import PlanStatus, Subtask, SubtaskStatus
 from tests.faults.launch import record_figures
 from tests.faults.ledger import ledger_problems, ledger_runs, ledger_subtask
-from tests.invariants import assert_invariants, reconciler_redrove
-from tests.processes import Cluster
-from tests.support import event_types, finished, start, subtask_in, wait_for
+from tests.support.cluster import Cluster
+from tests.support.flows import event_types, finished, start, subtask_in, wait_for
+from tests.support.invariants import assert_invariants, reconciler_redrove
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

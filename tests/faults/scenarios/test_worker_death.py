@@ -7,8 +7,8 @@ import pytest
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.faults.launch import record_figures
 from tests.faults.ledger import ledger_problems, ledger_runs, ledger_subtask
-from tests.invariants import assert_invariants, reconciler_redrove
-from tests.support import finished, start, wait_for
+from tests.support.flows import finished, start, wait_for
+from tests.support.invariants import assert_invariants, reconciler_redrove
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

@@ -1,0 +1,129 @@
+"""Endpoints about the service itself: its agents, its health, API tokens, and the caller's webhook secret."""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from api.errors import authenticated_user, errors
+from api.parsers import JSONParser
+from execution.agents.registry import agents_describe
+from execution.health import health_check
+from execution.webhooks import webhook_secret_rotate, webhook_secret_status
+
+
+class AgentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    implementation = serializers.CharField()
+    description = serializers.CharField()
+
+
+class CheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    latency_ms = serializers.FloatField(required=False)
+    error = serializers.CharField(required=False)
+
+
+class WorkersSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    count = serializers.IntegerField()
+    names = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(required=False)
+
+
+class HealthSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    database = CheckSerializer()
+    broker = CheckSerializer()
+    workers = WorkersSerializer()
+
+
+class AgentsView(APIView):
+    @extend_schema(summary="Registered agents", responses={200: AgentSerializer(many=True), **errors(401)})
+    def get(self, request: Request) -> Response:
+        return Response(agents_describe())
+
+
+class HealthView(APIView):
+    """Open to monitoring: no authentication."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Database, broker and worker status",
+        responses={200: HealthSerializer, 503: HealthSerializer},
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        report = health_check()
+        return Response(report, status=status.HTTP_200_OK if report["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@extend_schema(exclude=True)
+class RootHealthView(HealthView):
+    """/health/ at the root too, where load balancers look; documented under /api/v1/health/."""
+
+
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for an API token."""
+
+    # ObtainAuthToken has no throttles of its own (throttle_classes = ()): the scope alone would not apply.
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token"
+    # ObtainAuthToken takes forms too; the API takes JSON bodies only.
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Get an API token",
+        request=inline_serializer(
+            "TokenRequest", fields={"username": serializers.CharField(), "password": serializers.CharField()}
+        ),
+        responses={200: inline_serializer("Token", fields={"token": serializers.CharField()}), **errors(400, 429)},
+        auth=[],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+class WebhookSecretStatusSerializer(serializers.Serializer):
+    configured = serializers.BooleanField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    previous_valid_until = serializers.DateTimeField(
+        allow_null=True, help_text="Until then the secret before the last rotation signs deliveries too."
+    )
+
+
+class NewWebhookSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="Shown this once: keep it where your receiver verifies deliveries.")
+    created_at = serializers.DateTimeField()
+    previous_valid_until = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookSecretView(APIView):
+    """The key that signs the webhooks of the caller's plans (Standard Webhooks)."""
+
+    @extend_schema(
+        summary="Whether you have a webhook secret (never the secret itself)",
+        responses={200: WebhookSecretStatusSerializer, **errors(401)},
+    )
+    def get(self, request: Request) -> Response:
+        found = webhook_secret_status(owner=authenticated_user(request))
+        return Response(WebhookSecretStatusSerializer(found).data)
+
+    @extend_schema(
+        summary="Make a new webhook secret, shown once; the previous one signs too for WEBHOOK_SECRET_OVERLAP_S",
+        request=None,
+        responses={201: NewWebhookSecretSerializer, **errors(401, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        made = webhook_secret_rotate(owner=authenticated_user(request))
+        response = Response(NewWebhookSecretSerializer(made).data, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response

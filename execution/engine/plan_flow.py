@@ -1,0 +1,266 @@
+"""How a plan moves: approved and started, its batches dispatched and advanced, ended, failed fast, or cancelled.
+
+PostgreSQL is the truth and a Celery message only a wake-up. Every function here runs
+under the plan's row lock (the one lock order: the plan's row, then its rows), re-reads
+what it needs, and sends messages only after the commit, through canvas.py. The people's
+requests (execute, pause, resume, cancel, retry) come in through execution/services.py,
+which checks they apply and calls in here.
+"""
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+from uuid import UUID, uuid4
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from execution import canvas
+from execution.engine.approval_gate import approval_gate
+from execution.events import event_append
+from execution.models import ExecState, ExecutionState
+from execution.selectors import execution_of, plan_progress
+from execution.states import EXECUTION_FINISHED, SUBTASK_IN_FLIGHT, SUBTASK_UNSETTLED
+from execution.transitions import execution_transition, plan_transition, subtasks_transition
+from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
+from plans.models import SubtaskStatus as S
+
+# --- The lock -------------------------------------------------------------------------------
+
+
+def plan_lock(plan_id: UUID) -> Plan:
+    """Lock a plan's row for the rest of the transaction and return it.
+
+    Only the plan is selected: after waiting for the lock PostgreSQL re-reads the locked
+    row but not rows joined to it, so the execution is read afterwards (execution_of).
+    """
+    return Plan.objects.select_for_update().get(pk=plan_id)
+
+
+def plan_lock_for(subtask_id: UUID) -> Plan:
+    """Lock and return the plan of a subtask (see plan_lock)."""
+    return Plan.objects.select_for_update(of=("self",)).get(subtasks__id=subtask_id)
+
+
+# --- Approved, started, cancelled -------------------------------------------------------------
+
+
+def plan_decision_apply(*, plan: Plan, approved: bool, actor: str, reason: str = "") -> None:
+    """Act on the decision about a draft plan: approved (and started if it runs on approval), or cancelled."""
+    if not approved:
+        plan_terminate(plan=plan, actor=actor, reason=reason)
+        return
+    plan_transition(plan=plan, to=PlanStatus.APPROVED, reason=reason, actor=actor)
+    if plan.auto_execute:
+        plan_start(plan=plan, actor=actor)
+
+
+def plan_start(*, plan: Plan, actor: str) -> None:
+    """Start an approved plan: its execution runs, and its first batch goes out."""
+    plan_transition(plan=plan, to=PlanStatus.IN_PROGRESS, actor=actor)
+    execution = ExecutionState.objects.create(plan=plan)
+    plan.execution = execution
+    execution_transition(execution=execution, to=ExecState.RUNNING, reason="execution started", actor=actor)
+    advance(plan)
+
+
+def plan_terminate(*, plan: Plan, actor: str, reason: str) -> None:
+    """Cancel a plan that has not finished: its unsettled subtasks cancelled, approvals withdrawn, runs revoked."""
+    plan_transition(plan=plan, to=PlanStatus.CANCELLED, reason=reason, actor=actor)
+    stop_unfinished(plan, statuses=sorted(SUBTASK_UNSETTLED), reason=reason, plan_approval_too=True)
+    execution = execution_of(plan)
+    if execution is not None and execution.state not in EXECUTION_FINISHED:
+        execution_transition(execution=execution, to=ExecState.CANCELLED, reason=reason, actor=actor)
+
+
+# --- Advancing: the next batch, or the end ------------------------------------------------------
+
+
+def plan_advance(*, plan_id: UUID) -> None:
+    """Dispatch what can run next, or finish the plan; harmless to call at any time (a chord callback)."""
+    with transaction.atomic():
+        try:
+            plan = plan_lock(plan_id)
+        except Plan.DoesNotExist:
+            return
+        advance(plan)
+
+
+def advance(plan: Plan) -> None:
+    """Dispatch the pending subtasks of the lowest unfinished batch; finish when none is left.
+
+    A batch starts only when every earlier batch has settled, so the current batch is
+    the lowest batch with an unsettled subtask. Re-reading the database each time makes
+    a chord callback delivered twice, or never (the reconciler calls this too), harmless.
+    """
+    execution = execution_of(plan)
+    if plan.status != PlanStatus.IN_PROGRESS or execution is None or execution.state == ExecState.PAUSED:
+        return
+    while True:
+        unsettled = Subtask.objects.filter(plan=plan, status__in=SUBTASK_UNSETTLED).order_by("batch_index", "position")
+        first = unsettled.only("batch_index").first()
+        if first is None:
+            plan_finish(plan, execution)
+            return
+        current = list(unsettled.filter(batch_index=first.batch_index))
+        pending = [subtask for subtask in current if subtask.status == S.PENDING]
+        blocked_ids = set(
+            SubtaskDependency.objects.filter(subtask__in=pending)
+            .exclude(depends_on__status=S.DONE)
+            .values_list("subtask_id", flat=True)
+        )
+        blocked = [subtask for subtask in pending if subtask.pk in blocked_ids]
+        ready = [subtask for subtask in pending if subtask.pk not in blocked_ids]
+        if blocked:
+            # Only after a partial retry: a dependency failed again, or is still failed.
+            if plan.failure_policy == FailurePolicy.FAIL_FAST:
+                plan_fail(plan, execution, reason=f"a dependency of {blocked[0].key!r} has failed")
+                return
+            skip_downstream(plan, [subtask.pk for subtask in blocked], reason="a dependency failed")
+        if ready:
+            dispatch(plan, ready, batch=True, reason=f"batch {first.batch_index}")
+        if ready or len(blocked) < len(current):
+            break
+    settle_execution_state(plan, execution)
+
+
+def settle_execution_state(plan: Plan, execution: ExecutionState) -> None:
+    """Show waiting_approval when all the plan's work in flight waits for a person."""
+    if execution.state not in (ExecState.RUNNING, ExecState.RESUMED):
+        return
+    # The counters as this transaction has moved them (the plan object holds those it locked).
+    queued, running, waiting = (
+        Plan.objects.filter(pk=plan.pk).values_list("queued_count", "running_count", "waiting_approval_count").get()
+    )
+    if queued == running == 0 and waiting > 0:
+        execution_transition(execution=execution, to=ExecState.WAITING_APPROVAL, reason="waiting for approval")
+
+
+# --- What goes out, and what is stopped -----------------------------------------------------------
+
+
+def dispatch(
+    plan: Plan, subtasks: list[Subtask], *, batch: bool, reason: str, fields: dict[str, Any] | None = None
+) -> None:
+    """Queue subtasks under new task ids and send them after commit (as one chord if `batch`).
+
+    Each run carries its attempt number (attempts + 1); only a queued subtask still at
+    the previous attempt can start it. `fields` are written with the change to queued.
+    While the plan is paused nothing is sent: the subtasks stay queued without a message
+    (task id "") until the plan resumes. A subtask queued already keeps its status and
+    gets the new task id: it is sent again.
+    """
+    execution = execution_of(plan)
+    paused = execution is not None and execution.state == ExecState.PAUSED
+    task_ids = {subtask.pk: "" if paused else str(uuid4()) for subtask in subtasks}
+    subtasks_transition(subtasks=subtasks, to=S.QUEUED, reason=reason, fields=fields, task_ids=task_ids)
+    if paused:
+        return
+    runs = [
+        canvas.Run(
+            subtask_id=subtask.pk,
+            attempt=subtask.attempts + 1,
+            task_id=subtask.task_id,
+            timeout_s=subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S,
+        )
+        for subtask in subtasks
+    ]
+    send = canvas.send_batch if batch else canvas.send_runs
+    # A lost publish (broker down after commit) leaves queued subtasks the reconciler re-sends.
+    transaction.on_commit(partial(send, plan.pk, runs), robust=True)
+
+
+def stop_unfinished(plan: Plan, *, statuses: Sequence[str], reason: str, plan_approval_too: bool) -> None:
+    """Cancel the plan's subtasks in these statuses, withdraw their approvals, revoke their messages."""
+    targets = list(Subtask.objects.filter(plan=plan, status__in=statuses))
+    before = {subtask.pk: subtask.status for subtask in targets}
+    subtasks_transition(subtasks=targets, to=S.CANCELLED, reason=reason)
+    waiting = [pk for pk, status in before.items() if status == S.WAITING_APPROVAL]
+    if waiting or plan_approval_too:
+        approval_gate().approvals_withdraw(
+            plan_id=plan.pk, subtask_ids=None if plan_approval_too else waiting, reason=reason
+        )
+    task_ids = [subtask.task_id for subtask in targets if subtask.task_id and before[subtask.pk] in SUBTASK_IN_FLIGHT]
+    if task_ids:
+        transaction.on_commit(partial(canvas.revoke, task_ids), robust=True)
+
+
+def skip_downstream(plan: Plan, subtask_ids: list[UUID], *, reason: str) -> None:
+    """Skip these subtasks and every pending subtask downstream of them."""
+    downstream = downstream_ids(subtask_ids)
+    targets = Subtask.objects.filter(plan=plan, pk__in=[*subtask_ids, *downstream], status=S.PENDING)
+    subtasks_transition(subtasks=list(targets), to=S.SKIPPED, reason=reason)
+
+
+def downstream_ids(subtask_ids: list[UUID]) -> list[UUID]:
+    """Return the subtasks that depend, directly or not, on any of these."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH RECURSIVE downstream(id) AS (
+                SELECT subtask_id FROM plans_subtaskdependency WHERE depends_on_id = ANY(%s::uuid[])
+                UNION
+                SELECT link.subtask_id FROM plans_subtaskdependency link
+                JOIN downstream ON link.depends_on_id = downstream.id
+            )
+            SELECT id FROM downstream
+            """,
+            [[str(pk) for pk in subtask_ids]],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+# --- How a plan ends ------------------------------------------------------------------------------
+
+
+def plan_finish(plan: Plan, execution: ExecutionState) -> None:
+    """End a plan none of whose subtasks is left to run: completed, or failed if one failed."""
+    progress = plan_progress(plan_id=plan.pk)
+    failed = progress["failed"] > 0
+    if execution.state == ExecState.WAITING_APPROVAL:
+        execution_transition(execution=execution, to=ExecState.RUNNING, reason="no approval pending")
+    plan_transition(plan=plan, to=PlanStatus.FAILED if failed else PlanStatus.COMPLETED)
+    execution_transition(
+        execution=execution,
+        to=ExecState.FAILED if failed else ExecState.COMPLETED,
+        reason=f"{progress['failed']} subtask(s) failed" if failed else "all subtasks done",
+    )
+    announce_end(plan, execution, progress)
+
+
+def failure_policy_apply(plan: Plan, subtask: Subtask) -> None:
+    """Apply the plan's failure policy to a subtask that has just failed: fail fast, or skip its dependents."""
+    execution = execution_of(plan)
+    if plan.status != PlanStatus.IN_PROGRESS or execution is None:
+        return
+    if plan.failure_policy == FailurePolicy.FAIL_FAST:
+        plan_fail(plan, execution, reason=f"subtask {subtask.key!r} failed")
+    else:
+        skip_downstream(plan, [subtask.pk], reason=f"depends on failed subtask {subtask.key!r}")
+
+
+def plan_fail(plan: Plan, execution: ExecutionState, *, reason: str) -> None:
+    """Fail fast: the plan fails; what has not started is cancelled, running work finishes."""
+    # Running subtasks are left to finish; everything else unsettled is cancelled.
+    stop_unfinished(plan, statuses=sorted(SUBTASK_UNSETTLED - {S.RUNNING}), reason=reason, plan_approval_too=False)
+    plan_transition(plan=plan, to=PlanStatus.FAILED, reason=reason)
+    if execution.state not in EXECUTION_FINISHED:
+        execution_transition(execution=execution, to=ExecState.FAILED, reason=reason)
+    announce_end(plan, execution)
+
+
+def announce_end(plan: Plan, execution: ExecutionState, progress: dict[str, Any] | None = None) -> None:
+    """Append agent.execution.completed: how the plan ended, its progress and how long it took."""
+    started = plan.started_at
+    event_append(
+        plan_id=plan.pk,
+        type="agent.execution.completed",
+        payload={
+            "execution_id": execution.pk,
+            "status": plan.status,
+            "state": execution.state,
+            "progress": progress or plan_progress(plan_id=plan.pk),
+            "duration_s": round((timezone.now() - started).total_seconds(), 3) if started else None,
+        },
+    )

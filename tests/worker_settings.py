@@ -1,7 +1,0 @@
-"""Settings of the test cluster's workers: the service's own, plus agents only tests register."""
-
-from config.settings import *  # noqa: F403
-from config.settings import EXECUTION_AGENTS
-from tests.agents import MISBEHAVING_AGENTS
-
-EXECUTION_AGENTS = {**EXECUTION_AGENTS, **MISBEHAVING_AGENTS}
