@@ -139,7 +139,8 @@ def engine(cluster, transactional_db, request) -> Iterator[Cluster]:
         pytest.fail(f"The reconciler re-sent {len(resent)} message(s) in a test that injected no fault: {resent}")
 
 
-PROCESS_FIXTURES = {"cluster", "web"}
+# Fixtures that start processes of the service (uvicorn, Celery workers): tests using them are not fast.
+PROCESS_FIXTURES = {"cluster", "web", "guarded_web"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
