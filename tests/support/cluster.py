@@ -53,14 +53,24 @@ class Cluster:
                 control(queue, destination=[worker.hostname], reply=True, timeout=5)
 
     def quiesce(self) -> None:
-        """Stop consuming and stop beat (letting its last ticks expire): nothing touches the database.
+        """Stop consuming and stop beat, then wait until no worker runs or holds a task: nothing touches the database.
 
         Between tests the database is truncated; a worker or reconciler query racing
         TRUNCATE can deadlock with it, and tasks sent by tests without workers must not run.
+        A worker that stopped consuming still runs what it had taken (active) or prefetched
+        (reserved), so the workers are asked until they hold nothing.
         """
         self._consumers(consume=False)
         self.workers["beat"].signal_group(signal.SIGSTOP)
-        time.sleep(float(FAST["EXECUTION_RECONCILE_INTERVAL_S"]) + 0.3)
+        hostnames = [worker.hostname for worker in self.workers.values() if worker.queues]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            inspect = current_app.control.inspect(destination=hostnames, timeout=2, limit=len(hostnames))
+            held = [inspect.active() or {}, inspect.reserved() or {}]
+            answered = all(len(replies) == len(hostnames) for replies in held)
+            if answered and not any(tasks for replies in held for tasks in replies.values()):
+                return
+            time.sleep(0.05)
 
     def wake(self) -> None:
         self._consumers(consume=True)
