@@ -7,13 +7,15 @@ from rest_framework import serializers, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.errors import errors
 from api.parsers import JSONParser
+from common.version import VERSION
 from execution.agents.registry import agents_describe
-from execution.health import health_check
+from execution.health import health_check, readiness
 
 
 class AgentSerializer(serializers.Serializer):
@@ -24,22 +26,31 @@ class AgentSerializer(serializers.Serializer):
 
 class CheckSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    latency_ms = serializers.FloatField(required=False)
-    error = serializers.CharField(required=False)
+    latency_ms = serializers.FloatField(required=False, help_text="Staff only.")
+    error = serializers.CharField(required=False, help_text="Staff only.")
 
 
 class WorkersSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     count = serializers.IntegerField()
-    names = serializers.ListField(child=serializers.CharField())
-    error = serializers.CharField(required=False)
+    age_s = serializers.FloatField(help_text="How old the workers' last answer to a ping is.")
+    names = serializers.ListField(child=serializers.CharField(), required=False, help_text="Staff only.")
+    error = serializers.CharField(required=False, help_text="Staff only.")
 
 
-class HealthSerializer(serializers.Serializer):
+class ReadySerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     database = CheckSerializer()
     broker = CheckSerializer()
+
+
+class HealthSerializer(ReadySerializer):
+    version = serializers.CharField()
     workers = WorkersSerializer()
+
+
+class LiveSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
 
 
 class AgentsView(APIView):
@@ -48,11 +59,34 @@ class AgentsView(APIView):
         return Response(agents_describe())
 
 
-class HealthView(APIView):
-    """Open to monitoring: no authentication."""
+class Probe(APIView):
+    """Open to monitoring: no authentication, no throttling (a probe answered 429 reads as down)."""
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
+    throttle_classes: list[Any] = []
+
+
+class LiveView(Probe):
+    @extend_schema(summary="The process serves (checks nothing else)", responses={200: LiveSerializer}, auth=[])
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class ReadyView(Probe):
+    @extend_schema(
+        summary="The database and the broker answer (no worker round trip)",
+        responses={200: ReadySerializer, 503: ReadySerializer},
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        return _answer(readiness(), details=False)
+
+
+class HealthView(Probe):
+    """Anyone may ask; staff also see hostnames, latencies and error texts."""
+
+    authentication_classes = api_settings.DEFAULT_AUTHENTICATION_CLASSES
 
     @extend_schema(
         summary="Database, broker and worker status",
@@ -60,8 +94,28 @@ class HealthView(APIView):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        report = health_check()
-        return Response(report, status=status.HTTP_200_OK if report["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE)
+        return _answer({"version": VERSION, **health_check()}, details=request.user.is_staff)
+
+
+def _answer(report: dict[str, Any], *, details: bool) -> Response:
+    if not details:
+        report = {key: _public(value) if isinstance(value, dict) else value for key, value in report.items()}
+    return Response(report, status=status.HTTP_200_OK if report["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+def _public(check: dict[str, Any]) -> dict[str, Any]:
+    """Return what anyone may see of one check: whether it is up, and no host names or error texts."""
+    return {key: value for key, value in check.items() if key in ("ok", "count", "age_s")}
+
+
+@extend_schema(exclude=True)
+class RootLiveView(LiveView):
+    """/health/live/ at the root too, where orchestrators look; documented under /api/v1/health/live/."""
+
+
+@extend_schema(exclude=True)
+class RootReadyView(ReadyView):
+    """/health/ready/ at the root too; documented under /api/v1/health/ready/."""
 
 
 @extend_schema(exclude=True)

@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from api.approvals.views import ApprovalViewSet
 from api.plans.views import PlanViewSet
-from api.service import AgentsView, HealthView, TokenView
+from api.service import AgentsView, HealthView, LiveView, ReadyView, TokenView
 
 router = DefaultRouter()
 router.register("plans", PlanViewSet, basename="plan")
@@ -16,6 +16,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("agents/", AgentsView.as_view(), name="agents"),
     path("health/", HealthView.as_view(), name="health"),
+    path("health/live/", LiveView.as_view(), name="health-live"),
+    path("health/ready/", ReadyView.as_view(), name="health-ready"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),

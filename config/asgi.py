@@ -4,6 +4,11 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config import telemetry
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# Before the application is built: the Django instrumentation adds its middleware.
+telemetry.configure("web")
 
 application = get_asgi_application()

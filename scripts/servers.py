@@ -175,20 +175,22 @@ class PostgresServer:
         if self._user is not None:
             os.chown(password_file, self._user, self._group or -1)
         try:
-            subprocess.run(
+            initdb = subprocess.run(
                 [
                     str(self.bin_dir / "initdb"),
                     *("-D", str(self.data), "-U", "postgres", "--encoding=utf8"),
                     *("--auth=scram-sha-256", f"--pwfile={password_file}"),
                 ]
                 + ([] if self.kept else ["--no-sync"]),
-                check=True,
                 capture_output=True,
+                text=True,
                 user=self._user,
                 group=self._group,
             )
         finally:
             password_file.unlink(missing_ok=True)
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed in {self.data}:\n{initdb.stdout}{initdb.stderr}")
         self._write_hba()
 
     def _hba_methods(self) -> set[str]:
@@ -216,6 +218,8 @@ class PostgresServer:
             return
         entry = _system_user(PG_SYSTEM_USER)
         _reachable_by_others(self.bin_dir)
+        _reachable_by_others(self.data.parent)
+        _reachable_by_others(self.workdir.parent)
         os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
         os.chown(self.data, entry.pw_uid, entry.pw_gid)
         self._user, self._group = entry.pw_uid, entry.pw_gid
