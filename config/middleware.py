@@ -1,5 +1,6 @@
 """The plan, subtask or approval a request is about, put in the log context for its log lines."""
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +37,7 @@ class LogContextMiddleware(MiddlewareMixin):
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         token = getattr(request, "_log_context", None)
         if token is not None:
-            try:
+            # Set in another context (under ASGI, another thread's copy): it ends with the request anyway.
+            with contextlib.suppress(ValueError):
                 log_context_pop(token)
-            except ValueError:  # set in another context (an async request's thread): gone with it
-                pass
         return response

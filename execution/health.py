@@ -78,9 +78,7 @@ def workers_status() -> dict[str, Any]:
 def _ping() -> dict[str, Any]:
     status: dict[str, Any] = {"ok": False, "count": 0, "names": [], "at": time.time()}
     try:
-        replies = (
-            current_app.control.ping(timeout=settings.HEALTH_PING_TIMEOUT_S, limit=settings.HEALTH_WORKERS) or []
-        )
+        replies = current_app.control.ping(timeout=settings.HEALTH_PING_TIMEOUT_S, limit=settings.HEALTH_WORKERS) or []
     except Exception as error:  # e.g. a pooled connection from before a broker restart: down, not a 500
         status["error"] = f"{type(error).__name__}: {error}"
         return status

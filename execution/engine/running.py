@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common.logs import log_context_push
 from execution.agents.base import Step
 from execution.agents.registry import UnknownAgent, agent_get
 from execution.engine.locks import execution_of, plan_lock_for
@@ -24,6 +25,7 @@ from execution.engine.outcomes import Outcome, outcome_record
 from execution.engine.recovery import recover_lost_run
 from execution.engine.steps import call_agent
 from execution.leases import lease_release
+from execution.metrics import resume_observe
 from execution.models import ExecState
 from execution.transitions import execution_transition
 from execution.transitions.runs import RunStart, run_start
@@ -97,6 +99,8 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
         _not_started(subtask_id=subtask_id, attempt=attempt, leased=found.leased)
         return None
     subtask = Subtask(**found.row, status=S.RUNNING, worker=worker, started_at=now)
+    log_context_push(plan_id=subtask.plan_id)  # the task's log lines name the plan too (until the task ends)
+    resume_observe(subtask.tool_calls)  # a run resuming after a decision: its latency, for /metrics
     if found.execution_state in (ExecState.RESUMED, ExecState.WAITING_APPROVAL):
         _execution_running(subtask)
     return Started(subtask=subtask, context=_context(found, subtask))
