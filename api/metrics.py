@@ -40,8 +40,8 @@ OUTCOMES = (SubtaskStatus.DONE, SubtaskStatus.FAILED, SubtaskStatus.SKIPPED, Sub
 STATEMENT_TIMEOUT_MS = 5000
 
 TOKENS_SQL = """
-SELECT s.agent, coalesce(step->>'model', ''), sum((step->>'prompt_tokens')::bigint),
-       sum((step->>'completion_tokens')::bigint)
+SELECT s.agent, coalesce(step->>'model', ''), sum((step->>'prompt_tokens')::bigint)::bigint,
+       sum((step->>'completion_tokens')::bigint)::bigint
 FROM plans_subtask s CROSS JOIN LATERAL jsonb_array_elements(s.usage->'steps') step
 WHERE s.usage ? 'steps'
 GROUP BY 1, 2
