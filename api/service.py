@@ -86,7 +86,7 @@ class ReadyView(Probe):
 class HealthView(Probe):
     """Anyone may ask; staff also see hostnames, latencies and error texts."""
 
-    authentication_classes = api_settings.DEFAULT_AUTHENTICATION_CLASSES
+    authentication_classes = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
 
     @extend_schema(
         summary="Database, broker and worker status",

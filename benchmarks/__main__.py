@@ -17,6 +17,7 @@ from django.core.management import call_command
 from benchmarks import (
     canvas_shapes,
     event_stream,
+    health,
     large_plan,
     many_plans,
     overhead,
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    "health": health.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
     "result_backend": result_backend.run,

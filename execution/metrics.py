@@ -64,7 +64,8 @@ def resume_observe(tool_calls: list[ToolCallEntry]) -> None:
 
 def resume_histogram() -> dict[str, Any]:
     """Return the histogram: cumulative counts per upper bound (+Inf last), the count and the sum."""
-    stored = {key.decode(): value.decode() for key, value in broker_redis().hgetall(RESUME_KEY).items()}
+    raw: dict[bytes, bytes] = broker_redis().hgetall(RESUME_KEY)  # type: ignore[assignment]
+    stored = {key.decode(): value.decode() for key, value in raw.items()}
     count = int(stored.get("count", 0))
     buckets = [(bound, int(stored.get(str(bound), 0))) for bound in RESUME_BUCKETS]
     return {"buckets": [*buckets, (float("inf"), count)], "count": count, "sum": float(stored.get("sum", 0))}

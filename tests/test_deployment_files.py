@@ -1,4 +1,4 @@
-"""docker-compose.yml, the Dockerfile and the Procfile: the services, their health checks, a Flower behind a password."""
+"""docker-compose.yml, the Dockerfile and the Procfile: the services, their health checks, a Flower with a password."""
 
 import shlex
 

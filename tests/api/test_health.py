@@ -1,4 +1,4 @@
-"""Health: live touches nothing, ready asks no worker, /health/ pings the workers rarely and tells only staff the details."""
+"""Health: live touches nothing, ready asks no worker, /health/ pings workers rarely and shows staff the details."""
 
 import pytest
 from celery import current_app
@@ -17,7 +17,8 @@ class Pings:
     """A stand-in for the workers' broadcast ping that counts the calls and their arguments."""
 
     def __init__(self, replies=None, error: Exception | None = None) -> None:
-        self.replies, self.error, self.calls = replies or [], error, []
+        self.replies, self.error = replies or [], error
+        self.calls: list[dict] = []
 
     def __call__(self, timeout, limit=None):
         self.calls.append({"timeout": timeout, "limit": limit})
