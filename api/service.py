@@ -3,7 +3,7 @@
 from typing import Any
 
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -13,9 +13,8 @@ from rest_framework.views import APIView
 
 from api.errors import errors
 from api.parsers import JSONParser
-from common.version import VERSION
+from api.probes import health_answer, live_answer, ready_answer
 from execution.agents.registry import agents_describe
-from execution.health import health_check, readiness
 
 
 class AgentSerializer(serializers.Serializer):
@@ -60,7 +59,11 @@ class AgentsView(APIView):
 
 
 class Probe(APIView):
-    """Open to monitoring: no authentication, no throttling (a probe answered 429 reads as down)."""
+    """Open to monitoring: no authentication, no throttling (a probe answered 429 reads as down).
+
+    Under ASGI, anonymous probes are answered before Django (api/probes.py); these views
+    answer the rest (staff, WSGI servers, tests) with the same bodies.
+    """
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
@@ -70,7 +73,7 @@ class Probe(APIView):
 class LiveView(Probe):
     @extend_schema(summary="The process serves (checks nothing else)", responses={200: LiveSerializer}, auth=[])
     def get(self, request: Request) -> Response:
-        return Response({"ok": True})
+        return _response(*live_answer())
 
 
 class ReadyView(Probe):
@@ -80,7 +83,7 @@ class ReadyView(Probe):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        return _answer(readiness(), details=False)
+        return _response(*ready_answer())
 
 
 class HealthView(Probe):
@@ -94,18 +97,11 @@ class HealthView(Probe):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        return _answer({"version": VERSION, **health_check()}, details=request.user.is_staff)
+        return _response(*health_answer(details=request.user.is_staff))
 
 
-def _answer(report: dict[str, Any], *, details: bool) -> Response:
-    if not details:
-        report = {key: _public(value) if isinstance(value, dict) else value for key, value in report.items()}
-    return Response(report, status=status.HTTP_200_OK if report["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE)
-
-
-def _public(check: dict[str, Any]) -> dict[str, Any]:
-    """Return what anyone may see of one check: whether it is up, and no host names or error texts."""
-    return {key: value for key, value in check.items() if key in ("ok", "count", "age_s")}
+def _response(status_code: int, body: dict[str, Any]) -> Response:
+    return Response(body, status=status_code, headers={"Cache-Control": "no-store"})
 
 
 @extend_schema(exclude=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management import call_command
+from kombu.utils.url import maybe_sanitize_url
 
 from benchmarks import (
     canvas_shapes,
@@ -67,7 +68,7 @@ def announce(bench: Bench, info: dict, load_before: Any) -> None:
     print(
         f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gb']} GB, Python {info['python']}, "
         f"commit {info['commit']}\nload average before: {', '.join(map(str, load_before))}\n"
-        f"scale {bench.scale}, {bench.repeat} repetition(s); result backend {bench.result_backend} "
+        f"scale {bench.scale}, {bench.repeat} repetition(s); result backend {maybe_sanitize_url(bench.result_backend)} "
         "(Redis, shared by the engine and the raw baselines on the same workers)",
         flush=True,
     )
@@ -126,7 +127,7 @@ def main(names: list[str]) -> int:
                 "load_after": load_average(),
                 "scale": bench.scale,
                 "repeat": bench.repeat,
-                "result_backend": bench.result_backend,
+                "result_backend": maybe_sanitize_url(bench.result_backend),
                 "duration_s": round(time.monotonic() - started, 1),
                 "scenarios": scenarios,
             },

@@ -1,4 +1,4 @@
-"""ASGI entry point: serves the admin, the API and the live event stream."""
+"""ASGI entry point: serves the admin, the API and the live event stream; anonymous health probes first."""
 
 import os
 
@@ -11,4 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Before the application is built: the Django instrumentation adds its middleware.
 telemetry.configure("web")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+# Imported once Django is set up (it reads the settings and the models' apps).
+from api.probes import Probes  # noqa: E402
+
+application = Probes(django_application)
