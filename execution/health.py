@@ -113,13 +113,19 @@ def _workers_answer() -> dict[str, Any]:
 
 def _ping() -> dict[str, Any]:
     status: dict[str, Any] = {"ok": False, "count": 0, "names": [], "at": time.time()}
-    try:
-        replies = current_app.control.ping(timeout=settings.HEALTH_PING_TIMEOUT_S, limit=settings.HEALTH_WORKERS) or []
-    except Exception as error:  # e.g. a pooled connection from before a broker restart: down, not a 500
-        status["error"] = f"{type(error).__name__}: {error}"
-        return status
-    names = sorted(name for reply in replies for name in reply)
-    return {**status, "ok": len(names) >= settings.HEALTH_WORKERS, "count": len(names), "names": names}
+    for _ in range(2):
+        try:
+            replies = (
+                current_app.control.ping(timeout=settings.HEALTH_PING_TIMEOUT_S, limit=settings.HEALTH_WORKERS) or []
+            )
+        except Exception as error:  # e.g. a pooled connection from before a broker restart: down, not a 500
+            status["error"] = f"{type(error).__name__}: {error}"
+            # Once more on a fresh connection; a failure is kept a second only, not a whole period.
+            status["at"] = time.time() - max(0.0, settings.HEALTH_WORKERS_CACHE_S - 1)
+            continue
+        names = sorted(name for reply in replies for name in reply)
+        return {"ok": len(names) >= settings.HEALTH_WORKERS, "count": len(names), "names": names, "at": time.time()}
+    return status
 
 
 def _wait_for_ping(timeout: float) -> dict[str, Any]:
