@@ -69,6 +69,10 @@ SETTINGS_PREFIXES = (
     "CACHE_URL",
     "FLOWER_URL",
     "LOG_LEVEL",
+    "LOG_FORMAT",
+    "HEALTH_",
+    "METRICS_",
+    "OTEL_",
 )
 NOT_SHARED = ("DJANGO_SUPERUSER_", "CELERY_BEAT_SCHEDULE_FILE")
 # What the stack's processes never get in their environment: the admin's password (Flower reads
