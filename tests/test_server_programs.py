@@ -1,4 +1,4 @@
-"""Where local servers come from: a named program, then a wheel, then the system; else one line saying what to install."""
+"""Where local servers come from: a named program, a wheel, then the system; else one line saying what to install."""
 
 import os
 import subprocess
