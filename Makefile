@@ -2,6 +2,8 @@
 # that starts no process of the service, in under a minute.
 # All start local PostgreSQL and Redis unless DATABASE_URL / CELERY_BROKER_URL are set; make run
 # keeps its database in .devstack/ (make wipe deletes it), the tests throw their servers away.
+# Python 3.11, 3.12 or 3.13: `python3` by default; another with PYTHON=, in a venv of its own with
+# VENV= (e.g. make test PYTHON=python3.13 VENV=.venv-3.13).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,11 +13,13 @@ BENCH ?=
 # Material for MkDocs prints a notice about its end of life (May 2027) at every build.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 
-.PHONY: run wipe test test-fast bench lint docs format clean
+.PHONY: run wipe test test-fast bench lint docs format clean openapi compose-check
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The optional OpenTelemetry packages too, so that their test runs.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-otel.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else "$(PYTHON) is Python %d.%d: make run and make test need 3.11, 3.12 or 3.13 (choose one with PYTHON=)." % sys.version_info[:2])'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -r requirements-otel.txt
 	touch $@
 
 run: $(VENV)/.installed
@@ -51,11 +55,20 @@ lint: $(VENV)/.installed
 	DJANGO_SECRET_KEY=lint PYTHONWARNINGS=ignore::RuntimeWarning $(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/bandit --quiet --configfile pyproject.toml --recursive api approvals cli common config desk execution plans scripts
 	$(PY) scripts/audit.py
+	$(PY) scripts/check_compose.py
 	$(MKDOCS) build --strict
 
 # The manual (docs/, mkdocs.yml) as a site in site/: open site/index.html.
 docs: $(VENV)/.installed
 	$(MKDOCS) build --strict
+
+# openapi.yaml, the API's contract on file, written anew from the code (a test compares the two).
+openapi: $(VENV)/.installed
+	DJANGO_SECRET_KEY=openapi $(PY) manage.py spectacular --validate --fail-on-warn --file openapi.yaml
+
+# docker-compose.yml against the Compose Specification's schema, without a Docker engine.
+compose-check: $(VENV)/.installed
+	$(PY) scripts/check_compose.py
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .

@@ -8,13 +8,14 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from api.errors import authenticated_user, errors
 from api.parsers import JSONParser
+from api.probes import health_answer, live_answer, ready_answer
 from execution.agents.registry import agents_describe
-from execution.health import health_check
 from execution.webhooks import webhook_secret_rotate, webhook_secret_status
 
 
@@ -26,22 +27,31 @@ class AgentSerializer(serializers.Serializer):
 
 class CheckSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    latency_ms = serializers.FloatField(required=False)
-    error = serializers.CharField(required=False)
+    latency_ms = serializers.FloatField(required=False, help_text="Staff only.")
+    error = serializers.CharField(required=False, help_text="Staff only.")
 
 
 class WorkersSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     count = serializers.IntegerField()
-    names = serializers.ListField(child=serializers.CharField())
-    error = serializers.CharField(required=False)
+    age_s = serializers.FloatField(help_text="How old the workers' last answer to a ping is.")
+    names = serializers.ListField(child=serializers.CharField(), required=False, help_text="Staff only.")
+    error = serializers.CharField(required=False, help_text="Staff only.")
 
 
-class HealthSerializer(serializers.Serializer):
+class ReadySerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     database = CheckSerializer()
     broker = CheckSerializer()
+
+
+class HealthSerializer(ReadySerializer):
+    version = serializers.CharField()
     workers = WorkersSerializer()
+
+
+class LiveSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
 
 
 class AgentsView(APIView):
@@ -50,11 +60,38 @@ class AgentsView(APIView):
         return Response(agents_describe())
 
 
-class HealthView(APIView):
-    """Open to monitoring: no authentication."""
+class Probe(APIView):
+    """Open to monitoring: no authentication, no throttling (a probe answered 429 reads as down).
+
+    Under ASGI, anonymous probes are answered before Django (api/probes.py); these views
+    answer the rest (staff, WSGI servers, tests) with the same bodies.
+    """
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
+    throttle_classes: list[Any] = []
+
+
+class LiveView(Probe):
+    @extend_schema(summary="The process serves (checks nothing else)", responses={200: LiveSerializer}, auth=[])
+    def get(self, request: Request) -> Response:
+        return _response(*live_answer())
+
+
+class ReadyView(Probe):
+    @extend_schema(
+        summary="The database and the broker answer (no worker round trip)",
+        responses={200: ReadySerializer, 503: ReadySerializer},
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        return _response(*ready_answer())
+
+
+class HealthView(Probe):
+    """Anyone may ask; staff also see hostnames, latencies and error texts."""
+
+    authentication_classes = list(api_settings.DEFAULT_AUTHENTICATION_CLASSES)
 
     @extend_schema(
         summary="Database, broker and worker status",
@@ -62,8 +99,21 @@ class HealthView(APIView):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        report = health_check()
-        return Response(report, status=status.HTTP_200_OK if report["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE)
+        return _response(*health_answer(details=request.user.is_staff))
+
+
+def _response(status_code: int, body: dict[str, Any]) -> Response:
+    return Response(body, status=status_code, headers={"Cache-Control": "no-store"})
+
+
+@extend_schema(exclude=True)
+class RootLiveView(LiveView):
+    """/health/live/ at the root too, where orchestrators look; documented under /api/v1/health/live/."""
+
+
+@extend_schema(exclude=True)
+class RootReadyView(ReadyView):
+    """/health/ready/ at the root too; documented under /api/v1/health/ready/."""
 
 
 @extend_schema(exclude=True)

@@ -6,7 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from api.approvals.views import ApprovalViewSet
 from api.plans.views import PlanViewSet
-from api.system import AgentsView, HealthView, TokenView, WebhookSecretView
+from api.system import AgentsView, HealthView, LiveView, ReadyView, TokenView, WebhookSecretView
 
 router = DefaultRouter()
 router.register("plans", PlanViewSet, basename="plan")
@@ -17,6 +17,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("agents/", AgentsView.as_view(), name="agents"),
     path("health/", HealthView.as_view(), name="health"),
     path("webhook-secret/", WebhookSecretView.as_view(), name="webhook-secret"),
+    path("health/live/", LiveView.as_view(), name="health-live"),
+    path("health/ready/", ReadyView.as_view(), name="health-ready"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),

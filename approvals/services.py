@@ -190,6 +190,8 @@ def _decide(
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
     actor = user.get_username() if user is not None else "system"
     approved = status == ApprovalStatus.APPROVED
+    if user is not None:  # the system's own decisions (expiry) log lines of their own
+        logger.info("Plan %s: %s approval %s %s by %s", plan.pk, approval.kind, approval.pk, status, actor)
     if approval.kind == ApprovalKind.PLAN:
         approval_transition(approval=approval, to=status, decided_by=user, reason=reason)
         detail = f": {reason}" if reason and reason != status else ""

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management import call_command
+from kombu.utils.url import maybe_sanitize_url
 
 from benchmarks import (
     canvas_shapes,
     event_stream,
+    health,
     large_plan,
     many_plans,
     overhead,
@@ -40,6 +42,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    "health": health.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
     "result_backend": result_backend.run,
@@ -65,7 +68,7 @@ def announce(bench: Bench, info: dict, load_before: Any) -> None:
     print(
         f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gb']} GB, Python {info['python']}, "
         f"commit {info['commit']}\nload average before: {', '.join(map(str, load_before))}\n"
-        f"scale {bench.scale}, {bench.repeat} repetition(s); result backend {bench.result_backend} "
+        f"scale {bench.scale}, {bench.repeat} repetition(s); result backend {maybe_sanitize_url(bench.result_backend)} "
         "(Redis, shared by the engine and the raw baselines on the same workers)",
         flush=True,
     )
@@ -124,7 +127,7 @@ def main(names: list[str]) -> int:
                 "load_after": load_average(),
                 "scale": bench.scale,
                 "repeat": bench.repeat,
-                "result_backend": bench.result_backend,
+                "result_backend": maybe_sanitize_url(bench.result_backend),
                 "duration_s": round(time.monotonic() - started, 1),
                 "scenarios": scenarios,
             },

@@ -1,9 +1,19 @@
-"""ASGI entry point: serves the admin, the API and the live event stream."""
+"""ASGI entry point: serves the admin, the API and the live event stream; anonymous health probes first."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
+from config import telemetry
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_asgi_application()
+# Before the application is built: the Django instrumentation adds its middleware.
+telemetry.configure("web")
+
+django_application = get_asgi_application()
+
+# Imported once Django is set up (it reads the settings and the models' apps).
+from api.probes import Probes  # noqa: E402
+
+application = Probes(django_application)

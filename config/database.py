@@ -8,7 +8,9 @@ from psycopg.conninfo import conninfo_to_dict
 _DJANGO_KEYS = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}  # nosec
 
 
-def database_from_url(url: str, *, conn_max_age: int = 0) -> dict[str, Any]:
+def database_from_url(
+    url: str, *, conn_max_age: int = 0, engine: str = "django.db.backends.postgresql"
+) -> dict[str, Any]:
     """Return a PostgreSQL DATABASES entry for a libpq URI or key=value connection string.
 
     libpq itself parses the string, so unix sockets (`?host=/path`, percent-encoded
@@ -17,7 +19,7 @@ def database_from_url(url: str, *, conn_max_age: int = 0) -> dict[str, Any]:
     """
     params: dict[str, Any] = dict(conninfo_to_dict(url))
     entry: dict[str, Any] = {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": engine,
         "CONN_MAX_AGE": conn_max_age,
         "CONN_HEALTH_CHECKS": True,
     }

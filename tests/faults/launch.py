@@ -26,17 +26,25 @@ DATABASE_NAME = "plans"
 
 @dataclass(frozen=True)
 class FaultStack:
-    """Where the fault session's servers live: a folder and two ports, passed to it by environment."""
+    """Where the fault session's servers live: a folder, two ports and two passwords, passed to it by environment."""
 
     workdir: Path
     postgres_port: int
     redis_port: int
+    postgres_password: str
+    redis_password: str
 
     @classmethod
     def new(cls, workdir: Path) -> "FaultStack":
-        from scripts.servers import free_port
+        from scripts.servers import free_port, new_password
 
-        return cls(workdir=workdir, postgres_port=free_port(), redis_port=free_port())
+        return cls(
+            workdir=workdir,
+            postgres_port=free_port(),
+            redis_port=free_port(),
+            postgres_password=new_password(),
+            redis_password=new_password(),
+        )
 
     @classmethod
     def from_environment(cls) -> "FaultStack | None":
@@ -47,6 +55,8 @@ class FaultStack:
             workdir=Path(os.environ["FAULTS_DIR"]),
             postgres_port=int(os.environ["FAULTS_POSTGRES_PORT"]),
             redis_port=int(os.environ["FAULTS_REDIS_PORT"]),
+            postgres_password=os.environ["FAULTS_POSTGRES_PASSWORD"],
+            redis_password=os.environ["FAULTS_REDIS_PASSWORD"],
         )
 
     @property
@@ -58,8 +68,10 @@ class FaultStack:
             "FAULTS_DIR": str(self.workdir),
             "FAULTS_POSTGRES_PORT": str(self.postgres_port),
             "FAULTS_REDIS_PORT": str(self.redis_port),
-            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{DATABASE_NAME}",
-            "CELERY_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "FAULTS_POSTGRES_PASSWORD": self.postgres_password,
+            "FAULTS_REDIS_PASSWORD": self.redis_password,
+            "DATABASE_URL": f"postgresql://postgres:{self.postgres_password}@127.0.0.1:{self.postgres_port}/{DATABASE_NAME}",
+            "CELERY_BROKER_URL": f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0",
             # Chord counters and results in the database, which outlives a broker restart (the default).
             "CELERY_RESULT_BACKEND": "django-db",
         }

@@ -24,8 +24,8 @@ def servers() -> Iterator[Servers]:
     (STACK.workdir / "postgres").mkdir(exist_ok=True)
     (STACK.workdir / "redis").mkdir(exist_ok=True)
     started = Servers(
-        postgres=PostgresServer(STACK.workdir / "postgres", port=STACK.postgres_port),
-        redis=RedisServer(STACK.workdir / "redis", port=STACK.redis_port),
+        postgres=PostgresServer(STACK.workdir / "postgres", port=STACK.postgres_port, password=STACK.postgres_password),
+        redis=RedisServer(STACK.workdir / "redis", port=STACK.redis_port, password=STACK.redis_password),
     )
     try:
         started.postgres.create()

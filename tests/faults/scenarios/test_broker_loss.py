@@ -23,7 +23,8 @@ def test_plans_complete_once_after_the_broker_loses_every_message(faults, loss):
     waiting = start(subtask("ask", input=ASK), ledger_subtask("after", "ask"), owner=owner)
     approval = pending_approval(waiting, "ask")
     # The web has used its broker connections before they are lost.
-    assert faults.health().status_code == 200
+    before = faults.health()
+    assert before.status_code == 200, before.text
     # Twice as many subtasks as pool processes: some run, the others wait in the broker's queue.
     busy = start(
         *[ledger_subtask(f"work{i}", sleep_ms=1500) for i in range(2 * WORKERS_SLOTS)],
