@@ -259,12 +259,14 @@ def _worker_tool(field: str, name: str, description: str | None, requires_approv
         raise DefinitionError(
             f"{field}.name", f"{json.dumps(name)} is not a built-in worker tool ({', '.join(WORKER_TOOLS)})"
         )
-    if "parameters" in definition:
-        raise DefinitionError(f"{field}.parameters", "cannot be set: a worker tool has its built-in schema")
+    # The model is shown the parameters given (or the built-in ones); the arguments are
+    # always checked against the built-in schema, which is what the tool reads.
+    parameters = definition.get("parameters", builtin.parameters)
+    _check_schema(f"{field}.parameters", parameters)
     return Tool(
         name=name,
         description=description or builtin.description,
-        parameters=builtin.parameters,
+        parameters=parameters,
         requires_approval=requires_approval,
         runs="worker",
     )

@@ -34,7 +34,7 @@ from execution.agents.base import (
     ToolCalls,
     retry_after_seconds,
 )
-from execution.agents.tools import Tool, ToolError, worker_tool_run
+from execution.agents.tools import WORKER_TOOLS, Tool, ToolError, worker_tool_run
 
 DEFAULT_MAX_STEPS = 20
 DEFAULT_TIMEOUT_S = 120.0
@@ -335,8 +335,13 @@ def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], str]:
 
 
 def argument_problem(tool: Tool, arguments: Any) -> str:
-    """Return how `arguments` break the tool's schema, or "" when they fit."""
-    validator = validator_for(tool.parameters)(tool.parameters)
+    """Return how `arguments` break the tool's schema, or "" when they fit.
+
+    A worker tool's arguments are checked against its built-in schema, whatever schema the
+    model was shown: that is what the tool reads.
+    """
+    schema = WORKER_TOOLS[tool.name].parameters if tool.runs == "worker" else tool.parameters
+    validator = validator_for(schema)(schema)
     try:
         validator.validate(arguments)
     except ValidationError as error:

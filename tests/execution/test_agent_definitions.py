@@ -65,6 +65,19 @@ def test_a_worker_tool_gets_its_built_in_description_and_schema(tmp_path):
     assert tool.requires_approval is True
 
 
+def test_a_worker_tool_may_give_its_own_description_and_parameters_as_the_spec_writes_every_tool(tmp_path):
+    given = {
+        "type": "object",
+        "properties": {"path": {"type": "string", "description": "A file of the project."}},
+        "required": ["path"],
+    }
+    read_file = {"name": "read_file", "runs": "worker", "description": "Read a file.", "parameters": given}
+    agents = agents_file_read(write(tmp_path, {"ask": {**OPENAI, "tools": [read_file]}}))
+
+    tool = agents["ask"].tools["read_file"]
+    assert (tool.description, tool.parameters, tool.runs) == ("Read a file.", given, "worker")
+
+
 @pytest.mark.parametrize(
     ("definition", "message"),
     [
@@ -104,8 +117,8 @@ def test_a_worker_tool_gets_its_built_in_description_and_schema(tmp_path):
         ({**OPENAI, "tools": [{"name": "a", "runs": "server"}]}, '"tools[0].runs" must be "client" or "worker"'),
         ({**OPENAI, "tools": [{"name": "rm", "runs": "worker"}]}, '"tools[0].name" "rm" is not a built-in worker tool'),
         (
-            {**OPENAI, "tools": [{"name": "read_file", "runs": "worker", "parameters": SCHEMA}]},
-            '"tools[0].parameters" cannot be set',
+            {**OPENAI, "tools": [{"name": "read_file", "runs": "worker", "parameters": {"type": "array"}}]},
+            '"tools[0].parameters" must describe an object',
         ),
         ({**OPENAI, "tools": [{"name": "a", "colour": "red"}]}, '"tools[0].colour" is not a tool field'),
         ({"kind": "http"}, '"url" is required'),
