@@ -74,6 +74,7 @@ FRESH_START = {
     "tool_calls": [],
     "conversation": [],
     "usage": {},
+    "agent_state": {},
 }
 
 

@@ -5,10 +5,11 @@ exception means "this attempt failed, try again" (with backoff, up to max_retrie
 while returning Fail means "this subtask has failed" (no retry).
 
 Every step may carry the agent's state for the engine to store with the subtask:
-`conversation` (the agent's whole message list; None leaves the stored one unchanged)
-and `usage` (the subtask's cumulative usage). The next run finds them in the context
-as `conversation` ([] at first) and `usage` ({} at first), so a resume can run on any
-worker after any restart.
+`conversation` (the agent's whole message list; None leaves the stored one unchanged),
+`usage` (the subtask's cumulative usage) and `state` (anything else the agent keeps
+between runs, such as the MCP tools it offered its model). The next run finds them in
+the context as `conversation` ([] at first), `usage` ({} at first) and `agent_state`
+({} at first), so a resume can run on any worker after any restart.
 """
 
 import math
@@ -16,6 +17,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 Context = dict[str, Any]
 
@@ -28,6 +30,7 @@ class Finish:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ToolCall:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class ToolCalls:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Fail:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 Step = Finish | ToolCall | ToolCalls | Fail
@@ -150,3 +156,12 @@ def retry_after_seconds(value: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def without_credentials(url: str) -> str:
+    """Return the URL without user, password or query (where some endpoints put keys)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

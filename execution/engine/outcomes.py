@@ -63,6 +63,7 @@ def _finish(outcome: Outcome, step: Finish) -> bool:
         tool_calls=outcome.history,
         conversation=step.conversation,
         usage=step.usage,
+        agent_state=step.state,
     )
     if not finished:
         logger.info("Ignoring the outcome of stale run %s of subtask %s", outcome.attempt, subtask.pk)
@@ -143,15 +144,9 @@ def _calls(step: Step) -> list[ToolCall]:
 
 
 def _state(step: Step) -> dict[str, Any]:
-    """Return the agent's state to store with the subtask: its conversation and usage, when it returned them."""
-    state: dict[str, Any] = {}
-    conversation = getattr(step, "conversation", None)
-    usage = getattr(step, "usage", None)
-    if conversation is not None:
-        state["conversation"] = conversation
-    if usage is not None:
-        state["usage"] = usage
-    return state
+    """Return the agent's state to store with the subtask: its conversation, usage and state, when it returned them."""
+    fields = {"conversation": "conversation", "usage": "usage", "state": "agent_state"}
+    return {column: value for name, column in fields.items() if (value := getattr(step, name, None)) is not None}
 
 
 def _later(delay: float) -> datetime:

@@ -147,5 +147,6 @@ def _context(found: RunStart, subtask: Subtask) -> dict[str, Any]:
         "tool_calls": list(subtask.tool_calls),
         "conversation": list(subtask.conversation),
         "usage": dict(subtask.usage),
+        "agent_state": dict(subtask.agent_state),
         "execution_mode": "subtask",
     }

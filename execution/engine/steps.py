@@ -49,7 +49,7 @@ def step_problem(step: Any) -> str:
     """Return what is wrong with what an agent returned, or "" for a step the engine can act on."""
     if not isinstance(step, STEP_TYPES):
         return f"The agent returned {type(step).__name__}, not a step (Finish, Fail, ToolCall or ToolCalls)."
-    for name in ("conversation", "usage"):
+    for name in ("conversation", "usage", "state"):
         state = getattr(step, name, None)
         problem = _json_problem(name, state, limit=None) if state is not None else ""
         if problem:

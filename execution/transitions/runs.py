@@ -40,9 +40,10 @@ RUN_COLUMNS = (
     "tool_calls",
     "conversation",
     "usage",
+    "agent_state",
 )
 PREPARE_THRESHOLD = 5
-_JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage")
+_JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage", "agent_state")
 
 START_SQL = f"""
 WITH plan AS (
@@ -97,6 +98,7 @@ WITH plan AS (
     UPDATE plans_subtask s
     SET status = 'done', result = %(result)s::jsonb, error = '', tool_calls = %(tool_calls)s::jsonb,
         conversation = COALESCE(%(conversation)s::jsonb, s.conversation), usage = COALESCE(%(usage)s::jsonb, s.usage),
+        agent_state = COALESCE(%(agent_state)s::jsonb, s.agent_state),
         completed_at = %(now)s, lease_expires_at = NULL, updated_at = %(now)s
     FROM plan
     WHERE s.id = %(id)s AND s.plan_id = plan.id AND s.status = 'running' AND s.attempts = %(attempt)s
@@ -196,6 +198,7 @@ def run_finish(
     tool_calls: list[Any],
     conversation: list[Any] | None,
     usage: dict[str, Any] | None,
+    agent_state: dict[str, Any] | None = None,
 ) -> tuple[bool, bool]:
     """Mark a running subtask done with its result and release the run's lease.
 
@@ -212,6 +215,7 @@ def run_finish(
         "tool_calls": _json(tool_calls),
         "conversation": None if conversation is None else _json(conversation),
         "usage": None if usage is None else _json(usage),
+        "agent_state": None if agent_state is None else _json(agent_state),
     }
     found = _one(FINISH_SQL, params)
     if found is None:

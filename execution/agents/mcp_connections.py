@@ -1,0 +1,362 @@
+"""Connections to MCP servers from the workers' sync code: stdio servers kept per process, HTTP sessions per run.
+
+The `mcp` SDK is asynchronous (anyio) and Celery's pool processes run sync code, so each
+process that uses MCP runs one event loop in a thread (an anyio blocking portal) holding
+its clients, and sync code waits on it:
+- a stdio server runs once per process and server definition: started on first use
+  through mcp_guard.py (which stops it when this process dies, a SIGKILL included),
+  started again when it has exited, stopped with the worker (Celery's
+  worker_process_shutdown and worker_shutdown, atexit otherwise);
+- a Streamable HTTP session lives as long as one run of the agent (McpSessions), so
+  nothing is held while a subtask waits for a decision. Its headers are read from the
+  environment at each connection and appear in no message this module makes.
+"""
+
+import atexit
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+from anyio.abc import TaskStatus
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from celery.signals import worker_process_shutdown, worker_shutdown
+from mcp import Client, types
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from execution.agents.mcp_servers import McpCallFailed, McpServer, McpUnreachable
+
+logger = logging.getLogger(__name__)
+
+GUARD = str(Path(__file__).with_name("mcp_guard.py"))
+MAX_LIST_PAGES = 100
+STDERR_LINES_KEPT = 5
+CLOSE_TIMEOUT_S = 10.0
+T = TypeVar("T")
+
+
+# --- this process's event loop ------------------------------------------------------------
+
+
+class _Loop:
+    """The event loop thread of this process, started on first use; a forked child starts its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stack: ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+
+    def portal(self) -> BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._stack = ExitStack()
+                self._portal = self._stack.enter_context(start_blocking_portal(name="mcp"))
+            return self._portal
+
+    def run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `function(*args)` in the loop and return its result; cancel it if this thread is interrupted."""
+        future = self.portal().start_task_soon(function, *args)
+        try:
+            return future.result()
+        except BaseException:
+            # A soft time limit (raised by a signal in this thread) must not leave the call running.
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            stack, self._stack, self._portal = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def forget(self) -> None:
+        """Drop the parent's loop in a forked child, where its thread does not run."""
+        self._lock = threading.Lock()
+        self._stack = self._portal = None
+
+
+_loop = _Loop()
+
+
+# --- one held connection ----------------------------------------------------------------
+
+
+class _Stderr:
+    """A stdio server's stderr: logged, its last lines kept for errors; its end means the server has exited."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.lines: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
+        self.ended = threading.Event()
+        read, write = os.pipe()
+        self.writer = os.fdopen(write, "w")
+        threading.Thread(target=self._read, args=(read,), name=f"mcp-stderr-{server}", daemon=True).start()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            for raw in pipe:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    self.lines.append(line[:300])
+                    logger.info("MCP server %s: %s", self.server, line)
+        self.ended.set()
+
+    def last(self) -> str:
+        return f" (its last words: {self.lines[-1]})" if self.lines else ""
+
+
+class _Connection:
+    """An MCP client held open by a task of the loop until closed."""
+
+    def __init__(self, server: McpServer) -> None:
+        self.server = server
+        self.stderr = _Stderr(server.name) if server.command else None
+        self.client: Client | None = None
+        self._stop: anyio.Event | None = None
+        self._task: Any = None
+
+    @property
+    def alive(self) -> bool:
+        return self.client is not None and (self.stderr is None or not self.stderr.ended.is_set())
+
+    def open(self) -> None:
+        """Connect (starting a stdio server); raise McpUnreachable when that fails."""
+        try:
+            self._task, (self.client, self._stop) = _loop.portal().start_task(self._hold)
+        except Exception as error:
+            raise McpUnreachable(self._unreachable(error)) from None
+        finally:
+            if self.stderr is not None:
+                self.stderr.writer.close()  # the server has its own copy; ours would hide its end
+
+    async def _hold(self, *, task_status: TaskStatus[tuple[Client, anyio.Event]]) -> None:
+        async with self._client() as client:
+            stop = anyio.Event()
+            task_status.started((client, stop))
+            await stop.wait()
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[Client]:
+        server = self.server
+        async with AsyncExitStack() as stack:
+            if self.stderr is not None:
+                parameters = StdioServerParameters(
+                    command=sys.executable, args=["-I", "-S", GUARD, server.command, *server.args], env=dict(server.env)
+                )
+                transport: Any = stdio_client(parameters, errlog=self.stderr.writer)
+            else:
+                http = httpx2.AsyncClient(
+                    headers=_headers(server), timeout=httpx2.Timeout(server.timeout_s, read=max(300, server.timeout_s))
+                )
+                await stack.enter_async_context(http)
+                transport = streamable_http_client(server.url, http_client=http)
+            client = Client(transport, cache=None, read_timeout_seconds=server.timeout_s)
+            yield await stack.enter_async_context(client)
+
+    def close(self) -> None:
+        stop, task, self.client = self._stop, self._task, None
+        if stop is None or task is None:
+            return
+        with contextlib.suppress(Exception):
+            _loop.portal().call(stop.set)
+            task.result(CLOSE_TIMEOUT_S)
+
+    def _unreachable(self, error: BaseException) -> str:
+        server = self.server
+        verb = "could not be started" if server.command else "cannot be reached"
+        message = f"The MCP server {server.name!r} ({server.where()}) {verb}: {describe(error)}"
+        if self.stderr is not None:
+            message += self.stderr.last()
+        return redact(message, server)
+
+    def list_tools(self) -> list[types.Tool]:
+        """Return every tool the server lists, page after page."""
+        client = self._client_or_raise()
+
+        async def listing() -> list[types.Tool]:
+            tools, cursor = [], None
+            with anyio.fail_after(self.server.timeout_s):
+                for _ in range(MAX_LIST_PAGES):
+                    page = await client.list_tools(cursor=cursor)
+                    tools.extend(page.tools)
+                    cursor = page.next_cursor
+                    if not cursor:
+                        break
+            return tools
+
+        try:
+            return _loop.run(listing)
+        except Exception as error:
+            self.client = None
+            raise McpUnreachable(self._unreachable(error)) from None
+
+    def call_tool(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        """Call a tool; raise McpCallFailed with what to tell the model, McpUnreachable when the server is gone."""
+        client, server = self._client_or_raise(), self.server
+
+        async def call() -> types.CallToolResult:
+            with anyio.fail_after(server.timeout_s):
+                return await client.call_tool(tool, arguments)
+
+        timed_out = McpCallFailed(f"timed out after {server.timeout_s:g}s (timeout_s).")
+        try:
+            return _loop.run(call)
+        except TimeoutError:
+            raise timed_out from None
+        except MCPError as error:
+            if error.code == types.REQUEST_TIMEOUT:
+                raise timed_out from None
+            if error.code == types.CONNECTION_CLOSED and self.stderr is not None:
+                # Started again for the next call; this one may have had effects, so it is not repeated.
+                self.client = None
+                stopped = f"the MCP server {server.name} stopped during the call{self.stderr.last()}."
+                raise McpCallFailed(stopped) from None
+            if error.code == types.CONNECTION_CLOSED:
+                raise McpUnreachable(self._unreachable(error)) from None
+            raise McpCallFailed(redact(error.message, server)) from None
+        except Exception as error:
+            raise McpUnreachable(self._unreachable(error)) from None
+
+    def _client_or_raise(self) -> Client:
+        if self.client is None:
+            raise McpUnreachable(f"The MCP server {self.server.name!r} is not connected.")
+        return self.client
+
+
+def _headers(server: McpServer) -> dict[str, str]:
+    headers = {}
+    for name, variable in server.headers.items():
+        value = os.environ.get(variable)
+        if not value:
+            raise McpUnreachable(
+                f"The environment variable {variable} (header {name} of MCP server {server.name!r}) is not set."
+            )
+        headers[name] = value
+    return headers
+
+
+def redact(text: str, server: McpServer) -> str:
+    """Return `text` with the values of the server's headers taken out."""
+    for variable in server.headers.values():
+        value = os.environ.get(variable)
+        if value:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def describe(error: BaseException) -> str:
+    """Return what went wrong in a few words: the innermost errors of an exception group, deduplicated."""
+    if isinstance(error, BaseExceptionGroup):
+        parts = dict.fromkeys(describe(inner) for inner in error.exceptions)
+        return "; ".join(parts)
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if isinstance(error, OSError | httpx2.HTTPError) else text
+
+
+# --- per process and per run -------------------------------------------------------------
+
+
+class _StdioServers:
+    """This process's stdio servers: one per definition, started again when it has exited."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, _Connection] = {}
+
+    def get(self, server: McpServer) -> _Connection:
+        with self._lock:
+            connection = self._running.get(server.process_key)
+            if connection is not None and connection.alive:
+                return connection
+            if connection is not None:
+                logger.warning("MCP server %s has exited; starting it again", server.name)
+                connection.close()
+            connection = _Connection(server)
+            try:
+                connection.open()
+            except McpUnreachable:
+                self._running.pop(server.process_key, None)
+                raise
+            self._running[server.process_key] = connection
+            return connection
+
+    def close(self) -> None:
+        with self._lock:
+            running, self._running = list(self._running.values()), {}
+        for connection in running:
+            connection.close()
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()
+        self._running = {}
+
+
+_stdio = _StdioServers()
+
+
+class McpSessions:
+    """The MCP connections of one run: this process's stdio servers, and HTTP sessions closed with the run."""
+
+    def __init__(self) -> None:
+        self._http: dict[str, _Connection] = {}
+
+    def __enter__(self) -> "McpSessions":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        http, self._http = list(self._http.values()), {}
+        for connection in http:
+            connection.close()
+
+    def _connection(self, server: McpServer) -> _Connection:
+        if server.command:
+            return _stdio.get(server)
+        connection = self._http.get(server.name)
+        if connection is None or connection.client is None:
+            connection = _Connection(server)
+            connection.open()
+            self._http[server.name] = connection
+        return connection
+
+    def list_tools(self, server: McpServer) -> list[types.Tool]:
+        return self._connection(server).list_tools()
+
+    def call_tool(self, server: McpServer, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        return self._connection(server).call_tool(tool, arguments)
+
+
+def mcp_connections_close() -> None:
+    """Stop this process's stdio servers and its event loop."""
+    _stdio.close()
+    _loop.close()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _worker_stopping(sender: Any = None, **kwargs: Any) -> None:
+    """Stop the servers of a pool process that exits (or of the worker itself, with the solo or threads pool).
+
+    A pool process killed outright never gets here: the guard of each of its servers stops them.
+    """
+    mcp_connections_close()
+
+
+def _forget_in_child() -> None:
+    _stdio.forget()
+    _loop.forget()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(mcp_connections_close)
