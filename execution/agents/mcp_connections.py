@@ -20,13 +20,13 @@ import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import httpx2
-from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery.signals import worker_process_shutdown, worker_shutdown
 from mcp import Client, types
@@ -129,20 +129,33 @@ class _Connection:
     def alive(self) -> bool:
         return self.client is not None and (self.stderr is None or not self.stderr.ended.is_set())
 
-    def open(self) -> None:
-        """Connect (starting a stdio server); raise McpUnreachable when that fails."""
+    def start(self) -> "_Connection":
+        """Begin connecting (starting a stdio server) without waiting: several servers start at once."""
+        self._ready: Future[tuple[Client, anyio.Event]] = Future()
+        self._task = _loop.portal().start_task_soon(self._hold, self._ready)
+        return self
+
+    def wait_ready(self) -> None:
+        """Wait until connected; raise McpUnreachable when that failed."""
         try:
-            self._task, (self.client, self._stop) = _loop.portal().start_task(self._hold)
+            wait([self._ready, self._task], return_when=FIRST_COMPLETED)
+            if not self._ready.done():
+                self._task.result()  # the connection's error
+                raise RuntimeError("the connection ended before it was made")
+            self.client, self._stop = self._ready.result()
         except Exception as error:
             raise McpUnreachable(self._unreachable(error)) from None
+        except BaseException:
+            self._task.cancel()  # interrupted (a soft time limit): stop connecting
+            raise
         finally:
             if self.stderr is not None:
                 self.stderr.writer.close()  # the server has its own copy; ours would hide its end
 
-    async def _hold(self, *, task_status: TaskStatus[tuple[Client, anyio.Event]]) -> None:
+    async def _hold(self, ready: Future[tuple[Client, anyio.Event]]) -> None:
         async with self._client() as client:
             stop = anyio.Event()
-            task_status.started((client, stop))
+            ready.set_result((client, stop))
             await stop.wait()
 
     @asynccontextmanager
@@ -275,22 +288,30 @@ class _StdioServers:
         self._lock = threading.Lock()
         self._running: dict[str, _Connection] = {}
 
-    def get(self, server: McpServer) -> _Connection:
+    def get(self, *servers: McpServer) -> list[_Connection]:
+        """Return the servers' connections, starting at once those not running (again, if they have exited)."""
         with self._lock:
-            connection = self._running.get(server.process_key)
-            if connection is not None and connection.alive:
-                return connection
-            if connection is not None:
-                logger.warning("MCP server %s has exited; starting it again", server.name)
-                connection.close()
-            connection = _Connection(server)
-            try:
-                connection.open()
-            except McpUnreachable:
-                self._running.pop(server.process_key, None)
-                raise
-            self._running[server.process_key] = connection
-            return connection
+            starting: dict[str, _Connection] = {}
+            for server in servers:
+                key = server.process_key
+                connection = self._running.get(key)
+                if key in starting or (connection is not None and connection.alive):
+                    continue
+                if connection is not None:
+                    logger.warning("MCP server %s has exited; starting it again", server.name)
+                    self._running.pop(key).close()
+                starting[key] = _Connection(server).start()
+            failed = None
+            for key, connection in starting.items():
+                try:
+                    connection.wait_ready()
+                except McpUnreachable as error:
+                    failed = failed or error
+                else:
+                    self._running[key] = connection
+            if failed is not None:
+                raise failed
+            return [self._running[server.process_key] for server in servers]
 
     def close(self) -> None:
         with self._lock:
@@ -320,21 +341,35 @@ class McpSessions:
         for connection in http:
             connection.close()
 
-    def _connection(self, server: McpServer) -> _Connection:
-        if server.command:
-            return _stdio.get(server)
-        connection = self._http.get(server.name)
-        if connection is None or connection.client is None:
-            connection = _Connection(server)
-            connection.open()
-            self._http[server.name] = connection
-        return connection
+    def connect(self, *servers: McpServer) -> list[_Connection]:
+        """Return the servers' connections, making those missing all at once; McpUnreachable if one fails."""
+        opening = {
+            server.name: _Connection(server).start()
+            for server in servers
+            if server.url and (server.name not in self._http or self._http[server.name].client is None)
+        }
+        try:
+            stdio = iter(_stdio.get(*(server for server in servers if server.command)))
+        finally:
+            failed = None
+            for name, connection in opening.items():
+                try:
+                    connection.wait_ready()
+                except McpUnreachable as error:
+                    failed = failed or error
+                else:
+                    self._http[name] = connection
+        if failed is not None:
+            raise failed
+        return [next(stdio) if server.command else self._http[server.name] for server in servers]
 
-    def list_tools(self, server: McpServer) -> list[types.Tool]:
-        return self._connection(server).list_tools()
+    def list_tools(self, *servers: McpServer) -> list[list[types.Tool]]:
+        """Return each server's tools, connecting to them all at once first."""
+        return [connection.list_tools() for connection in self.connect(*servers)]
 
     def call_tool(self, server: McpServer, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        return self._connection(server).call_tool(tool, arguments)
+        [connection] = self.connect(server)
+        return connection.call_tool(tool, arguments)
 
 
 def mcp_connections_close() -> None:

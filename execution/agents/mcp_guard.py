@@ -4,7 +4,8 @@
 
 The worker starts every stdio server through this script (the `mcp` SDK has already made
 it the leader of a process group of its own). It runs the command as its child, in that
-group, with stdin, stdout and stderr passed through, and exits with the command's status.
+group, with stdin, stdout and stderr passed through, and exits with the command's status
+once the command has exited (stopping what it left running in the group).
 When the worker process goes away, however it goes (a SIGKILL included), the guard is told
 at once by the kernel (PR_SET_PDEATHSIG, on Linux) or within a second by its parent's pid
 changing (elsewhere), and stops the whole group: the server and anything it started.
@@ -76,13 +77,19 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                return child.wait(POLL_S)
+                status = child.wait(POLL_S)
+                break
             except subprocess.TimeoutExpired:
                 if os.getppid() != parent:
                     raise _Stop from None
     except _Stop:
         _stop_group(child)
         return 1
+    # The server is gone: so is anything it left behind in the group.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    return status
 
 
 if __name__ == "__main__":

@@ -115,22 +115,28 @@ def run_tools(
         return
     sessions: McpSessions
     with mcp_load().McpSessions() as sessions:
-        offered = [entry for server in servers for entry in _listing(agent, server, sessions)] if first_call else kept
+        offered = _listing(agent, servers, sessions) if first_call else kept
         yield RunTools(own=own, servers=by_name, offered=offered, sessions=sessions)
 
 
-def _listing(agent: str, server: McpServer, sessions: "McpSessions") -> list[dict[str, Any]]:
-    """List a server's tools (McpUnreachable when it cannot be reached) and remember the listing for GET /agents/."""
-    offered = offered_tools(server, sessions.list_tools(server))
-    try:
-        McpListing.objects.update_or_create(
-            agent=agent,
-            server=server.name,
-            defaults={"fingerprint": server.fingerprint, "tools": offered, "listed_at": timezone.now()},
-        )
-    except DatabaseError:
-        # Only what GET /agents/ shows is lost; the subtask keeps its own listing.
-        logger.warning("Could not remember the tools of MCP server %s of agent %s", server.name, agent, exc_info=True)
+def _listing(agent: str, servers: list[McpServer], sessions: "McpSessions") -> list[dict[str, Any]]:
+    """List the servers' tools (connecting to all at once; McpUnreachable if one cannot be reached).
+
+    Each server's listing is remembered for GET /agents/.
+    """
+    offered = []
+    for server, listed in zip(servers, sessions.list_tools(*servers), strict=True):
+        tools = offered_tools(server, listed)
+        try:
+            McpListing.objects.update_or_create(
+                agent=agent,
+                server=server.name,
+                defaults={"fingerprint": server.fingerprint, "tools": tools, "listed_at": timezone.now()},
+            )
+        except DatabaseError:
+            # Only what GET /agents/ shows is lost; the subtask keeps its own listing.
+            logger.warning("Could not remember the tools of MCP server %s of %s", server.name, agent, exc_info=True)
+        offered.extend(tools)
     return offered
 
 
