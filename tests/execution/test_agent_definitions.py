@@ -174,11 +174,21 @@ def test_an_agents_description_shows_no_credentials_of_its_url(tmp_path):
 
 def test_the_example_agents_file_defines_the_seeds_agents_as_language_models():
     agents = agents_file_read(str(EXAMPLES / "agents.json"))
-    assert set(agents) == {"coder", "debug", "ask"}
+    assert set(agents) == {"coder", "debug", "ask", "maintainer"}
     assert all(isinstance(agent, OpenAIAgent) for agent in agents.values())
     assert {"write_file", "execute_command", "read_file", "list_files"} == set(agents["coder"].tools)
     assert all(not tool.requires_approval for tool in agents["ask"].tools.values())
     assert all(tool.runs == "worker" for tool in agents["ask"].tools.values())
+
+
+def test_the_example_mcp_agent_confines_the_filesystem_server_to_the_workspace_and_asks_before_changes():
+    maintainer = agents_file_read(str(EXAMPLES / "agents.json"))["maintainer"]
+    files, git = maintainer.mcp_servers
+    assert (files.name, files.transport, files.args[-1]) == ("files", "stdio", "workspace")
+    assert (git.name, git.args) == ("git", ("--repository", "workspace"))
+    changes = ["write_file", "edit_file", "create_directory", "move_file"]
+    assert [tool for tool in files.tools or () if files.needs_approval(tool)] == changes
+    assert [tool for tool in git.tools or () if git.needs_approval(tool)] == ["git_add", "git_commit"]
 
 
 def test_the_flutter_example_is_a_valid_plan_for_the_example_agents(settings):
