@@ -19,6 +19,7 @@ from benchmarks import (
     event_stream,
     large_plan,
     many_plans,
+    mcp,
     overhead,
     parked,
     plan_validation,
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    "mcp": mcp.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
     "result_backend": result_backend.run,

@@ -38,6 +38,7 @@ REQUIRED = {
     "many_plans": {"engine_subtasks_per_s", "raw_tasks_per_s", "ratio"},
     "canvas": {"per_batch_s", "nested_s", "ratio"},
     "stream": {"p50_ms", "p95_ms"},
+    "mcp": {"direct_stdio_p50_ms", "direct_http_p50_ms", "worker_stdio_p50_ms", "worker_http_p50_ms", "stdio_ratio"},
     "result_backend": {"django_db_s", "redis_s", "ratio"},
 }
 
