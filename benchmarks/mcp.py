@@ -2,7 +2,9 @@
 
 Two servers no one here wrote: `mcp-server-time` over stdio (`get_current_time`) and the
 npm "everything" server over Streamable HTTP (`echo`). Directly: one `mcp.Client` session
-in this process, `call_tool` timed call by call. Through the worker: one subtask of an
+in this process, `call_tool` timed call by call. Sync: the same calls made as the worker's
+agent makes them (McpSessions, sync code waiting on the event loop thread), in this
+process. Through the worker: one subtask of an
 `openai` agent on a stack of its own, whose scripted model (the tests' fake server) asks
 for one call of the tool per answer; the time between two consecutive model requests is
 the model's answer, the agent's bookkeeping and the call. Its answers alternate with calls
@@ -27,13 +29,15 @@ from mcp.client.stdio import StdioServerParameters
 from benchmarks.bench import Bench, scenario_result
 from benchmarks.client import Api, wait_finished
 from benchmarks.report import Result
+from execution.agents.mcp_connections import McpSessions
+from execution.agents.mcp_servers import McpServer
 from scripts.servers import free_port
 from tests.fakes.openai_server import FakeOpenAI, completion, tool_call
 from tests.mcp.servers import EverythingServer, npm_servers_installed
 
 CALLS = 100
 AGENT = "bench_mcp"
-TIME_SERVER = {"command": sys.executable, "args": ["-m", "mcp_server_time"]}
+TIME_SERVER: dict[str, Any] = {"command": sys.executable, "args": ["-m", "mcp_server_time"]}
 CALLS_OF = {
     "stdio": ("time__get_current_time", "get_current_time", {"timezone": "Europe/Paris"}),
     "http": ("everything__echo", "echo", {"message": "benchmark"}),
@@ -59,6 +63,18 @@ def direct(server: Any, tool: str, arguments: dict[str, Any], count: int) -> lis
             return samples
 
     return anyio.run(calls)
+
+
+def bridged(server: McpServer, tool: str, arguments: dict[str, Any], count: int) -> list[float]:
+    """Return the seconds of `count` calls made as the worker's agent makes them, from sync code, in this process."""
+    with McpSessions() as sessions:
+        sessions.list_tools(server)
+        samples = []
+        for _ in range(count):
+            began = time.perf_counter()
+            sessions.call_tool(server, tool, arguments)
+            samples.append(time.perf_counter() - began)
+    return samples
 
 
 def through_worker(api: Api, model: FakeOpenAI, transport: str, count: int) -> tuple[list[float], list[float]]:
@@ -120,10 +136,15 @@ def run(bench: Bench) -> Result:
 
 def measure(result: Result, api: Api, model: FakeOpenAI, url: str, count: int, rep: int) -> None:
     servers = {"stdio": StdioServerParameters(**TIME_SERVER), "http": url}
+    definitions = {
+        "stdio": McpServer(name="time", command=sys.executable, args=tuple(TIME_SERVER["args"])),
+        "http": McpServer(name="everything", url=url),
+    }
     figures = []
     for transport in ("stdio", "http"):
         _, tool, arguments = CALLS_OF[transport]
         directly = p50_ms(direct(servers[transport], tool, arguments, count))
+        result.add(f"sync_{transport}_p50_ms", p50_ms(bridged(definitions[transport], tool, arguments, count)), "ms")
         calling, not_calling = through_worker(api, model, transport, count)
         worker = p50_ms([call - none for call, none in zip(calling, not_calling, strict=True)])
         result.add(f"direct_{transport}_p50_ms", directly, "ms")

@@ -1,11 +1,15 @@
 """A stdio MCP server never outlives the process that started it, however that process ends."""
 
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
+from celery.signals import worker_process_shutdown
 
+from execution.agents.mcp_connections import McpSessions
+from execution.agents.mcp_servers import McpServer
 from tests.mcp.servers import ROOT, alive, command_line, descendants
 from tests.support import wait_for
 
@@ -56,3 +60,15 @@ def test_the_guard_reports_a_command_it_cannot_start():
     )
     assert result.returncode == 127
     assert "cannot start 'no-such-mcp-server'" in result.stderr
+
+
+def test_a_pool_process_that_exits_stops_its_servers_when_celery_says_so():
+    with McpSessions() as sessions:
+        sessions.list_tools(McpServer(name="time", command=sys.executable, args=("-m", "mcp_server_time")))
+    started = [pid for pid in descendants(os.getpid()) if "mcp_guard.py" in command_line(pid)]
+    started += [child for guard in started for child in descendants(guard)]
+    assert started
+
+    worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+
+    wait_for(lambda: not any(alive(pid) for pid in started), timeout=10, message="the MCP server processes to end")
