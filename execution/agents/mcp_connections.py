@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 GUARD = str(Path(__file__).with_name("mcp_guard.py"))
 MAX_LIST_PAGES = 100
 STDERR_LINES_KEPT = 5
+STDERR_GRACE_S = 1.0
 CLOSE_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
@@ -139,18 +140,19 @@ class _Connection:
         """Wait until connected; raise McpUnreachable when that failed."""
         try:
             wait([self._ready, self._task], return_when=FIRST_COMPLETED)
-            if not self._ready.done():
-                self._task.result()  # the connection's error
-                raise RuntimeError("the connection ended before it was made")
-            self.client, self._stop = self._ready.result()
-        except Exception as error:
-            raise McpUnreachable(self._unreachable(error)) from None
         except BaseException:
             self._task.cancel()  # interrupted (a soft time limit): stop connecting
             raise
         finally:
             if self.stderr is not None:
                 self.stderr.writer.close()  # the server has its own copy; ours would hide its end
+        try:
+            if not self._ready.done():
+                self._task.result()  # the connection's error
+                raise RuntimeError("the connection ended before it was made")
+            self.client, self._stop = self._ready.result()
+        except Exception as error:
+            raise McpUnreachable(self._unreachable(error)) from None
 
     async def _hold(self, ready: Future[tuple[Client, anyio.Event]]) -> None:
         async with self._client() as client:
@@ -189,6 +191,8 @@ class _Connection:
         verb = "could not be started" if server.command else "cannot be reached"
         message = f"The MCP server {server.name!r} ({server.where()}) {verb}: {describe(error)}"
         if self.stderr is not None:
+            # A server that failed to start has exited or soon will: its last words come first.
+            self.stderr.ended.wait(STDERR_GRACE_S)
             message += self.stderr.last()
         return redact(message, server)
 
