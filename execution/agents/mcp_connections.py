@@ -179,12 +179,21 @@ class _Connection:
             yield await stack.enter_async_context(client)
 
     def close(self) -> None:
-        stop, task, self.client = self._stop, self._task, None
-        if stop is None or task is None:
-            return
-        with contextlib.suppress(Exception):
-            _loop.portal().call(stop.set)
-            task.result(CLOSE_TIMEOUT_S)
+        self.stop()
+        self.join()
+
+    def stop(self) -> None:
+        """Ask the holder to disconnect (a stdio server is stopped by the SDK: stdin closed, then its group)."""
+        stop, self.client = self._stop, None
+        if stop is not None:
+            with contextlib.suppress(Exception):
+                _loop.portal().call(stop.set)
+
+    def join(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait (boundedly) until the connection is closed."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                self._task.result(timeout)
 
     def _unreachable(self, error: BaseException) -> str:
         server = self.server
@@ -318,10 +327,13 @@ class _StdioServers:
             return [self._running[server.process_key] for server in servers]
 
     def close(self) -> None:
+        """Stop every server, all at once."""
         with self._lock:
             running, self._running = list(self._running.values()), {}
         for connection in running:
-            connection.close()
+            connection.stop()
+        for connection in running:
+            connection.join()
 
     def forget(self) -> None:
         self._lock = threading.Lock()
@@ -368,8 +380,21 @@ class McpSessions:
         return [next(stdio) if server.command else self._http[server.name] for server in servers]
 
     def list_tools(self, *servers: McpServer) -> list[list[types.Tool]]:
-        """Return each server's tools, connecting to them all at once first."""
-        return [connection.list_tools() for connection in self.connect(*servers)]
+        """Return each server's tools, connecting to them all at once first.
+
+        A stdio server found gone when listed (it exited before the worker noticed) is
+        started again once: a listing changes nothing, so asking again is safe.
+        """
+        listed = []
+        for server, connection in zip(servers, self.connect(*servers), strict=True):
+            try:
+                listed.append(connection.list_tools())
+            except McpUnreachable:
+                if not server.command:
+                    raise
+                [connection] = self.connect(server)
+                listed.append(connection.list_tools())
+        return listed
 
     def call_tool(self, server: McpServer, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
         [connection] = self.connect(server)

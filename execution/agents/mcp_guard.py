@@ -29,13 +29,14 @@ GRACE_S = 2.0
 POLL_S = 0.5
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel for a SIGTERM when the parent exits (Linux); elsewhere polling stands in."""
+def _die_with_parent() -> bool:
+    """Ask the kernel for a SIGTERM when the parent exits (Linux); return whether it will send one."""
     if not sys.platform.startswith("linux"):
-        return
+        return False
     with contextlib.suppress(OSError, AttributeError):
         # The symbols of the running program include the C library's prctl.
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        return ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) == 0
+    return False
 
 
 def _stop_group(child: subprocess.Popen) -> None:
@@ -64,7 +65,9 @@ def main(argv: list[str]) -> int:
         print("usage: mcp_guard.py COMMAND [ARGS...]", file=sys.stderr)
         return 2
     parent = os.getppid()
-    _die_with_parent()
+    # Told by the kernel, the guard waits for the server without polling, so it follows a
+    # server that exits at once: its end is how the worker learns of the server's.
+    poll = None if _die_with_parent() else POLL_S
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _raise_stop)
     if os.getppid() != parent:  # the parent died before the kernel was asked to tell us
@@ -77,7 +80,7 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                status = child.wait(POLL_S)
+                status = child.wait(poll)
                 break
             except subprocess.TimeoutExpired:
                 if os.getppid() != parent:
