@@ -1,8 +1,7 @@
 """Connections to MCP servers from the workers' sync code: stdio servers kept per process, HTTP sessions per run.
 
-The `mcp` SDK is asynchronous (anyio) and Celery's pool processes run sync code, so each
-process that uses MCP runs one event loop in a thread (an anyio blocking portal) holding
-its clients, and sync code waits on it:
+The `mcp` SDK is asynchronous (anyio) and Celery's pool processes run sync code, so the
+clients live in the process's event loop thread (event_loop.py) and sync code waits on it:
 - a stdio server runs once per process and server definition: started on first use
   through mcp_guard.py (which stops it when this process dies, a SIGKILL included),
   started again when it has exited, stopped with the worker (Celery's
@@ -19,21 +18,21 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx2
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from celery.signals import worker_process_shutdown, worker_shutdown
 from mcp import Client, types
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from execution.agents.event_loop import event_loop
 from execution.agents.mcp_servers import McpCallFailed, McpServer, McpUnreachable
 
 logger = logging.getLogger(__name__)
@@ -43,50 +42,6 @@ MAX_LIST_PAGES = 100
 STDERR_LINES_KEPT = 5
 STDERR_GRACE_S = 1.0
 CLOSE_TIMEOUT_S = 10.0
-T = TypeVar("T")
-
-
-# --- this process's event loop ------------------------------------------------------------
-
-
-class _Loop:
-    """The event loop thread of this process, started on first use; a forked child starts its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stack: ExitStack | None = None
-        self._portal: BlockingPortal | None = None
-
-    def portal(self) -> BlockingPortal:
-        with self._lock:
-            if self._portal is None:
-                self._stack = ExitStack()
-                self._portal = self._stack.enter_context(start_blocking_portal(name="mcp"))
-            return self._portal
-
-    def run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run `function(*args)` in the loop and return its result; cancel it if this thread is interrupted."""
-        future = self.portal().start_task_soon(function, *args)
-        try:
-            return future.result()
-        except BaseException:
-            # A soft time limit (raised by a signal in this thread) must not leave the call running.
-            future.cancel()
-            raise
-
-    def close(self) -> None:
-        with self._lock:
-            stack, self._stack, self._portal = self._stack, None, None
-        if stack is not None:
-            stack.close()
-
-    def forget(self) -> None:
-        """Drop the parent's loop in a forked child, where its thread does not run."""
-        self._lock = threading.Lock()
-        self._stack = self._portal = None
-
-
-_loop = _Loop()
 
 
 # --- one held connection ----------------------------------------------------------------
@@ -133,7 +88,7 @@ class _Connection:
     def start(self) -> "_Connection":
         """Begin connecting (starting a stdio server) without waiting: several servers start at once."""
         self._ready: Future[tuple[Client, anyio.Event]] = Future()
-        self._task = _loop.portal().start_task_soon(self._hold, self._ready)
+        self._task = event_loop.portal().start_task_soon(self._hold, self._ready)
         return self
 
     def wait_ready(self) -> None:
@@ -170,9 +125,9 @@ class _Connection:
                 )
                 transport: Any = stdio_client(parameters, errlog=self.stderr.writer)
             else:
-                http = httpx2.AsyncClient(
-                    headers=_headers(server), timeout=httpx2.Timeout(server.timeout_s, read=max(300, server.timeout_s))
-                )
+                # Reads may wait longer than timeout_s: the server may keep an event stream open.
+                timeout = httpx2.Timeout(server.timeout_s, read=max(300, server.timeout_s))
+                http = httpx2.AsyncClient(headers=server.header_values(), timeout=timeout)
                 await stack.enter_async_context(http)
                 transport = streamable_http_client(server.url, http_client=http)
             client = Client(transport, cache=None, read_timeout_seconds=server.timeout_s)
@@ -187,7 +142,7 @@ class _Connection:
         stop, self.client = self._stop, None
         if stop is not None:
             with contextlib.suppress(Exception):
-                _loop.portal().call(stop.set)
+                event_loop.portal().call(stop.set)
 
     def join(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Wait (boundedly) until the connection is closed."""
@@ -203,7 +158,7 @@ class _Connection:
             # A server that failed to start has exited or soon will: its last words come first.
             self.stderr.ended.wait(STDERR_GRACE_S)
             message += self.stderr.last()
-        return redact(message, server)
+        return server.redact(message)
 
     def list_tools(self) -> list[types.Tool]:
         """Return every tool the server lists, page after page."""
@@ -221,7 +176,7 @@ class _Connection:
             return tools
 
         try:
-            return _loop.run(listing)
+            return event_loop.run(listing)
         except Exception as error:
             self.client = None
             raise McpUnreachable(self._unreachable(error)) from None
@@ -236,7 +191,7 @@ class _Connection:
 
         timed_out = McpCallFailed(f"timed out after {server.timeout_s:g}s (timeout_s).")
         try:
-            return _loop.run(call)
+            return event_loop.run(call)
         except TimeoutError:
             raise timed_out from None
         except MCPError as error:
@@ -249,7 +204,7 @@ class _Connection:
                 raise McpCallFailed(stopped) from None
             if error.code == types.CONNECTION_CLOSED:
                 raise McpUnreachable(self._unreachable(error)) from None
-            raise McpCallFailed(redact(error.message, server)) from None
+            raise McpCallFailed(server.redact(error.message)) from None
         except Exception as error:
             raise McpUnreachable(self._unreachable(error)) from None
 
@@ -257,27 +212,6 @@ class _Connection:
         if self.client is None:
             raise McpUnreachable(f"The MCP server {self.server.name!r} is not connected.")
         return self.client
-
-
-def _headers(server: McpServer) -> dict[str, str]:
-    headers = {}
-    for name, variable in server.headers.items():
-        value = os.environ.get(variable)
-        if not value:
-            raise McpUnreachable(
-                f"The environment variable {variable} (header {name} of MCP server {server.name!r}) is not set."
-            )
-        headers[name] = value
-    return headers
-
-
-def redact(text: str, server: McpServer) -> str:
-    """Return `text` with the values of the server's headers taken out."""
-    for variable in server.headers.values():
-        value = os.environ.get(variable)
-        if value:
-            text = text.replace(value, "[redacted]")
-    return text
 
 
 def describe(error: BaseException) -> str:
@@ -404,7 +338,7 @@ class McpSessions:
 def mcp_connections_close() -> None:
     """Stop this process's stdio servers and its event loop."""
     _stdio.close()
-    _loop.close()
+    event_loop.close()
 
 
 @worker_process_shutdown.connect
@@ -419,7 +353,6 @@ def _worker_stopping(sender: Any = None, **kwargs: Any) -> None:
 
 def _forget_in_child() -> None:
     _stdio.forget()
-    _loop.forget()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

@@ -14,6 +14,7 @@ nor imports the SDK.
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,26 @@ class McpServer:
     def needs_approval(self, tool: str) -> bool:
         """Tell whether a call of this tool (its name on the server) waits for a person's decision."""
         return self.approval.get(tool, self.requires_approval)
+
+    def header_values(self) -> dict[str, str]:
+        """Return the headers to send, their values read from the environment now (McpUnreachable if one is unset)."""
+        headers = {}
+        for name, variable in self.headers.items():
+            value = os.environ.get(variable)
+            if not value:
+                raise McpUnreachable(
+                    f"The environment variable {variable} (header {name} of MCP server {self.name!r}) is not set."
+                )
+            headers[name] = value
+        return headers
+
+    def redact(self, text: str) -> str:
+        """Return `text` with the values of the server's headers taken out."""
+        for variable in self.headers.values():
+            value = os.environ.get(variable)
+            if value:
+                text = text.replace(value, "[redacted]")
+        return text
 
     def where(self) -> str:
         """Return the server's address or command, with no credentials, for messages and the API."""
