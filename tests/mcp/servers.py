@@ -169,6 +169,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def guards_of(pid: int) -> list[int]:
+    """Return the MCP guards that process `pid` started itself (not those of its children, a worker's pool)."""
+    return [child for child in descendants(pid) if parent_of(child) == pid and "mcp_guard.py" in command_line(child)]
+
+
+def parent_of(pid: int) -> int:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return 0
+
+
 def command_line(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -15,7 +15,7 @@ from execution.models import McpListing
 from scripts.servers import free_port
 from tests.execution.agent_contexts import approved, context, rejected, resumed
 from tests.fakes.openai_server import completion, tool_call
-from tests.mcp.servers import TOKEN, TOKEN_VARIABLE, agent_definitions, alive, command_line, descendants
+from tests.mcp.servers import TOKEN, TOKEN_VARIABLE, agent_definitions, alive, command_line, descendants, guards_of
 from tests.support import wait_for
 
 pytestmark = pytest.mark.django_db  # a listing is remembered for GET /agents/
@@ -41,6 +41,12 @@ def tool_messages(request):
         for message in request["body"]["messages"]
         if message["role"] == "tool"
     }
+
+
+def time_servers():
+    """Return the time servers this process runs (not their guards, nor those of the workers' pool processes)."""
+    servers = [child for guard in guards_of(os.getpid()) for child in descendants(guard)]
+    return [pid for pid in servers if "-m mcp_server_time" in command_line(pid)]
 
 
 def test_the_first_model_call_offers_every_servers_tools_by_prefixed_name_with_their_description_and_schema(
@@ -192,11 +198,7 @@ def test_a_stdio_server_that_died_is_started_again_for_the_next_call(mcp_agent, 
     fake_openai.script(completion(tool_calls=[tool_call("time__get_current_time", {"timezone": "UTC"})]))
     fake_openai.script(completion("ok"))
     mcp_agent.run(context())
-    [server] = [
-        pid
-        for pid in descendants(os.getpid())
-        if "-m mcp_server_time" in command_line(pid) and "mcp_guard" not in command_line(pid)
-    ]
+    [server] = time_servers()
     os.kill(server, signal.SIGKILL)
     wait_for(lambda: not alive(server), timeout=5)
     fake_openai.reset()
@@ -207,11 +209,7 @@ def test_a_stdio_server_that_died_is_started_again_for_the_next_call(mcp_agent, 
 
     assert isinstance(step, Finish)
     assert json.loads(tool_messages(fake_openai.requests()[1])["t"])["timezone"] == "UTC"
-    [again] = [
-        pid
-        for pid in descendants(os.getpid())
-        if "-m mcp_server_time" in command_line(pid) and "mcp_guard" not in command_line(pid)
-    ]
+    [again] = time_servers()
     assert again != server
 
 

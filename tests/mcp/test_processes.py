@@ -10,7 +10,7 @@ from celery.signals import worker_process_shutdown
 
 from execution.agents.mcp_connections import McpSessions
 from execution.agents.mcp_servers import McpServer
-from tests.mcp.servers import ROOT, alive, command_line, descendants
+from tests.mcp.servers import ROOT, alive, command_line, descendants, guards_of
 from tests.support import wait_for
 
 # A process that starts the time server as a worker's pool process does, then waits for its end.
@@ -65,7 +65,7 @@ def test_the_guard_reports_a_command_it_cannot_start():
 def test_a_pool_process_that_exits_stops_its_servers_when_celery_says_so():
     with McpSessions() as sessions:
         sessions.list_tools(McpServer(name="time", command=sys.executable, args=("-m", "mcp_server_time")))
-    started = [pid for pid in descendants(os.getpid()) if "mcp_guard.py" in command_line(pid)]
+    started = guards_of(os.getpid())
     started += [child for guard in started for child in descendants(guard)]
     assert started
 
