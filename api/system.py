@@ -15,14 +15,45 @@ from rest_framework.views import APIView
 from api.errors import authenticated_user, errors
 from api.parsers import JSONParser
 from api.probes import health_answer, live_answer, ready_answer
-from execution.agents.registry import agents_describe
+from execution.selectors import agents_with_tools
 from execution.webhooks import webhook_secret_rotate, webhook_secret_status
+
+
+class McpToolSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The function the model is offered: `{server}__{tool}`.")
+    tool = serializers.CharField(help_text="The tool's name on the server.")
+    description = serializers.CharField()
+    requires_approval = serializers.BooleanField(help_text="Whether a call waits for a person's decision.")
+    parameters = serializers.JSONField(help_text="The tool's inputSchema, which arguments are checked against.")
+
+
+class McpServerSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The prefix of the server's tools.")
+    transport = serializers.ChoiceField(choices=["stdio", "http"])
+    url = serializers.CharField(required=False, help_text="A Streamable HTTP server's endpoint, without credentials.")
+    headers = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The names of the headers sent (never their values)."
+    )
+    command = serializers.CharField(required=False, help_text="The command a worker runs for a stdio server.")
+    args = serializers.ListField(child=serializers.CharField(), required=False)
+    env = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The names of the variables set for the command."
+    )
+    tools_filter = serializers.ListField(
+        child=serializers.CharField(), allow_null=True, help_text="The tools kept (null: all the server lists)."
+    )
+    requires_approval = serializers.BooleanField()
+    approval = serializers.DictField(child=serializers.BooleanField(), help_text="Per-tool overrides.")
+    timeout_s = serializers.FloatField()
+    listed_at = serializers.DateTimeField(allow_null=True, help_text="When a worker last listed its tools.")
+    tools = McpToolSerializer(many=True, allow_null=True, help_text="The tools last listed (null until listed).")
 
 
 class AgentSerializer(serializers.Serializer):
     name = serializers.CharField()
     implementation = serializers.CharField()
     description = serializers.CharField()
+    mcp_servers = McpServerSerializer(many=True, help_text="The MCP servers an openai agent takes tools from.")
 
 
 class CheckSerializer(serializers.Serializer):
@@ -57,7 +88,7 @@ class LiveSerializer(serializers.Serializer):
 class AgentsView(APIView):
     @extend_schema(summary="Registered agents", responses={200: AgentSerializer(many=True), **errors(401)})
     def get(self, request: Request) -> Response:
-        return Response(agents_describe())
+        return Response(agents_with_tools())
 
 
 class Probe(APIView):

@@ -21,6 +21,7 @@ from benchmarks import (
     health,
     large_plan,
     many_plans,
+    mcp,
     overhead,
     parked,
     plan_validation,
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
     "health": health.run,
+    "mcp": mcp.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
     "result_backend": result_backend.run,

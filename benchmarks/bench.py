@@ -47,9 +47,10 @@ class Bench:
             self._api = Api.login(self.stack.url)
         return self._api
 
-    def start_stack(self, *, result_backend: str) -> Stack:
+    def start_stack(self, *, result_backend: str, env: dict[str, str] | None = None) -> Stack:
         """Start a stack and warm it up: the first runs after a start pay for imports and connections."""
-        stack = Stack(result_backend=result_backend, log_dir=self.log_dir / f"stack-{len(self.stacks) + 1}")
+        log_dir = self.log_dir / f"stack-{len(self.stacks) + 1}"
+        stack = Stack(result_backend=result_backend, log_dir=log_dir, env=env)
         self.stacks.append(stack)
         try:
             stack.start()
@@ -77,10 +78,10 @@ class Bench:
             self._stack = None
 
     @contextmanager
-    def own_stack(self, *, result_backend: str) -> Iterator[tuple[Stack, Api]]:
-        """Run a stack with another result backend instead of the shared one; yield its client."""
+    def own_stack(self, *, result_backend: str, env: dict[str, str] | None = None) -> Iterator[tuple[Stack, Api]]:
+        """Run a stack of its own (another result backend, more environment) instead of the shared one."""
         self.stop_stack()
-        stack = self.start_stack(result_backend=result_backend)
+        stack = self.start_stack(result_backend=result_backend, env=env)
         try:
             api = Api.login(stack.url)
             try:

@@ -47,10 +47,17 @@ def bench_env(*, result_backend: str) -> dict[str, str]:
 class Stack:
     """uvicorn, a subtask worker, a control worker and beat, started as the Procfile starts them."""
 
-    def __init__(self, *, result_backend: str, log_dir: Path, concurrency: int = SUBTASK_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        *,
+        result_backend: str,
+        log_dir: Path,
+        concurrency: int = SUBTASK_CONCURRENCY,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.result_backend = result_backend
         self.concurrency = concurrency
-        self.env = bench_env(result_backend=result_backend)
+        self.env = {**bench_env(result_backend=result_backend), **(env or {})}
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.workers: dict[str, Worker] = {}

@@ -1,4 +1,4 @@
-"""Execution records: one ExecutionState per plan run, its transition history, and the event log."""
+"""Execution records: one ExecutionState per plan run, its transition history, the event log, MCP listings."""
 
 import uuid
 
@@ -91,3 +91,23 @@ class WebhookSecret(models.Model):
 
     def __str__(self) -> str:
         return f"webhook secret of user {self.owner_id}"
+
+
+class McpListing(models.Model):
+    """The tools an MCP server of an agent listed last, as its model was offered them (shown by GET /agents/).
+
+    Written by the worker that listed them; `fingerprint` is the server definition's at the
+    time, so a listing made under another definition is not shown as the current one's.
+    """
+
+    agent = models.CharField(max_length=64)
+    server = models.CharField(max_length=32)
+    fingerprint = models.CharField(max_length=16)
+    tools = models.JSONField(default=list)
+    listed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "server"], name="mcp_listing_unique_server")]
+
+    def __str__(self) -> str:
+        return f"{self.agent}/{self.server}: {len(self.tools)} tools"

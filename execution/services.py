@@ -177,6 +177,7 @@ FRESH_START = {
     "tool_calls": [],
     "conversation": [],
     "usage": {},
+    "agent_state": {},
 }
 
 

@@ -336,9 +336,10 @@ RUN_COLUMNS = (
     "tool_calls",
     "conversation",
     "usage",
+    "agent_state",
 )
 PREPARE_THRESHOLD = 5
-_JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage")
+_JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage", "agent_state")
 
 
 def _literal(word: str) -> str:
@@ -422,7 +423,8 @@ WITH plan AS (
 ), finished AS (
     UPDATE plans_subtask s
     SET {_set_sql(S.DONE)}, result = %(result)s::jsonb, error = '', tool_calls = %(tool_calls)s::jsonb,
-        conversation = COALESCE(%(conversation)s::jsonb, s.conversation), usage = COALESCE(%(usage)s::jsonb, s.usage)
+        conversation = COALESCE(%(conversation)s::jsonb, s.conversation), usage = COALESCE(%(usage)s::jsonb, s.usage),
+        agent_state = COALESCE(%(agent_state)s::jsonb, s.agent_state)
     FROM plan
     WHERE s.id = %(id)s AND s.plan_id = plan.id AND s.status = {_literal(S.RUNNING)} AND s.attempts = %(attempt)s
     RETURNING s.id, s.plan_id, s.key, s.attempts
@@ -519,6 +521,7 @@ def run_finish(
     tool_calls: list[Any],
     conversation: list[Any] | None,
     usage: dict[str, Any] | None,
+    agent_state: dict[str, Any] | None = None,
 ) -> tuple[bool, bool]:
     """Mark a running subtask done with its result and release the run's lease.
 
@@ -535,6 +538,7 @@ def run_finish(
         "tool_calls": _json(tool_calls),
         "conversation": None if conversation is None else _json(conversation),
         "usage": None if usage is None else _json(usage),
+        "agent_state": None if agent_state is None else _json(agent_state),
     }
     found = _one(FINISH_SQL, params)
     if found is None:

@@ -130,6 +130,8 @@ class Subtask(models.Model):
     conversation = models.JSONField(default=list, blank=True)
     # Token usage of the subtask's model calls: totals and one entry per call.
     usage = models.JSONField(default=dict, blank=True)
+    # What else its agent keeps between runs (an openai agent: the MCP tools it offered).
+    agent_state = models.JSONField(default=dict, blank=True)
     # The Celery task id of the current dispatch, for revocation and the task results.
     task_id = models.CharField(max_length=64, blank=True, default="")
     # Runs lost to a dead or hung worker; past the configured limit the subtask is poison.

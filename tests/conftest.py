@@ -49,6 +49,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
         "PYTHONUNBUFFERED": "1",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
         "EXECUTION_WORKSPACE_DIR": str(test_agents.workspace),
+        **test_agents.env,
         # The service's settings plus agents only tests register (a class returning no step).
         "DJANGO_SETTINGS_MODULE": "tests.support.worker_settings",
     }

@@ -109,6 +109,7 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
         "input_json",
         "outcome",
         "tool_call_transcript",
+        "mcp_tools",
         "token_usage",
         "conversation_transcript",
         ("task", "worker"),
@@ -157,12 +158,13 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
     def tool_call_transcript(self, subtask: Subtask) -> SafeString | str:
         if not subtask.tool_calls:
             return "—"
+        servers = _mcp_servers_of_tools(subtask)
         return history_table(
             ["#", "tool", "arguments", "status", "decision", "result"],
             (
                 (
                     index,
-                    call.get("tool", ""),
+                    _tool_name(call.get("tool", ""), servers),
                     pretty_json(call.get("arguments", {}), limit=400),
                     badge(call.get("status", "")),
                     _decision(call),
@@ -170,6 +172,19 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
                 )
                 for index, call in enumerate(subtask.tool_calls)
             ),
+        )
+
+    @admin.display(description="MCP tools offered")
+    def mcp_tools(self, subtask: Subtask) -> SafeString | str:
+        offered = (subtask.agent_state or {}).get("mcp_tools") or []
+        servers: dict[str, list[str]] = {}
+        for tool in offered:
+            servers.setdefault(str(tool.get("server", "")), []).append(str(tool.get("tool", "")))
+        return (
+            format_html_join(
+                "", "<div>server <b>{}</b>: {}</div>", ((name, ", ".join(tools)) for name, tools in servers.items())
+            )
+            or "—"
         )
 
     @admin.display(description="token usage")
@@ -187,10 +202,11 @@ class SubtaskAdmin(StaffReadOnly, admin.ModelAdmin):
     def conversation_transcript(self, subtask: Subtask) -> SafeString | str:
         if not subtask.conversation:
             return "—"
+        servers = _mcp_servers_of_tools(subtask)
         return history_table(
             ["#", "role", "content", "tool calls"],
             (
-                (index, message.get("role", ""), _message_text(message), _message_calls(message))
+                (index, message.get("role", ""), _message_text(message), _message_calls(message, servers))
                 for index, message in enumerate(subtask.conversation)
             ),
             css="history conversation",
@@ -209,7 +225,19 @@ def _message_text(message: dict[str, Any]) -> SafeString | str:
     return pretty_text(text, limit=2000) if text else "—"
 
 
-def _message_calls(message: dict[str, Any]) -> SafeString | str:
+def _mcp_servers_of_tools(subtask: Subtask) -> dict[str, str]:
+    """Return the MCP tools the subtask's model was offered, each with the name of its server."""
+    offered = (subtask.agent_state or {}).get("mcp_tools") or []
+    return {str(tool.get("name")): str(tool.get("server")) for tool in offered if isinstance(tool, dict)}
+
+
+def _tool_name(name: str, servers: dict[str, str]) -> SafeString | str:
+    """Return a tool's name, with its MCP server named when it is one's."""
+    server = servers.get(name)
+    return format_html("{} <small>(MCP server {})</small>", name, server) if server else name
+
+
+def _message_calls(message: dict[str, Any], servers: dict[str, str]) -> SafeString | str:
     calls = message.get("tool_calls") or []
     return (
         format_html_join(
@@ -218,7 +246,7 @@ def _message_calls(message: dict[str, Any]) -> SafeString | str:
             (
                 (
                     call.get("id", ""),
-                    call.get("function", {}).get("name", ""),
+                    _tool_name(call.get("function", {}).get("name", ""), servers),
                     call.get("function", {}).get("arguments", ""),
                 )
                 for call in calls

@@ -5,10 +5,11 @@ exception means "this attempt failed, try again" (with backoff, up to max_retrie
 while returning Fail means "this subtask has failed" (no retry).
 
 Every step may carry the agent's state for the engine to store with the subtask:
-`conversation` (the agent's whole message list; None leaves the stored one unchanged)
-and `usage` (the subtask's cumulative usage). The next run finds them in the context
-as `conversation` ([] at first) and `usage` ({} at first), so a resume can run on any
-worker after any restart.
+`conversation` (the agent's whole message list; None leaves the stored one unchanged),
+`usage` (the subtask's cumulative usage) and `state` (anything else the agent keeps
+between runs, such as the MCP tools it offered its model). The next run finds them in
+the context as `conversation` ([] at first), `usage` ({} at first) and `agent_state`
+({} at first), so a resume can run on any worker after any restart.
 """
 
 import math
@@ -59,6 +60,7 @@ class Finish:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ToolCall:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class ToolCalls:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Fail:
     _: KW_ONLY
     conversation: list[dict[str, Any]] | None = None
     usage: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
 
 
 Step = Finish | ToolCall | ToolCalls | Fail

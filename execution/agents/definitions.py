@@ -7,11 +7,9 @@ subtask later.
 """
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -19,6 +17,17 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from execution.agents.base import Agent
+from execution.agents.fields import (
+    ENV_NAME,
+    TOOL_NAME,
+    DefinitionError,
+    check_number,
+    check_only,
+    check_positive,
+    check_string,
+    check_url,
+)
+from execution.agents.mcp_servers import mcp_servers_from_definitions
 from execution.agents.tools import WORKER_TOOLS, Tool
 
 KINDS = {
@@ -29,22 +38,23 @@ KINDS = {
 }
 # Subtask.agent holds at most this many characters.
 MAX_NAME_LENGTH = 64
-# What the Chat Completions API accepts as a function name.
-TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+OPENAI_OPTIONS = {
+    "base_url",
+    "model",
+    "api_key_env",
+    "system_prompt",
+    "temperature",
+    "max_steps",
+    "timeout_s",
+    "tools",
+    "mcp_servers",
+}
 TOOL_FIELDS = {"name", "description", "parameters", "requires_approval", "runs"}
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 class AgentsFileError(ImproperlyConfigured):
     """The agents file cannot be used; the message names the file, the agent and the field."""
-
-
-class DefinitionError(ValueError):
-    """One field of an agent definition is wrong."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f'"{field}" {problem}')
 
 
 def agents_file_read(path: str) -> dict[str, Agent]:
@@ -99,74 +109,19 @@ def agent_from_definition(name: str, definition: Any) -> Agent:
 # --- options of each kind --------------------------------------------------------------
 
 
-def _only(options: dict[str, Any], allowed: set[str]) -> None:
-    for key in options:
-        if key not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise DefinitionError(key, f"is not an option of this kind (options: {known})")
-
-
-def _string(options: dict[str, Any], key: str, *, required: bool = False, empty: bool = False) -> str | None:
-    value = options.get(key)
-    if value is None:
-        if required:
-            raise DefinitionError(key, "is required")
-        return None
-    if not isinstance(value, str) or (not value and not empty):
-        raise DefinitionError(key, "must be a non-empty string" if not empty else "must be a string")
-    return value
-
-
-def _url(options: dict[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = _string(options, key, required=required)
-    if value is not None:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise DefinitionError(key, f"must be an http:// or https:// URL, not {json.dumps(value)}")
-    return value
-
-
-def _number(
-    options: dict[str, Any],
-    key: str,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> Any:
-    value = options.get(key)
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise DefinitionError(key, "must be an integer" if integer else "must be a number")
-    if minimum is not None and value < minimum:
-        raise DefinitionError(key, f"must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise DefinitionError(key, f"must be at most {maximum}")
-    return value
-
-
-def _positive(options: dict[str, Any], key: str) -> float | None:
-    value = _number(options, key)
-    if value is not None and value <= 0:
-        raise DefinitionError(key, "must be more than 0")
-    return value
-
-
 def _script(options: dict[str, Any]) -> dict[str, Any]:
-    _only(options, set())
+    check_only(options, set())
     return {}
 
 
 def _http(options: dict[str, Any]) -> dict[str, Any]:
-    _only(options, {"url", "timeout_s"})
-    return {"url": _url(options, "url", required=True), "timeout_s": _positive(options, "timeout_s")}
+    check_only(options, {"url", "timeout_s"})
+    return {"url": check_url(options, "url", required=True), "timeout_s": check_positive(options, "timeout_s")}
 
 
 def _python(options: dict[str, Any]) -> dict[str, Any]:
-    _only(options, {"callable"})
-    path = _string(options, "callable", required=True) or ""
+    check_only(options, {"callable"})
+    path = check_string(options, "callable", required=True) or ""
     try:
         function = import_string(path)
     except ImportError as error:
@@ -177,22 +132,23 @@ def _python(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _openai(options: dict[str, Any]) -> dict[str, Any]:
-    _only(
-        options,
-        {"base_url", "model", "api_key_env", "system_prompt", "temperature", "max_steps", "timeout_s", "tools"},
-    )
-    api_key_env = _string(options, "api_key_env")
+    check_only(options, OPENAI_OPTIONS)
+    api_key_env = check_string(options, "api_key_env")
     if api_key_env is not None and not ENV_NAME.match(api_key_env):
         raise DefinitionError("api_key_env", "must be the name of an environment variable (letters, digits, _)")
+    tools = tools_from_definitions(options.get("tools", []))
     return {
-        "base_url": _url(options, "base_url", required=True),
-        "model": _string(options, "model", required=True),
+        "base_url": check_url(options, "base_url", required=True),
+        "model": check_string(options, "model", required=True),
         "api_key_env": api_key_env,
-        "system_prompt": _string(options, "system_prompt", empty=True),
-        "temperature": _number(options, "temperature", minimum=0, maximum=2),
-        "max_steps": _number(options, "max_steps", minimum=1, integer=True),
-        "timeout_s": _positive(options, "timeout_s"),
-        "tools": tools_from_definitions(options.get("tools", [])),
+        "system_prompt": check_string(options, "system_prompt", empty=True),
+        "temperature": check_number(options, "temperature", minimum=0, maximum=2),
+        "max_steps": check_number(options, "max_steps", minimum=1, integer=True),
+        "timeout_s": check_positive(options, "timeout_s"),
+        "tools": tools,
+        "mcp_servers": mcp_servers_from_definitions(
+            options.get("mcp_servers", []), tools=[tool.name for tool in tools]
+        ),
     }
 
 
@@ -259,12 +215,14 @@ def _worker_tool(field: str, name: str, description: str | None, requires_approv
         raise DefinitionError(
             f"{field}.name", f"{json.dumps(name)} is not a built-in worker tool ({', '.join(WORKER_TOOLS)})"
         )
-    if "parameters" in definition:
-        raise DefinitionError(f"{field}.parameters", "cannot be set: a worker tool has its built-in schema")
+    # The model is shown the parameters given (or the built-in ones); the arguments are
+    # always checked against the built-in schema, which is what the tool reads.
+    parameters = definition.get("parameters", builtin.parameters)
+    _check_schema(f"{field}.parameters", parameters)
     return Tool(
         name=name,
         description=description or builtin.description,
-        parameters=builtin.parameters,
+        parameters=parameters,
         requires_approval=requires_approval,
         runs="worker",
     )

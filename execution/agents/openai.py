@@ -7,6 +7,11 @@ every step, and the next run rebuilds it from the context: the tool calls of the
 answer are then answered from their decisions (matched by tool_call_id) before the model
 is called again, so a resume can run on any worker after any restart.
 
+Its tools are its own (client and worker tools) and those of its MCP servers, listed
+when the subtask first calls the model (run_tools.py). A worker or MCP call that needs
+no approval runs at once; one that does runs only once approved, with the approved
+(possibly edited) arguments, and a rejected one never runs.
+
 Retries are the engine's: connection errors, timeouts, 5xx and 429 raise AgentError
 (with the 429's Retry-After); other answers that cannot be used fail the subtask. The
 API key is read from the environment for each run and goes only into the request.
@@ -18,11 +23,9 @@ import os
 from collections.abc import Iterable
 from typing import Any, cast
 
-from jsonschema import ValidationError
-from jsonschema.validators import validator_for
 from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI, OpenAIError
 
-from common.redaction import url_without_credentials as _without_credentials
+from common.redaction import url_without_credentials
 from execution.agents.base import (
     AgentError,
     BaseAgent,
@@ -34,7 +37,9 @@ from execution.agents.base import (
     ToolCalls,
     retry_after_seconds,
 )
-from execution.agents.tools import Tool, ToolError, worker_tool_run
+from execution.agents.mcp_servers import McpServer
+from execution.agents.run_tools import RunTools, argument_problem, mcp_load, parse_arguments, run_tools
+from execution.agents.tools import Tool
 
 DEFAULT_MAX_STEPS = 20
 DEFAULT_TIMEOUT_S = 120.0
@@ -63,6 +68,7 @@ class OpenAIAgent(BaseAgent):
         max_steps: int = DEFAULT_MAX_STEPS,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         tools: Iterable[Tool] = (),
+        mcp_servers: Iterable[McpServer] = (),
     ) -> None:
         super().__init__(name)
         self.base_url = base_url.rstrip("/")
@@ -73,25 +79,36 @@ class OpenAIAgent(BaseAgent):
         self.max_steps = max_steps
         self.timeout_s = timeout_s
         self.tools = {tool.name: tool for tool in tools}
-        self.endpoint = f"POST {_without_credentials(self.base_url)}/chat/completions"
+        self.mcp_servers = list(mcp_servers)
+        if self.mcp_servers:
+            mcp_load()
+        self.endpoint = f"POST {url_without_credentials(self.base_url)}/chat/completions"
         listed = ", ".join(
             f"{tool.name} ({tool.runs}{', approval' if tool.requires_approval else ''})" for tool in self.tools.values()
         )
+        servers = ", ".join(f"{server.name} ({server.transport})" for server in self.mcp_servers)
         self.description = (
-            f"A language model ({model} at {_without_credentials(self.base_url)}) with tools: {listed or 'none'}."
+            f"A language model ({model} at {url_without_credentials(self.base_url)}) with tools: {listed or 'none'}"
+            f"{f'; MCP servers: {servers}' if servers else ''}."
         )
 
     def run(self, context: Context) -> Step:
         conversation: list[dict[str, Any]] = copy.deepcopy(list(context.get("conversation") or []))
         usage = _usage(context.get("usage"))
+        state = context.get("agent_state") or {}
         try:
-            if conversation:
-                self._settle(conversation, context.get("tool_calls") or [])
-            else:
-                conversation = self._opening(context)
-            client = OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0)
-            with client:
-                return self._converse(client, conversation, usage)
+            # The MCP servers are listed at the subtask's first model call, and its HTTP
+            # sessions last as long as this run.
+            with run_tools(
+                agent=self.name, own=self.tools, servers=self.mcp_servers, state=state, first_call=not conversation
+            ) as tools:
+                if conversation:
+                    self._settle(conversation, context.get("tool_calls") or [], tools)
+                else:
+                    conversation = self._opening(context)
+                client = OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0)
+                with client:
+                    return self._converse(client, conversation, usage, tools)
         except _Refused as error:
             return Fail(self._redact(str(error)), conversation=conversation, usage=usage)
 
@@ -101,11 +118,13 @@ class OpenAIAgent(BaseAgent):
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*messages, {"role": "user", "content": opening_text(context)}]
 
-    def _converse(self, client: OpenAI, conversation: list[dict[str, Any]], usage: dict[str, Any]) -> Step:
+    def _converse(
+        self, client: OpenAI, conversation: list[dict[str, Any]], usage: dict[str, Any], tools: RunTools
+    ) -> Step:
         while True:
             if len(usage["steps"]) >= self.max_steps:
                 raise _Refused(self._too_many_steps())
-            completion = self._complete(client, conversation)
+            completion = self._complete(client, conversation, tools)
             message = assistant_message(completion["choices"][0]["message"], step=len(usage["steps"]))
             _add_step(usage, completion, self.model)
             conversation.append(message)
@@ -116,26 +135,28 @@ class OpenAIAgent(BaseAgent):
                     "steps": len(usage["steps"]),
                     "usage": {key: usage[key] for key in ("prompt_tokens", "completion_tokens")},
                 }
-                return Finish(result, conversation=conversation, usage=usage)
+                return Finish(result, conversation=conversation, usage=usage, state=tools.state())
             if len(usage["steps"]) >= self.max_steps:
                 # The model could not be told the calls' outcome: fail now rather than ask a person.
                 raise _Refused(self._too_many_steps())
-            pending = self._answer_calls(conversation, message["tool_calls"])
+            pending = self._answer_calls(conversation, message["tool_calls"], tools)
             if pending:
-                return ToolCalls(tuple(pending), conversation=conversation, usage=usage)
+                return ToolCalls(tuple(pending), conversation=conversation, usage=usage, state=tools.state())
 
     def _too_many_steps(self) -> str:
         return f"The model did not finish within max_steps={self.max_steps} model calls; no more calls are made."
 
-    def _answer_calls(self, conversation: list[dict[str, Any]], calls: list[dict[str, Any]]) -> list[ToolCall]:
+    def _answer_calls(
+        self, conversation: list[dict[str, Any]], calls: list[dict[str, Any]], tools: RunTools
+    ) -> list[ToolCall]:
         """Answer at once the calls that need no person; return those that need a decision."""
         pending = []
         for call in calls:
             name, raw = call["function"]["name"], call["function"]["arguments"]
-            tool = self.tools.get(name)
+            tool = tools.get(name)
             if tool is None:
-                known = ", ".join(self.tools) or "none"
-                conversation.append(tool_message(call["id"], f"Error: there is no tool {name!r} (tools: {known})."))
+                message = f"Error: there is no tool {name!r} (tools: {tools.names()})."
+                conversation.append(tool_message(call["id"], message))
                 continue
             arguments, problem = parse_arguments(tool, raw)
             if problem:
@@ -143,10 +164,10 @@ class OpenAIAgent(BaseAgent):
             elif tool.requires_approval:
                 pending.append(ToolCall(tool=name, arguments=arguments, requires_approval=True, call_id=call["id"]))
             else:
-                conversation.append(tool_message(call["id"], _run_worker_tool(tool, arguments)))
+                conversation.append(tool_message(call["id"], tools.run(tool, arguments)))
         return pending
 
-    def _settle(self, conversation: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+    def _settle(self, conversation: list[dict[str, Any]], history: list[dict[str, Any]], tools: RunTools) -> None:
         """Answer the last answer's calls that have no tool message yet from their decisions."""
         last = next(
             (i for i in range(len(conversation) - 1, -1, -1) if conversation[i].get("role") == "assistant"), None
@@ -164,25 +185,25 @@ class OpenAIAgent(BaseAgent):
                 raise _Refused(
                     f"The model's call of {call['function']['name']!r} ({call['id']}) has no decision to resume with."
                 )
-            conversation.append(tool_message(call["id"], self._outcome(entry)))
+            conversation.append(tool_message(call["id"], self._outcome(entry, tools)))
         # One tool message per call, in the order of the calls.
         order = {call["id"]: index for index, call in enumerate(calls)}
         conversation[last + 1 :] = sorted(
             conversation[last + 1 :], key=lambda message: order.get(message.get("tool_call_id"), len(order))
         )
 
-    def _outcome(self, entry: dict[str, Any]) -> str:
-        """Return what the model is told about a decided call."""
+    def _outcome(self, entry: dict[str, Any], tools: RunTools) -> str:
+        """Return what the model is told about a decided call; a worker or MCP tool runs now, after its approval."""
         if entry["status"] == "rejected":
             return f"The call was rejected: {entry.get('reason') or 'no reason given'}"
         original = entry.get("arguments")
         approved = entry.get("approved_arguments")
         if approved is None:
             approved = original
-        tool = self.tools.get(entry.get("tool", ""))
-        if tool is not None and tool.runs == "worker":
+        tool = tools.get(entry.get("tool", ""))
+        if tool is not None and tool.runs != "client":
             problem = argument_problem(tool, approved)
-            outcome = f"Error: {problem}" if problem else _run_worker_tool(tool, cast(dict[str, Any], approved))
+            outcome = f"Error: {problem}" if problem else tools.run(tool, cast(dict[str, Any], approved))
         else:
             outcome = result_text(entry.get("result"))
         if approved != original:
@@ -203,11 +224,12 @@ class OpenAIAgent(BaseAgent):
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         return text.replace(key, "[redacted]") if key else text
 
-    def _complete(self, client: OpenAI, conversation: list[dict[str, Any]]) -> dict[str, Any]:
+    def _complete(self, client: OpenAI, conversation: list[dict[str, Any]], tools: RunTools) -> dict[str, Any]:
         """Return the model's chat completion (a dict) for the conversation so far."""
         options: dict[str, Any] = {"model": self.model, "messages": cast(Any, conversation)}
-        if self.tools:
-            options["tools"] = [tool.as_function() for tool in self.tools.values()]
+        functions = tools.functions()
+        if functions:
+            options["tools"] = functions
         if self.temperature is not None:
             options["temperature"] = self.temperature
         try:
@@ -318,41 +340,6 @@ def is_chat_completion(data: Any) -> bool:
         and isinstance(call.get("id", ""), str | None)
         for call in calls
     )
-
-
-# --- tool arguments ----------------------------------------------------------------------
-
-
-def parse_arguments(tool: Tool, raw: str) -> tuple[dict[str, Any], str]:
-    """Return a call's arguments and what is wrong with them ("" when they fit the tool's schema)."""
-    try:
-        arguments = json.loads(raw) if raw.strip() else {}
-    except ValueError as error:
-        return {}, f"the arguments of {tool.name} are not valid JSON ({error}). Send a JSON object."
-    if not isinstance(arguments, dict):
-        return {}, f"the arguments of {tool.name} must be a JSON object."
-    return arguments, argument_problem(tool, arguments)
-
-
-def argument_problem(tool: Tool, arguments: Any) -> str:
-    """Return how `arguments` break the tool's schema, or "" when they fit."""
-    validator = validator_for(tool.parameters)(tool.parameters)
-    try:
-        validator.validate(arguments)
-    except ValidationError as error:
-        where = "/".join(str(part) for part in error.absolute_path)
-        return (
-            f"the arguments of {tool.name} do not match its parameters: {error.message}"
-            f"{f' (at {where})' if where else ''}. Call it again with arguments that match."
-        )
-    return ""
-
-
-def _run_worker_tool(tool: Tool, arguments: dict[str, Any]) -> str:
-    try:
-        return worker_tool_run(tool.name, arguments)
-    except ToolError as error:
-        return f"Error: {error}"
 
 
 # --- usage -----------------------------------------------------------------------------

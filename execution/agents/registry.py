@@ -10,6 +10,7 @@ from django.utils.module_loading import import_string
 
 from execution.agents.base import Agent
 from execution.agents.definitions import agents_file_read
+from execution.agents.mcp_servers import McpServer
 
 
 class UnknownAgent(LookupError):
@@ -53,16 +54,22 @@ def agent_names() -> list[str]:
     return sorted(_agents())
 
 
-def agents_describe() -> list[dict[str, str]]:
-    """Return each registered agent's name, implementation and description."""
+def agents_describe() -> list[dict[str, Any]]:
+    """Return each registered agent's name, implementation, description and MCP servers (as defined)."""
     return [
         {
             "name": name,
             "implementation": f"{type(agent).__module__}.{type(agent).__qualname__}",
             "description": getattr(agent, "description", ""),
+            "mcp_servers": [server.describe() for server in agent_mcp_servers(agent)],
         }
         for name, agent in sorted(_agents().items())
     ]
+
+
+def agent_mcp_servers(agent: Agent) -> list[McpServer]:
+    """Return the MCP servers an agent takes tools from (none for most kinds)."""
+    return list(getattr(agent, "mcp_servers", None) or [])
 
 
 def agent_input_errors(name: str, task_input: dict[str, Any]) -> list[str]:

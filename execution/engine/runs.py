@@ -207,6 +207,7 @@ def _context(found: RunStart, subtask: Subtask) -> dict[str, Any]:
         "tool_calls": list(subtask.tool_calls),
         "conversation": list(subtask.conversation),
         "usage": dict(subtask.usage),
+        "agent_state": dict(subtask.agent_state),
         "execution_mode": "subtask",
     }
 
@@ -246,7 +247,7 @@ def step_problem(step: Any) -> str:
     """Return what is wrong with what an agent returned, or "" for a step the engine can act on."""
     if not isinstance(step, STEP_TYPES):
         return f"The agent returned {type(step).__name__}, not a step (Finish, Fail, ToolCall or ToolCalls)."
-    for name in ("conversation", "usage"):
+    for name in ("conversation", "usage", "state"):
         state = getattr(step, name, None)
         problem = _json_problem(name, state, limit=None) if state is not None else ""
         if problem:
@@ -317,6 +318,7 @@ def _finish(outcome: Outcome, step: Finish) -> bool:
         tool_calls=outcome.history,
         conversation=step.conversation,
         usage=step.usage,
+        agent_state=step.state,
     )
     if not finished:
         logger.info("Ignoring the outcome of stale run %s of subtask %s", outcome.attempt, subtask.pk)
@@ -387,15 +389,9 @@ def _settle(outcome: Outcome, step: Step, *, plan_status: str) -> None:
 
 
 def _agent_state(step: Step) -> dict[str, Any]:
-    """Return the agent's state to store with the subtask: its conversation and usage, when it returned them."""
-    state: dict[str, Any] = {}
-    conversation = getattr(step, "conversation", None)
-    usage = getattr(step, "usage", None)
-    if conversation is not None:
-        state["conversation"] = conversation
-    if usage is not None:
-        state["usage"] = usage
-    return state
+    """Return the agent's state to store with the subtask: its conversation, usage and state, when it returned them."""
+    fields = {"conversation": "conversation", "usage": "usage", "state": "agent_state"}
+    return {column: value for name, column in fields.items() if (value := getattr(step, name, None)) is not None}
 
 
 def retry_delay(retries: int, *, at_least: float | None = None) -> float:

@@ -42,6 +42,7 @@ REQUIRED = {
     "canvas": {"per_batch_s", "nested_s", "ratio"},
     "stream": {"p50_ms", "p95_ms"},
     "health": {"ready_p50_ms", "approve_p50_ms", "approve_with_health_burst_p50_ms", "burst_over_alone"},
+    "mcp": {"direct_stdio_p50_ms", "direct_http_p50_ms", "worker_stdio_p50_ms", "worker_http_p50_ms", "stdio_ratio"},
     "result_backend": {"django_db_s", "redis_s", "ratio"},
 }
 

@@ -65,6 +65,19 @@ def test_a_worker_tool_gets_its_built_in_description_and_schema(tmp_path):
     assert tool.requires_approval is True
 
 
+def test_a_worker_tool_may_give_its_own_description_and_parameters_as_the_spec_writes_every_tool(tmp_path):
+    given = {
+        "type": "object",
+        "properties": {"path": {"type": "string", "description": "A file of the project."}},
+        "required": ["path"],
+    }
+    read_file = {"name": "read_file", "runs": "worker", "description": "Read a file.", "parameters": given}
+    agents = agents_file_read(write(tmp_path, {"ask": {**OPENAI, "tools": [read_file]}}))
+
+    tool = agents["ask"].tools["read_file"]
+    assert (tool.description, tool.parameters, tool.runs) == ("Read a file.", given, "worker")
+
+
 @pytest.mark.parametrize(
     ("definition", "message"),
     [
@@ -104,8 +117,8 @@ def test_a_worker_tool_gets_its_built_in_description_and_schema(tmp_path):
         ({**OPENAI, "tools": [{"name": "a", "runs": "server"}]}, '"tools[0].runs" must be "client" or "worker"'),
         ({**OPENAI, "tools": [{"name": "rm", "runs": "worker"}]}, '"tools[0].name" "rm" is not a built-in worker tool'),
         (
-            {**OPENAI, "tools": [{"name": "read_file", "runs": "worker", "parameters": SCHEMA}]},
-            '"tools[0].parameters" cannot be set',
+            {**OPENAI, "tools": [{"name": "read_file", "runs": "worker", "parameters": {"type": "array"}}]},
+            '"tools[0].parameters" must describe an object',
         ),
         ({**OPENAI, "tools": [{"name": "a", "colour": "red"}]}, '"tools[0].colour" is not a tool field'),
         ({"kind": "http"}, '"url" is required'),
@@ -161,11 +174,21 @@ def test_an_agents_description_shows_no_credentials_of_its_url(tmp_path):
 
 def test_the_example_agents_file_defines_the_seeds_agents_as_language_models():
     agents = agents_file_read(str(EXAMPLES / "agents.json"))
-    assert set(agents) == {"coder", "debug", "ask"}
+    assert set(agents) == {"coder", "debug", "ask", "maintainer"}
     assert all(isinstance(agent, OpenAIAgent) for agent in agents.values())
     assert {"write_file", "execute_command", "read_file", "list_files"} == set(agents["coder"].tools)
     assert all(not tool.requires_approval for tool in agents["ask"].tools.values())
     assert all(tool.runs == "worker" for tool in agents["ask"].tools.values())
+
+
+def test_the_example_mcp_agent_confines_the_filesystem_server_to_the_workspace_and_asks_before_changes():
+    maintainer = agents_file_read(str(EXAMPLES / "agents.json"))["maintainer"]
+    files, git = maintainer.mcp_servers
+    assert (files.name, files.transport, files.args[-1]) == ("files", "stdio", "workspace")
+    assert (git.name, git.args) == ("git", ("--repository", "workspace"))
+    changes = ["write_file", "edit_file", "create_directory", "move_file"]
+    assert [tool for tool in files.tools or () if files.needs_approval(tool)] == changes
+    assert [tool for tool in git.tools or () if git.needs_approval(tool)] == ["git_add", "git_commit"]
 
 
 def test_the_flutter_example_is_a_valid_plan_for_the_example_agents(settings):

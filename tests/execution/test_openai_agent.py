@@ -232,6 +232,31 @@ def test_a_worker_call_is_answered_at_once_while_a_client_call_waits_and_the_ans
     assert [message["tool_call_id"] for message in last_messages(fake_openai.requests()[1], 2)] == ["w", "r"]
 
 
+def test_a_worker_tool_shows_the_model_its_given_parameters_and_checks_the_arguments_against_its_own(
+    fake_openai, settings, tmp_path
+):
+    settings.EXECUTION_WORKSPACE_DIR = str(tmp_path)
+    (tmp_path / "notes.txt").write_text("milk")
+    given = {"type": "object", "properties": {"path": {"type": "string"}, "why": {"type": "string"}}}
+    read_file = {"name": "read_file", "runs": "worker", "requires_approval": False, "parameters": given}
+    agent = agent_from_definition("ask", fake_openai.agent_definition(tools=[read_file]))
+    fake_openai.script(
+        completion(tool_calls=[tool_call("read_file", {"path": "notes.txt", "why": "curious"}, id="r1")]),
+        completion(tool_calls=[tool_call("read_file", {"path": "notes.txt"}, id="r2")]),
+        completion("It says milk."),
+    )
+
+    step = agent.run(context())
+
+    assert isinstance(step, Finish)
+    first, second, third = fake_openai.requests()
+    assert first["body"]["tools"][0]["function"]["parameters"] == given
+    [refused] = last_messages(second, 1)
+    assert refused["content"].startswith("Error:")
+    assert "'why' was unexpected" in refused["content"]
+    assert last_messages(third, 1)[0]["content"] == "milk"
+
+
 @pytest.mark.parametrize(
     ("call", "problem"),
     [

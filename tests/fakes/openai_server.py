@@ -11,7 +11,8 @@ so parallel subtasks of one plan each get their own answers.
 Control endpoints: `POST /_script` with `{"match": <marker or null for any request>,
 "answers": [{"status", "headers", "delay_s", "body"}, ...]}` appends answers to that
 marker's script; `GET /_requests` returns the recorded requests (`path`, `headers`,
-`body`, `match`: the marker that answered); `POST /_reset` forgets scripts and requests.
+`body`, `match`: the marker that answered, `at`: when it arrived); `POST /_reset` forgets
+scripts and requests.
 
 Fixtures: `openai_server` (session: the process, on a free port) and `fake_openai` (the
 same server, reset for the test). Register them with
@@ -244,7 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
         match, answer = self.state.next_answer(body)
         with self.state.lock:
             headers = {name.lower(): value for name, value in self.headers.items()}
-            self.state.requests.append({"path": self.path, "headers": headers, "body": body, "match": match})
+            self.state.requests.append(
+                {"path": self.path, "headers": headers, "body": body, "match": match, "at": time.time()}
+            )
         if isinstance(body, dict) and body.get("stream"):
             self._send(400, {"error": {"message": "the fake server does not stream"}})
         elif answer is None:

@@ -42,6 +42,7 @@ def context(**extra):
         "execution_mode": "subtask",
         "conversation": [],
         "usage": {},
+        "agent_state": {},
         **extra,
     }
 
@@ -84,6 +85,7 @@ def resumed(previous, step, *decisions):
         "tool_calls": stored(calls),
         "conversation": stored(step.conversation),
         "usage": stored(step.usage),
+        "agent_state": stored(step.state) if step.state is not None else previous.get("agent_state", {}),
     }
 
 

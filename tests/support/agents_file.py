@@ -10,27 +10,33 @@ import pytest
 
 from scripts.processes import ROOT
 from tests.fakes.openai_server import FakeOpenAI, write_agents_file
+from tests.mcp.servers import TOKEN, TOKEN_VARIABLE, McpSetup, agent_definitions, mcp_setup
 from tests.support.agent_contexts import READ_FILE, WRITE_FILE
 
 
 @dataclass(frozen=True)
 class TestAgents:
-    """Where the agents file and the workspace of the worker tools are."""
+    """Where the agents file and the workspace of the worker tools are, what the MCP agents use."""
 
     __test__ = False  # not a test class, whatever pytest thinks of its name
 
     path: Path
     workspace: Path
+    mcp: McpSetup
+    # What the workers' environment holds besides (the MCP agents' header value).
+    env: dict[str, str]
 
 
-def definitions(server: FakeOpenAI, http_agent_url: str) -> dict:
-    """Return the test agents: `llm` (write_file needs approval, read_file does not), `llm_short`, `helper`."""
+def definitions(server: FakeOpenAI, http_agent_url: str, mcp: McpSetup) -> dict:
+    """Return the test agents: `llm` (write_file needs approval, read_file does not), `llm_short`, `helper`,
+    and the MCP agents of tests/mcp/servers.py."""
     return {
         "llm": server.agent_definition(
             system_prompt="You write code.", max_steps=5, timeout_s=2, tools=[WRITE_FILE, READ_FILE]
         ),
         "llm_short": server.agent_definition(max_steps=2, tools=[READ_FILE]),
         "helper": {"kind": "http", "url": http_agent_url, "timeout_s": 5},
+        **agent_definitions(mcp, server.agent_definition()),
     }
 
 
@@ -48,8 +54,9 @@ def test_agents(openai_server, tmp_path_factory) -> Iterator[TestAgents]:
     try:
         line = example.stdout.readline() if example.stdout else ""
         url = line.removeprefix("listening on ").strip()
-        path = write_agents_file(folder / "agents.json", definitions(openai_server, url))
-        yield TestAgents(path=path, workspace=workspace)
+        mcp = mcp_setup(folder)
+        path = write_agents_file(folder / "agents.json", definitions(openai_server, url, mcp))
+        yield TestAgents(path=path, workspace=workspace, mcp=mcp, env={TOKEN_VARIABLE: TOKEN})
     finally:
         example.terminate()
         example.wait(10)
