@@ -21,7 +21,7 @@ from django.utils import timezone
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.states import APPROVAL_TRANSITIONS
 from common.errors import DomainError
-from execution.engine.plan_flow import plan_decision_apply, plan_lock
+from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
 from execution.engine.waits import subtask_decision_apply
 from execution.events import event_append, events_append, events_batched
 from execution.services import operation_require
@@ -42,6 +42,16 @@ class AlreadyDecided(DomainError):
     def __init__(self, approval: Approval) -> None:
         self.status = approval.status
         super().__init__(f"This approval is already {approval.status}.", details={"status": approval.status})
+
+
+class ChangesNotApplicable(DomainError):
+    """Changes were asked for where they cannot be: on a tool call, or with an approval."""
+
+    code = "validation_error"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details={"request_changes": [message]})
 
 
 # --- Asking, and what the engine calls ----------------------------------------------------------------
@@ -136,8 +146,15 @@ def approval_decide(
     reason: str = "",
     arguments: dict[str, Any] | None = None,
     result: Any = None,
+    request_changes: bool = False,
 ) -> Approval:
-    """Record a decision once, then resume what waited for it (after commit)."""
+    """Record a decision once, then resume what waited for it (after commit).
+
+    `request_changes`: a plan approval rejected so keeps its plan a draft for its owner to
+    revise (ChangesNotApplicable for anything else).
+    """
+    if request_changes and approve:
+        raise ChangesNotApplicable("Changes are requested by rejecting the plan approval, not by approving it.")
     return _decide_by_id(
         approval_id,
         status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
@@ -145,6 +162,7 @@ def approval_decide(
         reason=reason,
         arguments=arguments,
         result=result,
+        request_changes=request_changes,
     )
 
 
@@ -186,12 +204,18 @@ def _decide(
     reason: str = "",
     arguments: dict[str, Any] | None = None,
     result: Any = None,
+    request_changes: bool = False,
 ) -> None:
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
     actor = user.get_username() if user is not None else "system"
     approved = status == ApprovalStatus.APPROVED
+    if request_changes and approval.kind != ApprovalKind.PLAN:
+        raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")
     if approval.kind == ApprovalKind.PLAN:
         approval_transition(approval=approval, to=status, decided_by=user, reason=reason)
+        if request_changes:
+            plan_changes_request(plan=plan, actor=actor, reason=reason, approval_id=approval.pk)
+            return
         detail = f": {reason}" if reason and reason != status else ""
         plan_decision_apply(
             plan=plan, approved=approved, actor=actor, reason=reason if approved else f"plan approval {status}{detail}"
