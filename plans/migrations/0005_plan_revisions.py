@@ -9,20 +9,36 @@ BATCH = 500
 
 
 def write_first_revisions(apps, schema_editor):
-    """Give every plan made before revisions its revision 1: the submission as its rows hold it now."""
+    """Give every plan without revisions (made before them) its revision 1: the submission as its rows hold it now."""
     Plan = apps.get_model("plans", "Plan")
     Subtask = apps.get_model("plans", "Subtask")
     SubtaskDependency = apps.get_model("plans", "SubtaskDependency")
     PlanRevision = apps.get_model("plans", "PlanRevision")
-    plans = Plan.objects.order_by("pk").iterator(chunk_size=BATCH)
+    without = Plan.objects.exclude(models.Exists(PlanRevision.objects.filter(plan=models.OuterRef("pk"))))
     batch = []
-    for plan in plans:
-        depends_on = {}
-        for subtask_id, key in (
-            SubtaskDependency.objects.filter(subtask__plan=plan).order_by("pk").values_list("subtask_id", "depends_on__key")
-        ):
-            depends_on.setdefault(subtask_id, []).append(key)
-        subtasks = [
+    for plan in without.order_by("pk").iterator(chunk_size=BATCH):
+        batch.append(PlanRevision(plan=plan, revision=1, author_id=plan.owner_id, content=_content(plan, Subtask, SubtaskDependency)))
+        if len(batch) >= BATCH:
+            _write(batch, PlanRevision, Plan)
+            batch = []
+    _write(batch, PlanRevision, Plan)
+
+
+def _content(plan, Subtask, SubtaskDependency):
+    depends_on = {}
+    edges = SubtaskDependency.objects.filter(subtask__plan=plan).order_by("pk").values_list("subtask_id", "depends_on__key")
+    for subtask_id, key in edges:
+        depends_on.setdefault(subtask_id, []).append(key)
+    return {
+        "goal": plan.goal,
+        "session_id": plan.session_id,
+        "max_parallel": plan.max_parallel,
+        "failure_policy": plan.failure_policy,
+        "requires_approval": plan.requires_approval,
+        "auto_execute": plan.auto_execute,
+        "metadata": plan.metadata,
+        "callback_url": plan.callback_url,
+        "subtasks": [
             {
                 "key": subtask.key,
                 "description": subtask.description,
@@ -33,25 +49,17 @@ def write_first_revisions(apps, schema_editor):
                 "timeout_s": subtask.timeout_s,
             }
             for subtask in Subtask.objects.filter(plan=plan).order_by("position")
-        ]
-        content = {
-            "goal": plan.goal,
-            "session_id": plan.session_id,
-            "max_parallel": plan.max_parallel,
-            "failure_policy": plan.failure_policy,
-            "requires_approval": plan.requires_approval,
-            "auto_execute": plan.auto_execute,
-            "metadata": plan.metadata,
-            "callback_url": plan.callback_url,
-            "subtasks": subtasks,
-        }
-        batch.append(PlanRevision(plan=plan, revision=1, author_id=plan.owner_id, content=content))
-        if len(batch) >= BATCH:
-            PlanRevision.objects.bulk_create(batch)
-            batch = []
+        ],
+    }
+
+
+def _write(batch, PlanRevision, Plan):
     PlanRevision.objects.bulk_create(batch)
     # auto_now_add stamped them now; they date from their plan's creation.
-    PlanRevision.objects.update(created_at=models.Subquery(Plan.objects.filter(pk=models.OuterRef("plan_id")).values("created_at")[:1]))
+    created = Plan.objects.filter(pk=models.OuterRef("plan_id")).values("created_at")[:1]
+    PlanRevision.objects.filter(plan_id__in=[revision.plan_id for revision in batch]).update(
+        created_at=models.Subquery(created)
+    )
 
 
 class Migration(migrations.Migration):

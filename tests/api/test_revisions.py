@@ -1,4 +1,4 @@
-"""Revising a draft through the API: PATCH, If-Match, the revisions and their diffs, requests for changes, in this process."""
+"""Revising a draft through the API, in this process: PATCH, If-Match, revisions and diffs, requests for changes."""
 
 import pytest
 
@@ -27,9 +27,8 @@ def plan_approvals(plan_id):
 
 
 def events_of(plan_id, *types):
-    return [
-        event.payload for event in Plan.objects.get(pk=plan_id).events.order_by("seq") if not types or event.type in types
-    ]
+    events = Plan.objects.get(pk=plan_id).events.order_by("seq")
+    return [event.payload for event in events if not types or event.type in types]
 
 
 @pytest.fixture
