@@ -49,7 +49,42 @@ def test_changes_requested_then_two_revisions_then_approval_run_the_last_revisio
     )
     assert sent_back.status == 200, sent_back.body
     assert agent.get(f"{PLANS}/{plan_id}/").body["status"] == "draft"
+    revise_twice(agent, plan_id)
+    last = pending_plan_approval(plan_id)
+    assert plan_approvals(plan_id) == ["rejected", "cancelled", "pending"]
+    assert reviewer.post(f"{APPROVALS}/{last.pk}/approve/").status == 200
 
+    plan = finished(Plan.objects.get(pk=plan_id))
+    assert plan.status == PlanStatus.COMPLETED
+    assert_invariants(plan)
+    assert dict(plan.subtasks.values_list("key", "result")) == {"fetch": "v3", "summarise": "s3", "report": "r3"}
+    assert set(plan.subtasks.values_list("attempts", flat=True)) == {1}
+    started = set(plan.events.filter(type="subtask.started").values_list("payload__subtask_key", flat=True))
+    assert started == {"fetch", "summarise", "report"}
+    assert [(e["type"], e["payload"].get("revision")) for e in review_events(agent, plan_id)] == [
+        ("plan.changes_requested", 1),
+        ("plan.revised", 2),
+        ("plan.revised", 3),
+        ("plan.approved", None),
+    ]
+    revisions = agent.get(f"{PLANS}/{plan_id}/revisions/").body
+    assert [r["diff"] and (r["diff"]["added"], r["diff"]["removed"], r["diff"]["changed"]) for r in revisions] == [
+        None,
+        ([], ["delete_all"], ["fetch", "report"]),
+        (["summarise"], [], ["fetch", "report"]),
+    ]
+    assert revisions[0]["change_requests"][0]["reason"] == "No delete_all, please"
+
+    after = agent.patch(f"{PLANS}/{plan_id}/", {"goal": "Too late"}, headers={"If-Match": '"3"'})
+    assert (after.status, after.code, after.body["error"]["details"]) == (
+        409,
+        "invalid_state",
+        {"current_status": "completed"},
+    )
+
+
+def revise_twice(agent, plan_id) -> None:
+    """Revise as asked (revision 2), fail once with a bad plan and once with a stale If-Match, then revise again (3)."""
     second = agent.patch(
         f"{PLANS}/{plan_id}/",
         {"subtasks": [subtask("fetch", input={"result": "v2"}), subtask("report", "fetch", input={"result": "r2"})]},
@@ -76,38 +111,6 @@ def test_changes_requested_then_two_revisions_then_approval_run_the_last_revisio
         headers={"If-Match": '"2"'},
     )
     assert (third.status, third.body["revision"]) == (200, 3)
-    last = pending_plan_approval(plan_id)
-    assert plan_approvals(plan_id) == ["rejected", "cancelled", "pending"]
-    assert reviewer.post(f"{APPROVALS}/{last.pk}/approve/").status == 200
-
-    plan = finished(Plan.objects.get(pk=plan_id))
-    assert plan.status == PlanStatus.COMPLETED
-    assert_invariants(plan)
-    ran = dict(plan.subtasks.values_list("key", "result"))
-    assert ran == {"fetch": "v3", "summarise": "s3", "report": "r3"}
-    assert set(plan.subtasks.values_list("attempts", flat=True)) == {1}
-    started = set(plan.events.filter(type="subtask.started").values_list("payload__subtask_key", flat=True))
-    assert started == {"fetch", "summarise", "report"}
-    assert [(e["type"], e["payload"].get("revision")) for e in review_events(agent, plan_id)] == [
-        ("plan.changes_requested", 1),
-        ("plan.revised", 2),
-        ("plan.revised", 3),
-        ("plan.approved", None),
-    ]
-    revisions = agent.get(f"{PLANS}/{plan_id}/revisions/").body
-    assert [r["diff"] and (r["diff"]["added"], r["diff"]["removed"], r["diff"]["changed"]) for r in revisions] == [
-        None,
-        ([], ["delete_all"], ["fetch", "report"]),
-        (["summarise"], [], ["fetch", "report"]),
-    ]
-    assert revisions[0]["change_requests"][0]["reason"] == "No delete_all, please"
-
-    after = agent.patch(f"{PLANS}/{plan_id}/", {"goal": "Too late"}, headers={"If-Match": '"3"'})
-    assert (after.status, after.code, after.body["error"]["details"]) == (
-        409,
-        "invalid_state",
-        {"current_status": "completed"},
-    )
 
 
 def review_events(caller, plan_id):
