@@ -50,7 +50,7 @@ def diff_from_previous(revisions: Sequence[PlanRevision], number: int) -> SafeSt
     by_number = {revision.revision: revision for revision in revisions}
     revision, previous = by_number.get(number), by_number.get(number - 1)
     if revision is None or previous is None:
-        return "The plan as submitted: revision 1."
+        return "As submitted."
     diff = revision.diff or content_diff(previous.content, revision.content)
     return revision_diff(diff, previous.content, revision.content)
 
@@ -114,7 +114,8 @@ def _listed(kind: str, items: list[Mapping[str, Any]], sign: str) -> SafeString 
     )
     more = len(items) - SHOWN_PER_KIND
     tail = format_html('<li class="diff-more">… and {} more</li>', more) if more > 0 else ""
-    return format_html('<h4>{} {}</h4><ul class="diff-list">{}{}</ul>', len(items), f"subtasks {kind}", rows, tail)
+    noun = "subtask" if len(items) == 1 else "subtasks"
+    return format_html('<h4>{} {} {}</h4><ul class="diff-list">{}{}</ul>', len(items), noun, kind, rows, tail)
 
 
 def _side_by_side(subject: str, rows: Iterable[tuple[str, Any, Any]]) -> SafeString:
