@@ -24,6 +24,7 @@ from benchmarks import (
     plan_validation,
     result_backend,
     resume,
+    revise,
     scaling,
 )
 from benchmarks.bench import Bench
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    "revise": revise.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
     "result_backend": result_backend.run,

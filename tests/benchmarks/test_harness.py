@@ -41,6 +41,7 @@ REQUIRED = {
     "many_plans": {"engine_subtasks_per_s", "raw_tasks_per_s", "ratio"},
     "canvas": {"per_batch_s", "nested_s", "ratio"},
     "stream": {"p50_ms", "p95_ms"},
+    "revise": {"revise_over_create"},
     "result_backend": {"django_db_s", "redis_s", "ratio"},
 }
 
