@@ -9,6 +9,7 @@ them through ApprovalsGate, registered in approvals/apps.py.
 """
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -27,6 +28,7 @@ from execution.events import event_append, events_append, events_batched
 from execution.services import operation_require
 from execution.states import allowed
 from plans.models import Plan, Subtask
+from plans.revisions import StaleRevision
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +123,16 @@ class ApprovalsGate:
 # --- Deciding -------------------------------------------------------------------------------------------
 
 
-def plan_approve(*, plan_id: UUID, user: User) -> Plan:
-    """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft)."""
+def plan_approve(*, plan_id: UUID, user: User, expected_revisions: Collection[int] | None = None) -> Plan:
+    """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft).
+
+    `expected_revisions` (If-Match): approve only a revision the approver read (else StaleRevision).
+    """
     with transaction.atomic():
         plan = plan_lock(plan_id)
         operation_require("approve", plan=plan)
+        if expected_revisions is not None and plan.revision not in expected_revisions:
+            raise StaleRevision(current=plan.revision)
         approval = (
             Approval.objects.select_for_update()
             .filter(plan=plan, kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING)

@@ -73,8 +73,8 @@ IF_MATCH = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
     description=(
-        'The revision the change was made on, quoted as an entity tag: "3". Another revision answers 412 '
-        "`stale_revision` (details.revision: the current one) and changes nothing."
+        'The revision read, quoted as an entity tag: "3". When the plan is at another revision the request '
+        "answers 412 `stale_revision` (details.revision: the current one) and changes nothing."
     ),
 )
 
@@ -180,14 +180,22 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return Response(RevisionSerializer(plan_revisions(plan), many=True).data)
 
     @extend_schema(
-        summary="Approve a draft plan", request=None, responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS}
+        summary="Approve a draft plan",
+        description="With If-Match, only the revision it names: another answers 412 `stale_revision`.",
+        request=None,
+        parameters=[IF_MATCH],
+        responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS, **errors(412)},
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         plan = self.get_object()
         if not can_approve(request.user, plan):
             raise exceptions.PermissionDenied("Only the plan's owner or an approver may approve it.")
-        plan_approve(plan_id=plan.pk, user=authenticated_user(request))
+        plan_approve(
+            plan_id=plan.pk,
+            user=authenticated_user(request),
+            expected_revisions=revisions_matched(request.headers.get("If-Match")),
+        )
         return self._detail(plan.pk)
 
     @extend_schema(

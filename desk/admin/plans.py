@@ -308,7 +308,12 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
             messages.error(request, f"Unknown action {name!r}.")
         else:
             perform_and_report(
-                request, [plan], name, reason=request.POST.get("reason", ""), key=request.POST.get("key", "")
+                request,
+                [plan],
+                name,
+                reason=request.POST.get("reason", ""),
+                key=request.POST.get("key", ""),
+                revision=request.POST.get("revision", ""),
             )
         return HttpResponseRedirect(reverse("admin:plans_plan_change", args=[plan.pk]))
 

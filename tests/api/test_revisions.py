@@ -252,3 +252,12 @@ def test_a_plain_rejection_still_cancels_the_plan(api, draft, approver):
     client_for(approver).post(f"{APPROVALS}{approval.pk}/reject/", {"reason": "No"}, format="json")
     assert api.get(f"{PLANS}{draft['id']}/").json()["status"] == "cancelled"
     assert events_of(draft["id"], "plan.changes_requested") == []
+
+
+def test_approving_with_if_match_approves_only_the_revision_read(api, draft):
+    revise(api, draft["id"], {"goal": "Revised"})
+    stale = api.post(f"{PLANS}{draft['id']}/approve/", HTTP_IF_MATCH='"1"')
+    assert assert_error(stale, 412, "stale_revision")["details"] == {"revision": 2}
+    assert plan_approvals(draft["id"]) == [ApprovalStatus.CANCELLED, ApprovalStatus.PENDING]
+    approved = api.post(f"{PLANS}{draft['id']}/approve/", HTTP_IF_MATCH='"2"')
+    assert approved.json()["status"] == "in_progress"

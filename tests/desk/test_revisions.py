@@ -124,3 +124,19 @@ def test_request_changes_forged_for_a_tool_call_decides_nothing(owner):
     assert messages_of(response)[0].startswith("Not decided: Only a plan approval can ask for changes")
     approval.refresh_from_db()
     assert approval.status == ApprovalStatus.PENDING
+
+
+def test_the_plan_pages_approve_button_approves_only_the_revision_it_showed(owner):
+    plan = plan_submit(owner=owner, data=plan_data(subtask("a"), auto_execute=False))
+    client = client_for(owner)
+    page = client.get(reverse("admin:plans_plan_change", args=[plan.pk])).content.decode()
+    assert '<input type="hidden" name="revision" value="1">' in page
+    plan_revise(plan_id=plan.pk, author=owner, changes={"goal": "Changed meanwhile"})
+    operate = reverse("admin:plans_plan_operate", args=[plan.pk, "approve"])
+
+    response = client.post(operate, {"revision": "1"}, follow=True)
+
+    assert "at revision 2 now" in messages_of(response)[0]
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.DRAFT
+    client.post(operate, {"revision": "2"})
+    assert Plan.objects.get(pk=plan.pk).status == PlanStatus.APPROVED
