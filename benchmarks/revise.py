@@ -1,6 +1,6 @@
 """`revise`: revising a draft of 1,000 and of 10,000 subtasks (5 edges each) over HTTP, and reading its revisions.
 
-The PATCH sends the whole list with one subtask's input changed and one subtask added, with
+The PATCH sends the whole list with one subtask's input changed, one removed and one added, with
 If-Match: the service validates it as a submission, replaces the draft's subtasks, writes the
 revision and its diff, and asks for a new approval. Against the submission of the same plan
 (POST), which writes revision 1.
@@ -31,8 +31,8 @@ def measure(bench: Bench, result: Result, count: int) -> None:
     created, plan_id = timed(lambda: bench.api.submit(plan))
     subtasks = [dict(item) for item in plan["subtasks"]]
     subtasks[len(subtasks) // 2]["input"] = {"result": "changed"}
-    last = subtasks[-1]["key"]
-    subtasks.append({"key": "added", "description": "one more", "agent": "script", "depends_on": [last]})
+    # The last subtask (none depends on it) gives way to another: one removed, one added, as many as before.
+    subtasks[-1] = {**subtasks[-1], "key": "added", "description": "one more"}
     path = f"/plans/{plan_id}/"
     revised, response = timed(
         lambda: bench.api.request("PATCH", path, json={"subtasks": subtasks}, headers={"If-Match": '"1"'})

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from plans.models import Plan, PlanRevision, Subtask, SubtaskDependency
@@ -63,7 +63,7 @@ def plan_revision_store(*, plan: Plan, spec: PlanSpec, author: User, diff: Mappi
     so they are replaced whole (a key kept keeps its subtask's id), with new batches.
     """
     kept = dict(Subtask.objects.filter(plan=plan).values_list("key", "pk"))
-    Subtask.objects.filter(plan=plan).delete()
+    _subtasks_delete(plan)
     fields = {
         "goal": spec.goal,
         "max_parallel": spec.max_parallel,
@@ -101,6 +101,17 @@ def revision_changes_request(*, plan: Plan, reason: str, requested_by: str, appr
     ]
     revision.save(update_fields=["change_requests"])
     return revision
+
+
+def _subtasks_delete(plan: Plan) -> None:
+    """Delete a draft's subtasks and their edges, a statement each.
+
+    Nothing else refers to the subtasks of a draft (they never ran: no approval, no tool call),
+    so Django's collector, which reads every subtask to look for what refers to it, is skipped.
+    """
+    SubtaskDependency.objects.filter(subtask__plan=plan).delete()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM plans_subtask WHERE plan_id = %s", [plan.pk])
 
 
 def _subtasks_store(plan: Plan, spec: PlanSpec, *, ids: Mapping[str, UUID] | None = None) -> None:
