@@ -259,16 +259,20 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     @admin.display(description="what this revision changed")
     def revision_changes(self, approval: Approval) -> SafeString:
         number = approval_revision(approval)
-        if number == 1:
-            return format_html('<p class="revision-heading">{}</p>', "Revision 1, as submitted.")
-        revisions = list(approval.plan.revisions.filter(revision__in=[number - 1, number]).order_by("revision"))
-        asked = format_html_join("", "{}", ((change_requests(r),) for r in revisions if r.revision == number - 1))
-        heading = format_html("Revision {}, from revision {}:", number, number - 1)
         since = ""
         if number != approval.plan.revision:
             since = format_html(" The plan is at revision {} now.", approval.plan.revision)
+        if number == 1:
+            return format_html('<p class="revision-heading">Revision 1, as submitted.{}</p>', since)
+        revisions = list(approval.plan.revisions.filter(revision__in=[number - 1, number]).order_by("revision"))
+        asked = format_html_join("", "{}", ((change_requests(r),) for r in revisions if r.revision == number - 1))
         return format_html(
-            '<p class="revision-heading">{}{}</p>{}{}', heading, since, asked, diff_from_previous(revisions, number)
+            '<p class="revision-heading">Revision {}, from revision {}:{}</p>{}{}',
+            number,
+            number - 1,
+            since,
+            asked,
+            diff_from_previous(revisions, number),
         )
 
     @admin.display(description="the plan's subtasks")

@@ -140,3 +140,20 @@ def test_the_plan_pages_approve_button_approves_only_the_revision_it_showed(owne
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.DRAFT
     client.post(operate, {"revision": "2"})
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.APPROVED
+
+
+def test_a_decided_plan_approval_shows_the_revision_it_was_asked_for(approver, owner):
+    plan = plan_submit(owner=owner, data=plan_data(subtask("a")))
+    first = plan_approval(plan)
+    client = client_for(approver)
+    client.post(change_url(first), {"_request_changes": "Request changes", "reason": "Add b"})
+    plan_revise(plan_id=plan.pk, author=owner, changes={"subtasks": [subtask("a"), subtask("b")]})
+    second = plan_approval(plan)
+    plan_revise(plan_id=plan.pk, author=owner, changes={"goal": "Third"})
+
+    old = client.get(change_url(first)).content.decode()
+    assert "Revision 1, as submitted. The plan is at revision 3 now." in old
+    cancelled = client.get(change_url(second)).content.decode()
+    assert "Revision 2, from revision 1: The plan is at revision 3 now." in cancelled
+    assert 'class="diff-added" data-key="b"' in cancelled
+    assert 'data-change="added"' not in cancelled  # the picture is of revision 3, which added nothing

@@ -53,6 +53,9 @@ def test_changes_requested_then_two_revisions_then_approval_run_the_last_revisio
     last = pending_plan_approval(plan_id)
     assert plan_approvals(plan_id) == ["rejected", "cancelled", "pending"]
     assert reviewer.post(f"{APPROVALS}/{last.pk}/approve/").status == 200
+    approved = agent.patch(f"{PLANS}/{plan_id}/", {"goal": "Too late"}, headers={"If-Match": '"3"'})
+    assert (approved.status, approved.code) == (409, "invalid_state")
+    assert approved.body["error"]["details"]["current_status"] in ("in_progress", "completed")
 
     plan = finished(Plan.objects.get(pk=plan_id))
     assert plan.status == PlanStatus.COMPLETED
