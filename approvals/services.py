@@ -9,6 +9,7 @@ them through ApprovalsGate, registered in approvals/apps.py.
 """
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -21,12 +22,13 @@ from django.utils import timezone
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.states import APPROVAL_TRANSITIONS
 from common.errors import DomainError
-from execution.engine.plan_flow import plan_decision_apply, plan_lock
+from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
 from execution.engine.waits import subtask_decision_apply
 from execution.events import event_append, events_append, events_batched
 from execution.services import operation_require
 from execution.states import allowed
 from plans.models import Plan, Subtask
+from plans.revisions import StaleRevision
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,16 @@ class AlreadyDecided(DomainError):
     def __init__(self, approval: Approval) -> None:
         self.status = approval.status
         super().__init__(f"This approval is already {approval.status}.", details={"status": approval.status})
+
+
+class ChangesNotApplicable(DomainError):
+    """Changes were asked for where they cannot be: on a tool call, or with an approval."""
+
+    code = "validation_error"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, details={"request_changes": [message]})
 
 
 # --- Asking, and what the engine calls ----------------------------------------------------------------
@@ -111,11 +123,16 @@ class ApprovalsGate:
 # --- Deciding -------------------------------------------------------------------------------------------
 
 
-def plan_approve(*, plan_id: UUID, user: User) -> Plan:
-    """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft)."""
+def plan_approve(*, plan_id: UUID, user: User, expected_revisions: Collection[int] | None = None) -> Plan:
+    """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft).
+
+    `expected_revisions` (If-Match): approve only a revision the approver read (else StaleRevision).
+    """
     with transaction.atomic():
         plan = plan_lock(plan_id)
         operation_require("approve", plan=plan)
+        if expected_revisions is not None and plan.revision not in expected_revisions:
+            raise StaleRevision(current=plan.revision)
         approval = (
             Approval.objects.select_for_update()
             .filter(plan=plan, kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING)
@@ -136,8 +153,15 @@ def approval_decide(
     reason: str = "",
     arguments: dict[str, Any] | None = None,
     result: Any = None,
+    request_changes: bool = False,
 ) -> Approval:
-    """Record a decision once, then resume what waited for it (after commit)."""
+    """Record a decision once, then resume what waited for it (after commit).
+
+    `request_changes`: a plan approval rejected so keeps its plan a draft for its owner to
+    revise (ChangesNotApplicable for anything else).
+    """
+    if request_changes and approve:
+        raise ChangesNotApplicable("Changes are requested by rejecting the plan approval, not by approving it.")
     return _decide_by_id(
         approval_id,
         status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
@@ -145,6 +169,7 @@ def approval_decide(
         reason=reason,
         arguments=arguments,
         result=result,
+        request_changes=request_changes,
     )
 
 
@@ -186,14 +211,20 @@ def _decide(
     reason: str = "",
     arguments: dict[str, Any] | None = None,
     result: Any = None,
+    request_changes: bool = False,
 ) -> None:
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
     actor = user.get_username() if user is not None else "system"
     approved = status == ApprovalStatus.APPROVED
+    if request_changes and approval.kind != ApprovalKind.PLAN:
+        raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")
     if user is not None:  # the system's own decisions (expiry) log lines of their own
         logger.info("Plan %s: %s approval %s %s by %s", plan.pk, approval.kind, approval.pk, status, actor)
     if approval.kind == ApprovalKind.PLAN:
         approval_transition(approval=approval, to=status, decided_by=user, reason=reason)
+        if request_changes:
+            plan_changes_request(plan=plan, actor=actor, reason=reason, approval_id=approval.pk)
+            return
         detail = f": {reason}" if reason and reason != status else ""
         plan_decision_apply(
             plan=plan, approved=approved, actor=actor, reason=reason if approved else f"plan approval {status}{detail}"

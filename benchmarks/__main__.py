@@ -27,6 +27,7 @@ from benchmarks import (
     plan_validation,
     result_backend,
     resume,
+    revise,
     scaling,
 )
 from benchmarks.bench import Bench
@@ -45,6 +46,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "stream": event_stream.run,
     "health": health.run,
     "mcp": mcp.run,
+    "revise": revise.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
     "result_backend": result_backend.run,

@@ -331,26 +331,51 @@ class Watch:
             console.print(
                 Text.assemble("\nThe plan “", shown(approval.plan.goal, 60), "” waits for approval."), highlight=False
             )
-        answer = self._prompt("Approve, reject or skip?", choices=["a", "r", "s"], default="s")
+        answer, reason = self._answer(approval)
         if answer == "s":
             console.print("Skipped; decide it later here, in the admin or through the API.")
             return False
         approve = answer == "a"
-        reason = self._prompt("Reason (optional)", default="")
+        request_changes = answer == "c"
         decision: dict[str, Any] = {}
         if approve and approval.kind == ApprovalKind.TOOL_CALL:
             decision["arguments"] = self._json("Edited arguments as a JSON object (empty: keep them)", obj=True)
             decision["result"] = self._json("The tool's result as JSON (empty: none)")
         try:
-            approval_decide(approval_id=approval.pk, decided_by=self.user, approve=approve, reason=reason, **decision)
+            approval_decide(
+                approval_id=approval.pk,
+                decided_by=self.user,
+                approve=approve,
+                reason=reason,
+                request_changes=request_changes,
+                **decision,
+            )
         except AlreadyDecided as error:
             console.print(f"[yellow]Not decided: it is already {error.status}.[/yellow]")
             return False
         except TransitionNotAllowed as error:
             console.print(Text(f"Not decided: {printable(str(error))}", style="yellow"))
             return False
-        console.print("[green]Approved.[/green]" if approve else "[red]Rejected.[/red]")
+        if request_changes:
+            console.print("[yellow]Sent back for changes: the plan stays a draft.[/yellow]")
+        else:
+            console.print("[green]Approved.[/green]" if approve else "[red]Rejected.[/red]")
         return True
+
+    def _answer(self, approval: Approval) -> tuple[str, str]:
+        """Ask what to do: a (approve), r (reject), c (request changes, a plan approval only) or s (skip); and why."""
+        if approval.kind == ApprovalKind.PLAN:
+            answer = self._prompt(
+                "Approve, reject, request changes or skip?", choices=["a", "r", "c", "s"], default="s"
+            )
+        else:
+            answer = self._prompt("Approve, reject or skip?", choices=["a", "r", "s"], default="s")
+        if answer == "s":
+            return answer, ""
+        reason = self._prompt("What should change?" if answer == "c" else "Reason (optional)", default="")
+        while answer == "c" and not reason:
+            reason = self._prompt("Say what should change (the plan's owner revises it from this)", default="")
+        return answer, reason
 
     def _prompt(self, question: str, *, choices: list[str] | None = None, default: str = "") -> str:
         return Prompt.ask(

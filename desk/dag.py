@@ -21,11 +21,13 @@ COLUMN_GAP, ROW_GAP = 56, 14
 MARGIN, LEGEND_HEIGHT = 12, 28
 KEY_CHARS, LABEL_CHARS = 20, 26
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif"
+# How a node a revision added or changed is outlined: (colour, width, dashes).
+CHANGE_OUTLINES = {"added": ("#15803d", 3, ""), "changed": ("#b45309", 3, "5 3")}
 
 
 @dataclass(frozen=True)
 class Node:
-    """A subtask as drawn: `column` is its batch, `position` its submission order."""
+    """A subtask as drawn: `column` its batch, `position` its submission order, `change` what a revision did to it."""
 
     key: str
     status: str
@@ -33,6 +35,7 @@ class Node:
     position: int = 0
     label: str = ""
     href: str = ""
+    change: str = ""  # "added" or "changed" (outlined in CHANGE_OUTLINES), or ""
 
 
 def too_large(*, nodes: int, edges: int) -> bool:
@@ -139,12 +142,17 @@ def summary_svg(counts: Mapping[str, int], *, batches: int) -> str:
 def _node(node: Node, x: float, y: float) -> str:
     fill = status_colour(node.status)
     ink = text_colour(fill)
-    tooltip = f"{node.key}\n{node.label}\n{node.status}".replace("\n\n", "\n")
+    tooltip = f"{node.key}\n{node.label}\n{node.status}\n{node.change}".replace("\n\n", "\n").strip()
+    outline = 'stroke="#334155" stroke-opacity="0.35"'
+    change = ""
+    if node.change in CHANGE_OUTLINES:
+        colour, width, dashes = CHANGE_OUTLINES[node.change]
+        outline = f'stroke="{colour}" stroke-width="{width}"' + (f' stroke-dasharray="{dashes}"' if dashes else "")
+        change = f' data-change="{node.change}"'
     body = (
-        f'<g class="node" data-key="{escape(node.key)}" data-status="{escape(node.status)}">'
+        f'<g class="node" data-key="{escape(node.key)}" data-status="{escape(node.status)}"{change}>'
         f"<title>{escape(tooltip)}</title>"
-        f'<rect x="{x:.1f}" y="{y:.1f}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="6" fill="{fill}" '
-        'stroke="#334155" stroke-opacity="0.35"/>'
+        f'<rect x="{x:.1f}" y="{y:.1f}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="6" fill="{fill}" {outline}/>'
         f'<text x="{x + 8:.1f}" y="{y + 16:.1f}" fill="{ink}" font-weight="600">{escape(_clip(node.key, KEY_CHARS))}'
         "</text>"
         f'<text x="{x + 8:.1f}" y="{y + 31:.1f}" fill="{ink}" font-size="11">'

@@ -1,16 +1,21 @@
 """Reading execution records: a plan's execution, progress, current subtasks, history, events; agents and MCP tools."""
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
 
 from execution.agents.registry import agent_get, agent_mcp_servers, agents_describe
 from execution.events import COUNTERS, progress_of
 from execution.models import Event, ExecutionState, McpListing, StateTransition
 from execution.states import SUBTASK_ACTIVE
-from plans.models import Plan, Subtask
+from plans.models import Plan, PlanRevision, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
+from plans.revisions import event_diff
 
 
 def execution_of(plan: Plan) -> ExecutionState | None:
@@ -39,6 +44,71 @@ def current_subtask_keys(*, plan_id: UUID) -> list[str]:
 def plan_transitions(*, plan_id: UUID) -> QuerySet[StateTransition]:
     """Return the state transitions of a plan's execution, oldest first."""
     return StateTransition.objects.filter(execution__plan_id=plan_id).order_by("id")
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One change in a plan's status history: its execution's state transition, or a step of its review as a draft.
+
+    A step of the review (a revision after the first, changes asked for) has no `id`.
+    """
+
+    id: int | None
+    from_state: str
+    to_state: str
+    reason: str
+    actor: str
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_history(*, plan_id: UUID) -> list[HistoryEntry]:
+    """Return the plan's status history, oldest first: its review while a draft, then its execution's transitions."""
+    transitions = [
+        HistoryEntry(
+            id=row.pk,
+            from_state=row.from_state,
+            to_state=row.to_state,
+            reason=row.reason,
+            actor=row.actor,
+            created_at=row.created_at,
+            metadata=row.metadata,
+        )
+        for row in plan_transitions(plan_id=plan_id)
+    ]
+    return [*_review(plan_id), *transitions]
+
+
+def _review(plan_id: UUID) -> Iterator[HistoryEntry]:
+    """Yield the draft's revisions after the first and the changes asked of each, in the order they came."""
+    draft = PlanStatus.DRAFT
+    for revision in PlanRevision.objects.filter(plan_id=plan_id).select_related("author").order_by("revision"):
+        if revision.diff is not None:
+            author = revision.author.get_username() if revision.author is not None else ""
+            yield HistoryEntry(
+                id=None,
+                from_state=draft,
+                to_state=draft,
+                reason=f"revised: revision {revision.revision}",
+                actor=author,
+                created_at=revision.created_at,
+                metadata={"event": "plan.revised", **event_diff(revision.diff)},
+            )
+        for request in revision.change_requests:
+            yield HistoryEntry(
+                id=None,
+                from_state=draft,
+                to_state=draft,
+                reason=f"changes requested: {request['reason']}",
+                actor=request["requested_by"],
+                created_at=parse_datetime(request["requested_at"]) or revision.created_at,
+                metadata={
+                    "event": "plan.changes_requested",
+                    "revision": revision.revision,
+                    "reason": request["reason"],
+                    "approval_id": request["approval_id"],
+                },
+            )
 
 
 def plan_events(*, plan_id: UUID, after: int, limit: int) -> QuerySet[Event]:

@@ -1,4 +1,4 @@
-"""What people ask of a plan: submit it, then execute, pause, resume, cancel it, retry its subtasks.
+"""What people ask of a plan: submit it, revise the draft, then execute, pause, resume, cancel it, retry its subtasks.
 
 One call per request, shared by the API, the admin and the command line. Each locks the
 plan, checks the request applies now (plan_operations; TransitionNotAllowed otherwise, HTTP
@@ -6,7 +6,7 @@ plan, checks the request applies now (plan_operations; TransitionNotAllowed othe
 messages only after commit. Deciding approvals (the plan's included) is the approvals app's.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -33,12 +33,13 @@ from execution.webhook_targets import target_problem
 from execution.webhooks import webhooks_enabled_for
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
-from plans.services import plan_create, plan_limits
-from plans.validation import PlanInvalid, validate_plan
+from plans.revisions import StaleRevision, content_diff, event_diff, fixed_fields_changed, same_json, spec_content
+from plans.services import plan_content, plan_create, plan_limits, plan_revision_store
+from plans.validation import PlanInvalid, PlanSpec, validate_plan
 
 # --- Which requests apply to a plan now: the one rule behind these guards and the desk's buttons ----
 
-PLAN_OPERATIONS = ("approve", "execute", "pause", "resume", "retry", "cancel")
+PLAN_OPERATIONS = ("approve", "revise", "execute", "pause", "resume", "retry", "cancel")
 
 
 def plan_operations(*, status: str, state: str | None, has_failed: bool) -> frozenset[str]:
@@ -49,6 +50,7 @@ def plan_operations(*, status: str, state: str | None, has_failed: bool) -> froz
     running = status == PlanStatus.IN_PROGRESS
     applies = {
         "approve": status == PlanStatus.DRAFT,
+        "revise": status == PlanStatus.DRAFT,
         "execute": status == PlanStatus.APPROVED,
         "pause": running and state in EXECUTION_ACTIVE,
         "resume": running and state == ExecState.PAUSED,
@@ -69,6 +71,7 @@ def operation_require(name: str, *, plan: Plan, has_failed: bool = True) -> None
     current = state if state is not None and status == PlanStatus.IN_PROGRESS else status
     refusals = {
         "approve": (status, PlanStatus.APPROVED, f"Only a draft plan can be approved; this one is {status}."),
+        "revise": (status, PlanStatus.DRAFT, f"Only a draft plan can be revised; this one is {status}."),
         "execute": (status, PlanStatus.IN_PROGRESS, f"Only an approved plan can be executed; this one is {status}."),
         "pause": (current, ExecState.PAUSED, f"Only a running plan can be paused; this one is {current}."),
         "resume": (current, ExecState.RUNNING, f"Only a paused plan can be resumed; this one is {current}."),
@@ -94,15 +97,7 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
     Raise PlanInvalid (with the API error code) when the plan breaks a rule, or when its
     callback_url's host is not a public address the allow-list does not name.
     """
-    spec = validate_plan(
-        data,
-        agents=agent_names(),
-        limits=plan_limits(),
-        check_input=agent_input_errors,
-        callbacks_enabled=webhooks_enabled_for(owner),
-    )
-    if spec.callback_url and (problem := target_problem(spec.callback_url)):
-        raise PlanInvalid("validation_error", f"Invalid plan: callback_url: {problem}", {"callback_url": [problem]})
+    spec = _validated(data, owner=owner)
     with transaction.atomic():
         plan = plan_create(owner=owner, spec=spec)
         plan = plan_lock(plan.pk)
@@ -116,11 +111,72 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
                 "batches": len(spec.batches),
             },
         )
-        if plan.requires_approval:
-            approval_gate().plan_approval_request(plan=plan)
-        else:
-            plan_decision_apply(plan=plan, approved=True, actor=owner.get_username(), reason="no approval required")
+        plan_approval_ask(plan=plan, actor=owner.get_username())
     return plan
+
+
+def plan_revise(
+    *, plan_id: UUID, author: User, changes: Any, expected_revisions: Collection[int] | None = None
+) -> Plan:
+    """Make the changes to a draft its next revision, and ask for the approval of that revision.
+
+    `changes` holds any of the revisable fields (plans/revisions.py: REVISABLE), `subtasks`
+    the whole new list; other fields of a submission may be given only as they are. The
+    revised submission is validated as a new one would be (PlanInvalid, nothing changed).
+    `expected_revisions` (If-Match): the plan must be at one of them, else StaleRevision.
+    The pending plan approval is withdrawn and a new one asked for, exactly as on submission.
+    Changes that change nothing make no revision.
+    """
+    if not isinstance(changes, Mapping):
+        raise PlanInvalid(
+            "validation_error", "The changes must be a JSON object.", {"non_field_errors": ["Expected an object."]}
+        )
+    with transaction.atomic():
+        plan = plan_lock(plan_id)
+        operation_require("revise", plan=plan)
+        if expected_revisions is not None and plan.revision not in expected_revisions:
+            raise StaleRevision(current=plan.revision)
+        current = plan_content(plan)
+        spec = _validated({**current, **changes}, owner=plan.owner)
+        revised = spec_content(spec)
+        if fixed := fixed_fields_changed(current, revised):
+            first = next(iter(fixed))
+            raise PlanInvalid("validation_error", f"Invalid revision: {first}: {fixed[first][0]}", fixed)
+        if same_json(current, revised):
+            return plan
+        revision = plan_revision_store(plan=plan, spec=spec, author=author, diff=content_diff(current, revised))
+        actor = author.get_username()
+        event_append(plan_id=plan.pk, type="plan.revised", payload=event_diff(revision.diff or {}))
+        approval_gate().approvals_withdraw(
+            plan_id=plan.pk, subtask_ids=None, reason=f"the plan was revised (revision {plan.revision}) by {actor}"
+        )
+        plan_approval_ask(plan=plan, actor=actor)
+    return plan
+
+
+def plan_approval_ask(*, plan: Plan, actor: str) -> None:
+    """Ask for the approval of a draft as it now stands, or approve (and start) it when it needs none.
+
+    The one path by which a submitted or revised draft asks for its approval.
+    """
+    if plan.requires_approval:
+        approval_gate().plan_approval_request(plan=plan)
+    else:
+        plan_decision_apply(plan=plan, approved=True, actor=actor, reason="no approval required")
+
+
+def _validated(data: Any, *, owner: User) -> PlanSpec:
+    """Return the submission as a PlanSpec, or raise PlanInvalid with the rule it breaks."""
+    spec = validate_plan(
+        data,
+        agents=agent_names(),
+        limits=plan_limits(),
+        check_input=agent_input_errors,
+        callbacks_enabled=webhooks_enabled_for(owner),
+    )
+    if spec.callback_url and (problem := target_problem(spec.callback_url)):
+        raise PlanInvalid("validation_error", f"Invalid plan: callback_url: {problem}", {"callback_url": [problem]})
+    return spec
 
 
 @transaction.atomic

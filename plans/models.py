@@ -3,6 +3,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 
@@ -63,6 +64,8 @@ class Plan(models.Model):
     auto_execute = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
     callback_url = models.URLField(max_length=CALLBACK_URL_MAX_LENGTH, blank=True, default="")
+    # The number of its latest revision (PlanRevision): 1 at creation, one more per accepted change of the draft.
+    revision = models.PositiveIntegerField(default=1, editable=False)
     # Sequence number of the plan's last event; bumped under the plan's row lock.
     last_event_seq = models.PositiveBigIntegerField(default=0, editable=False)
     # How many of its subtasks are in each status, changed in the statement that changes a
@@ -187,3 +190,32 @@ class SubtaskDependency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subtask_id} -> {self.depends_on_id}"
+
+
+class PlanRevision(models.Model):
+    """One accepted version of a plan: the submission as accepted, and what changed from the one before."""
+
+    # Indexed by the unique (plan, revision) below.
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="revisions", db_index=False)
+    revision = models.PositiveIntegerField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The whole submission as accepted, every default filled in (plans/revisions.py: spec_content).
+    content = models.JSONField()
+    # From the previous revision (plans/revisions.py: content_diff) with its number; null for revision 1.
+    diff = models.JSONField(null=True, blank=True)
+    # Each rejection of the plan's approval that asked for changes to this revision:
+    # [{reason, requested_by, requested_at, approval_id}], oldest first.
+    change_requests = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["plan", "revision"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "revision"], name="plan_revision_unique"),
+            models.CheckConstraint(condition=Q(revision__gte=1), name="plan_revision_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"revision {self.revision} of {self.plan_id}"

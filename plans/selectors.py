@@ -1,11 +1,11 @@
-"""Who may see and act on which plans, and reading a plan's subtasks."""
+"""Who may see and act on which plans, and reading a plan's subtasks and revisions."""
 
 from uuid import UUID
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
-from plans.models import Plan, Subtask, SubtaskDependency
+from plans.models import Plan, PlanRevision, Subtask, SubtaskDependency
 
 # Approvers (staff with this permission) see every plan, to decide on its approvals.
 DECIDE_PERMISSION = "approvals.decide_approval"
@@ -44,3 +44,8 @@ def plan_subtasks(plan: Plan) -> tuple[list[Subtask], dict[UUID, list[str]]]:
     ):
         depends_on.setdefault(subtask_id, []).append(key)
     return subtasks, depends_on
+
+
+def plan_revisions(plan: Plan) -> QuerySet[PlanRevision]:
+    """Return a plan's revisions, oldest first, with their authors."""
+    return PlanRevision.objects.filter(plan=plan).select_related("author").order_by("revision")

@@ -1,10 +1,16 @@
-"""Writing plans: persist a validated PlanSpec with its subtasks and dependency edges."""
+"""Writing plans: persist a validated PlanSpec with its subtasks and dependency edges, and each revision of a draft."""
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
-from plans.models import Plan, Subtask, SubtaskDependency
+from plans.models import Plan, PlanRevision, Subtask, SubtaskDependency
+from plans.revisions import spec_content
 from plans.shape import Limits
 from plans.validation import PlanSpec
 
@@ -23,7 +29,7 @@ def plan_limits() -> Limits:
 
 @transaction.atomic
 def plan_create(*, owner: User, spec: PlanSpec) -> Plan:
-    """Store a draft plan, its subtasks (with their batch) and their dependencies."""
+    """Store a draft plan, its subtasks (with their batch) and their dependencies, as its revision 1."""
     plan = Plan.objects.create(
         owner=owner,
         goal=spec.goal,
@@ -37,10 +43,85 @@ def plan_create(*, owner: User, spec: PlanSpec) -> Plan:
         subtask_count=len(spec.subtasks),
         pending_count=len(spec.subtasks),
     )
+    _subtasks_store(plan, spec)
+    PlanRevision.objects.create(plan=plan, revision=1, author=owner, content=spec_content(spec))
+    return plan
+
+
+def plan_content(plan: Plan) -> dict[str, Any]:
+    """Return the content of the plan's current revision: the submission it runs as."""
+    content: dict[str, Any] = PlanRevision.objects.values_list("content", flat=True).get(
+        plan=plan, revision=plan.revision
+    )
+    return content
+
+
+def plan_revision_store(*, plan: Plan, spec: PlanSpec, author: User, diff: Mapping[str, Any]) -> PlanRevision:
+    """Make a revised spec the draft's next revision: its fields and subtasks replaced, the revision recorded.
+
+    The caller holds the plan's lock and has checked it is a draft: its subtasks never ran,
+    so they are replaced whole (a key kept keeps its subtask's id), with new batches.
+    """
+    kept = dict(Subtask.objects.filter(plan=plan).values_list("key", "pk"))
+    _subtasks_delete(plan)
+    fields = {
+        "goal": spec.goal,
+        "max_parallel": spec.max_parallel,
+        "failure_policy": spec.failure_policy,
+        "metadata": spec.metadata,
+        "subtask_count": len(spec.subtasks),
+        "pending_count": len(spec.subtasks),
+        "revision": plan.revision + 1,
+        "updated_at": timezone.now(),
+    }
+    Plan.objects.filter(pk=plan.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(plan, name, value)
+    _subtasks_store(plan, spec, ids=kept)
+    return PlanRevision.objects.create(
+        plan=plan,
+        revision=plan.revision,
+        author=author,
+        content=spec_content(spec),
+        diff={"revision": plan.revision, **diff},
+    )
+
+
+def revision_changes_request(*, plan: Plan, reason: str, requested_by: str, approval_id: UUID) -> PlanRevision:
+    """Note on the plan's current revision that a person sent it back asking for changes (under the plan's lock)."""
+    revision = PlanRevision.objects.select_for_update().get(plan=plan, revision=plan.revision)
+    revision.change_requests = [
+        *revision.change_requests,
+        {
+            "reason": reason,
+            "requested_by": requested_by,
+            "requested_at": timezone.now(),
+            "approval_id": approval_id,
+        },
+    ]
+    revision.save(update_fields=["change_requests"])
+    return revision
+
+
+def _subtasks_delete(plan: Plan) -> None:
+    """Delete a draft's subtasks and their edges, a statement each.
+
+    Nothing else refers to the subtasks of a draft (they never ran: no approval, no tool call),
+    so Django's collector, which reads every subtask to look for what refers to it, is skipped.
+    """
+    SubtaskDependency.objects.filter(subtask__plan=plan).delete()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM plans_subtask WHERE plan_id = %s", [plan.pk])
+
+
+def _subtasks_store(plan: Plan, spec: PlanSpec, *, ids: Mapping[str, UUID] | None = None) -> None:
+    """Store the spec's subtasks (with their batch) and dependencies; `ids` gives some keys the id they had."""
+    ids = ids or {}
     batch_of = {key: index for index, batch in enumerate(spec.batches) for key in batch}
     subtasks = Subtask.objects.bulk_create(
         [
             Subtask(
+                **({"pk": ids[item.key]} if item.key in ids else {}),
                 plan=plan,
                 key=item.key,
                 description=item.description,
@@ -64,4 +145,3 @@ def plan_create(*, owner: User, spec: PlanSpec) -> Plan:
         ],
         batch_size=BULK_BATCH_SIZE * 5,
     )
-    return plan

@@ -5,7 +5,7 @@ from django.db import IntegrityError, transaction
 
 from approvals.models import Approval
 from execution.models import ExecutionState
-from plans.models import Plan, Subtask, SubtaskDependency
+from plans.models import Plan, PlanRevision, Subtask, SubtaskDependency
 from tests.support.factories import draft_plan, subtask
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +74,10 @@ def test_dependencies_are_stored_for_each_edge():
         ("b", 1),
         ("c", 2),
     ]
+
+
+def test_a_plan_has_one_revision_of_each_number_counted_from_1():
+    plan = draft_plan()
+    assert violates(lambda: PlanRevision.objects.create(plan=plan, revision=1, content={}))
+    assert violates(lambda: PlanRevision.objects.create(plan=plan, revision=0, content={}))
+    PlanRevision.objects.create(plan=plan, revision=2, content={})

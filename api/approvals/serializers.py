@@ -62,6 +62,13 @@ class ApproveSerializer(serializers.Serializer):
 
 class RejectSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=10_000, help_text="Why; the agent sees it.")
+    request_changes = serializers.BooleanField(
+        default=False,
+        help_text=(
+            "A plan approval only: keep the plan a draft for its owner to revise (PATCH /plans/{id}/), "
+            "instead of cancelling it; the reason says what to change."
+        ),
+    )
 
 
 def _storable(value: Any) -> Any:

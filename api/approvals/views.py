@@ -68,7 +68,12 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(ApprovalSerializer(decided).data)
 
     @extend_schema(
-        summary="Reject, with a reason",
+        summary="Reject, with a reason; or send a plan back for changes",
+        description=(
+            "With `request_changes: true` (plan approvals only; 400 `validation_error` for a tool call) the plan stays "
+            "a draft and `plan.changes_requested` is emitted with the reason; its owner revises it, which asks for a "
+            "new approval, or cancels it."
+        ),
         request=RejectSerializer,
         responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
     )
@@ -82,5 +87,6 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             decided_by=authenticated_user(request),
             approve=False,
             reason=body.validated_data["reason"],
+            request_changes=body.validated_data["request_changes"],
         )
         return Response(ApprovalSerializer(decided).data)

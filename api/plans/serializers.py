@@ -1,12 +1,14 @@
 """Serializers for plans: the request body of a submission (documentation) and the responses."""
 
+from dataclasses import replace
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from execution.models import Event, StateTransition
-from plans.models import FailurePolicy, Plan, Subtask
+from execution.models import Event
+from plans.models import FailurePolicy, Plan, PlanRevision, Subtask
+from plans.revisions import REVISABLE
 from plans.services import plan_limits
 from plans.shape import Field, plan_fields, subtask_fields
 
@@ -25,7 +27,9 @@ def _serializer_field(field: Field, subtasks: type[serializers.Serializer] | Non
         options["allow_null"] = True
     if field.kind == "subtasks":
         assert subtasks is not None
-        return serializers.ListField(child=subtasks(), min_length=1, max_length=field.max_items, help_text=field.help)
+        return serializers.ListField(
+            child=subtasks(), min_length=1, max_length=field.max_items, required=field.required, help_text=field.help
+        )
     if field.kind == "text":
         text = {"max_length": field.max_length, "allow_blank": field.blank, **options}
         return serializers.RegexField(field.pattern, **text) if field.pattern else serializers.CharField(**text)
@@ -54,6 +58,13 @@ def _submit_serializer(name: str, fields: tuple[Field, ...], **nested: Any) -> t
 SubtaskSubmitSerializer = _submit_serializer("SubtaskSubmitSerializer", subtask_fields(plan_limits()))
 PlanSubmitSerializer = _submit_serializer(
     "PlanSubmitSerializer", plan_fields(plan_limits()), subtasks=SubtaskSubmitSerializer
+)
+
+# A revision: any of the revisable fields, none required and none defaulted (what is left out stays as it is).
+PlanReviseSerializer = _submit_serializer(
+    "PlanReviseSerializer",
+    tuple(replace(each, required=False, default=None) for each in plan_fields(plan_limits()) if each.name in REVISABLE),
+    subtasks=SubtaskSubmitSerializer,
 )
 
 
@@ -147,6 +158,7 @@ class PlanSerializer(serializers.ModelSerializer):
             "auto_execute",
             "metadata",
             "callback_url",
+            "revision",
             "created_at",
             "updated_at",
             "approved_at",
@@ -178,12 +190,55 @@ class PlanDetailSerializer(PlanSerializer):
         return SubtaskSerializer(self.context["subtasks"], many=True, context=self.context).data
 
 
-class TransitionSerializer(serializers.ModelSerializer):
+class TransitionSerializer(serializers.Serializer):
+    """An entry of a plan's status history (execution/selectors.py: HistoryEntry)."""
+
+    id = serializers.IntegerField(
+        allow_null=True, help_text="The transition's number; null in the draft's review (revisions, changes requested)."
+    )
+    from_state = serializers.CharField()
+    to_state = serializers.CharField()
+    reason = serializers.CharField(allow_blank=True)
+    actor = serializers.CharField(allow_blank=True)
     metadata = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class RevisionDiffSerializer(serializers.Serializer):
+    revision = serializers.IntegerField()
+    added = serializers.ListField(child=serializers.CharField(), help_text="Keys of the subtasks added.")
+    removed = serializers.ListField(child=serializers.CharField(), help_text="Keys of the subtasks removed.")
+    changed = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Keys of the subtasks whose description, agent, depends_on, input, max_retries or timeout_s changed.",
+    )
+    subtask_fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="For each changed subtask, the names of the fields that changed.",
+    )
+    plan_fields = serializers.ListField(
+        child=serializers.CharField(), help_text="The plan's own fields that changed (goal, max_parallel...)."
+    )
+
+
+class ChangeRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField()
+    requested_by = serializers.CharField()
+    requested_at = serializers.DateTimeField()
+    approval_id = serializers.UUIDField()
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.get_username", allow_null=True, default=None)
+    content = serializers.JSONField(help_text="The submission as accepted, every default filled in.")
+    diff = RevisionDiffSerializer(allow_null=True, help_text="From the previous revision; null for revision 1.")
+    change_requests = ChangeRequestSerializer(
+        many=True, help_text="Rejections of the plan approval that asked for changes to this revision."
+    )
 
     class Meta:
-        model = StateTransition
-        fields = ["id", "from_state", "to_state", "reason", "actor", "metadata", "created_at"]
+        model = PlanRevision
+        fields = ["revision", "created_at", "author", "content", "diff", "change_requests"]
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -1,4 +1,4 @@
-"""Plan endpoints: submit, list, read, act (approve, execute, pause, resume, cancel, retry), follow.
+"""Plan endpoints: submit, list, read, revise, act (approve, execute, pause, resume, cancel, retry), follow.
 
 Each action is one service call; errors become the API's error format in api/errors.py.
 """
@@ -23,19 +23,29 @@ from api.plans.serializers import (
     CancelSerializer,
     EventSerializer,
     PlanDetailSerializer,
+    PlanReviseSerializer,
     PlanSerializer,
     PlanStatusSerializer,
     PlanSubmitSerializer,
+    RevisionSerializer,
     TransitionSerializer,
 )
 from api.renderers import EventStreamRenderer
 from api.stream import SLOT_RETRY_AFTER_S, event_stream_response, last_event_id, stream_slot_take
 from approvals.services import plan_approve
 from execution.models import ExecState
-from execution.selectors import current_subtask_keys, plan_events, plan_progress, plan_transitions
-from execution.services import plan_cancel, plan_execute, plan_pause, plan_resume, plan_submit, subtask_retry
+from execution.selectors import current_subtask_keys, plan_events, plan_history, plan_progress
+from execution.services import (
+    plan_cancel,
+    plan_execute,
+    plan_pause,
+    plan_resume,
+    plan_revise,
+    plan_submit,
+    subtask_retry,
+)
 from plans.models import Plan, PlanStatus
-from plans.selectors import can_approve, can_operate, plan_subtasks, plans_visible_to
+from plans.selectors import can_approve, can_operate, plan_revisions, plan_subtasks, plans_visible_to
 from plans.shape import KEY_PATTERN
 
 EVENTS_LIMIT = 1000
@@ -58,6 +68,31 @@ class AfterSerializer(serializers.Serializer):
 
 
 PLAN_ACTION_ERRORS = errors(401, 403, 404, 409)
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description=(
+        'The revision read, quoted as an entity tag: "3". When the plan is at another revision the request '
+        "answers 412 `stale_revision` (details.revision: the current one) and changes nothing."
+    ),
+)
+
+
+def revisions_matched(header: str | None) -> list[int] | None:
+    """Return the revisions an If-Match header names, or None when it names any ("*") or is absent.
+
+    Entity tags are compared strongly (RFC 9110): a weak one (W/"3") names none, and so does
+    anything that is not a revision number, which then matches no revision.
+    """
+    if header is None or header.strip() == "*":
+        return None
+    named = []
+    for tag in header.split(","):
+        value = tag.strip().removeprefix('"').removesuffix('"')
+        if value.isascii() and value.isdigit() and len(value) < 10:
+            named.append(int(value))
+    return named
 
 
 class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -111,14 +146,56 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return self._detail(self.get_object().pk)
 
     @extend_schema(
-        summary="Approve a draft plan", request=None, responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS}
+        summary="Revise a draft plan",
+        request=PlanReviseSerializer,
+        parameters=[IF_MATCH],
+        responses={200: PlanDetailSerializer, **errors(400, 401, 403, 404, 409, 412, 413, 415)},
+        description=(
+            "The plan's owner changes a draft: any of goal, max_parallel, failure_policy, metadata and subtasks (the "
+            "whole new list). The plan as revised is validated as a submission is (the same 400 codes); the other "
+            "fields of a submission may be sent only as they are. An accepted change is a new revision (`revision`), "
+            "emits `plan.revised`, cancels the pending plan approval and asks for a new one; a change that changes "
+            "nothing makes no revision. 409 `invalid_state` unless the plan is a draft."
+        ),
+    )
+    def partial_update(self, request: Request, pk: str) -> Response:
+        plan = self._operable()
+        if not isinstance(request.data, dict):
+            raise exceptions.ValidationError({"non_field_errors": ["The changes must be a JSON object."]})
+        plan_revise(
+            plan_id=plan.pk,
+            author=authenticated_user(request),
+            changes=request.data,
+            expected_revisions=revisions_matched(request.headers.get("If-Match")),
+        )
+        return self._detail(plan.pk)
+
+    @extend_schema(
+        summary="The plan's revisions, oldest first, each with its diff from the one before",
+        responses={200: RevisionSerializer(many=True), **errors(401, 404)},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def revisions(self, request: Request, pk: str) -> Response:
+        plan = self.get_object()
+        return Response(RevisionSerializer(plan_revisions(plan), many=True).data)
+
+    @extend_schema(
+        summary="Approve a draft plan",
+        description="With If-Match, only the revision it names: another answers 412 `stale_revision`.",
+        request=None,
+        parameters=[IF_MATCH],
+        responses={200: PlanDetailSerializer, **PLAN_ACTION_ERRORS, **errors(412)},
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         plan = self.get_object()
         if not can_approve(request.user, plan):
             raise exceptions.PermissionDenied("Only the plan's owner or an approver may approve it.")
-        plan_approve(plan_id=plan.pk, user=authenticated_user(request))
+        plan_approve(
+            plan_id=plan.pk,
+            user=authenticated_user(request),
+            expected_revisions=revisions_matched(request.headers.get("If-Match")),
+        )
         return self._detail(plan.pk)
 
     @extend_schema(
@@ -188,13 +265,18 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         )
 
     @extend_schema(
-        summary="State transitions of the plan's execution, oldest first",
+        summary="The plan's status history, oldest first",
+        description=(
+            "While a draft, its review: each revision after the first and each request for changes (`id` null, "
+            "from_state and to_state `draft`, `metadata.event` `plan.revised` or `plan.changes_requested`); then the "
+            "state transitions of its execution."
+        ),
         responses={200: TransitionSerializer(many=True), **errors(401, 404)},
     )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def history(self, request: Request, pk: str) -> Response:
         plan = self.get_object()
-        return Response(TransitionSerializer(plan_transitions(plan_id=plan.pk), many=True).data)
+        return Response(TransitionSerializer(plan_history(plan_id=plan.pk), many=True).data)
 
     @extend_schema(
         summary="Events of a plan after a sequence number; a live stream with Accept: text/event-stream",

@@ -1,4 +1,5 @@
-"""Admin for approvals: the queue of pending decisions; approve or reject, with a reason, edited arguments, a result."""
+"""Admin for approvals: the queue of pending decisions; approve, reject or send a plan back, with a reason, edited
+arguments, a result; beside a plan approval, what its revision changed and the plan's picture."""
 
 import uuid
 from collections.abc import Iterable
@@ -12,21 +13,28 @@ from django.db.models import Case, F, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.selectors import approvals_visible_to, can_decide
-from approvals.services import AlreadyDecided, approval_decide
+from approvals.services import AlreadyDecided, ChangesNotApplicable, approval_decide
 from desk.access import StaffReadOnly
+from desk.admin.plans import plan_picture
 from desk.display import badge, json_text, plan_link, pretty_json, subtask_link
 from desk.forms import DecisionForm
+from desk.revisions import change_requests, diff_from_previous
 from execution.transitions import TransitionNotAllowed
+from plans.models import PlanRevision
 from plans.selectors import is_approver, plans_visible_to
 
-DECISIONS = {"_approve": True, "_reject": False}
+# The decision form's buttons: whether each approves; "_request_changes" rejects a plan approval sending the plan back.
+DECISIONS = {"_approve": True, "_reject": False, "_request_changes": False}
+SEND_BACK = "_request_changes"
+# Fields only a plan approval's page shows.
+PLAN_ONLY = ("revision_changes", "revision_picture")
 PLAN_CHOICES = 20
 # The queue shows this much of a tool call's arguments; "Approve selected" approves only calls shown whole.
 LIST_ARGUMENTS_LIMIT = 300
@@ -46,8 +54,23 @@ def describe(approval: Approval) -> str:
     return f"tool call {approval.tool!r} of subtask {key!r} (plan “{plan}”)"
 
 
+def approval_revision(approval: Approval) -> int:
+    """Return the revision of its plan a plan approval was asked for: the current one while it is pending."""
+    if approval.status == ApprovalStatus.PENDING:
+        return approval.plan.revision
+    # A revision asks for its approval as it is written, so the last revision written before the approval is its.
+    earlier = PlanRevision.objects.filter(plan_id=approval.plan_id, created_at__lte=approval.requested_at)
+    return earlier.order_by("-revision").values_list("revision", flat=True).first() or 1
+
+
 def decide_and_report(
-    request: HttpRequest, approvals: Iterable[Approval], *, approve: bool, reason: str = "", **decision: Any
+    request: HttpRequest,
+    approvals: Iterable[Approval],
+    *,
+    approve: bool,
+    reason: str = "",
+    request_changes: bool = False,
+    **decision: Any,
 ) -> int:
     """Decide each approval through the service, turning refusals into admin messages; return how many were decided."""
     decided = []
@@ -61,16 +84,17 @@ def decide_and_report(
                 decided_by=request.user,  # type: ignore[arg-type]  # the admin lets in only staff
                 approve=approve,
                 reason=reason,
+                request_changes=request_changes,
                 **decision,
             )
         except AlreadyDecided as error:
             messages.error(request, f"Not decided: the {describe(approval)} is already {error.status}.")
-        except TransitionNotAllowed as error:
+        except (TransitionNotAllowed, ChangesNotApplicable) as error:
             messages.error(request, f"Not decided: {error}")
         else:
             decided.append(describe(approval))
     if decided:
-        verb = "Approved" if approve else "Rejected"
+        verb = "Sent back for changes" if request_changes else "Approved" if approve else "Rejected"
         messages.success(request, f"{verb}: {'; '.join(decided)}." + (f" Reason: {reason}" if reason else ""))
     return len(decided)
 
@@ -149,6 +173,8 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "reason",
         "edited_arguments_json",
         "result_json",
+        "revision_changes",
+        "revision_picture",
     ]
 
     # --- who sees and decides what: the API's rules (approvals.selectors)
@@ -157,6 +183,12 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         return approvals_visible_to(request.user).select_related("plan", "subtask", "decided_by")
 
     # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
+
+    def get_fields(self, request: HttpRequest, obj: Approval | None = None) -> list[Any]:
+        fields = list(super().get_fields(request, obj))
+        if obj is None or obj.kind != ApprovalKind.PLAN:
+            return [name for name in fields if name not in PLAN_ONLY]
+        return fields
 
     def has_decide_permission(self, request: HttpRequest, obj: Approval | None = None) -> bool:
         """Approvers decide any approval; other staff the approvals of their own plans."""
@@ -224,6 +256,34 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     def result_json(self, approval: Approval) -> SafeString | str:
         return pretty_json(approval.result) if approval.result is not None else "—"
 
+    @admin.display(description="what this revision changed")
+    def revision_changes(self, approval: Approval) -> SafeString:
+        number = approval_revision(approval)
+        since = ""
+        if number != approval.plan.revision:
+            since = format_html(" The plan is at revision {} now.", approval.plan.revision)
+        if number == 1:
+            return format_html('<p class="revision-heading">Revision 1, as submitted.{}</p>', since)
+        revisions = list(approval.plan.revisions.filter(revision__in=[number - 1, number]).order_by("revision"))
+        asked = format_html_join("", "{}", ((change_requests(r),) for r in revisions if r.revision == number - 1))
+        return format_html(
+            '<p class="revision-heading">Revision {}, from revision {}:{}</p>{}{}',
+            number,
+            number - 1,
+            since,
+            asked,
+            diff_from_previous(revisions, number),
+        )
+
+    @admin.display(description="the plan's subtasks")
+    def revision_picture(self, approval: Approval) -> SafeString:
+        plan = approval.plan
+        latest = plan.revisions.filter(revision=plan.revision).values_list("diff", flat=True).first()
+        changes = {}
+        if latest and approval_revision(approval) == plan.revision:
+            changes = {key: "changed" for key in latest["changed"]} | {key: "added" for key in latest["added"]}
+        return plan_picture(plan, changes=changes)
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         title = "Approvals: the pending ones first, oldest first"
         return super().changelist_view(request, {"title": title, **(extra_context or {})})
@@ -240,10 +300,20 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
             if decision is not None or approval.status == ApprovalStatus.PENDING:
                 form = DecisionForm(request.POST if decision else None, approval=approval)
             if decision is not None and form is not None and form.is_valid():
-                decide_and_report(request, [approval], approve=DECISIONS[decision], **form.decision())
-                return HttpResponseRedirect(
-                    reverse("admin:approvals_approval_changelist") + f"?status__exact={ApprovalStatus.PENDING}"
-                )
+                sending_back = decision == SEND_BACK
+                if sending_back and not form.cleaned_data.get("reason", "").strip():
+                    form.add_error("reason", "Say what should change: the plan's owner revises it from this.")
+                else:
+                    decide_and_report(
+                        request,
+                        [approval],
+                        approve=DECISIONS[decision],
+                        request_changes=sending_back,
+                        **form.decision(),
+                    )
+                    return HttpResponseRedirect(
+                        reverse("admin:approvals_approval_changelist") + f"?status__exact={ApprovalStatus.PENDING}"
+                    )
         elif approval is not None and decision is not None:
             messages.error(request, f"You may not decide the {describe(approval)}.")
             return HttpResponseRedirect(request.path)

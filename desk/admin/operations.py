@@ -15,6 +15,7 @@ from execution.selectors import execution_of
 from execution.services import plan_cancel, plan_execute, plan_operations, plan_pause, plan_resume, subtasks_retry
 from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, Subtask, SubtaskStatus
+from plans.revisions import StaleRevision
 from plans.selectors import can_approve, can_operate
 
 S = SubtaskStatus
@@ -57,14 +58,17 @@ def operations_for(user: User | AnonymousUser, plan: Plan, *, failed_keys: list[
     return [op for name, op in OPERATIONS.items() if name in applies and may_perform(user, plan, name)]
 
 
-def perform(name: str, *, plan: Plan, user: User, reason: str = "", key: str = "") -> list[str]:
+def perform(
+    name: str, *, plan: Plan, user: User, reason: str = "", key: str = "", revision: int | None = None
+) -> list[str]:
     """Perform one operation through its service; return the subjects it acted on.
 
-    Raise TransitionNotAllowed when the operation does not apply to the plan now.
+    Raise TransitionNotAllowed when the operation does not apply to the plan now, and
+    StaleRevision when `revision` (the one the page showed) is no longer the plan's.
     """
     actor = user.get_username()
     if name == "approve":
-        plan_approve(plan_id=plan.pk, user=user)
+        plan_approve(plan_id=plan.pk, user=user, expected_revisions=None if revision is None else [revision])
     elif name == "execute":
         plan_execute(plan_id=plan.pk, actor=actor)
     elif name == "pause":
@@ -83,7 +87,7 @@ def perform(name: str, *, plan: Plan, user: User, reason: str = "", key: str = "
 
 
 def perform_and_report(
-    request: HttpRequest, plans: Iterable[Plan], name: str, *, reason: str = "", key: str = ""
+    request: HttpRequest, plans: Iterable[Plan], name: str, *, reason: str = "", key: str = "", revision: str = ""
 ) -> None:
     """Perform an operation on each plan, turning refusals into admin messages."""
     operation, done = OPERATIONS[name], []
@@ -94,8 +98,15 @@ def perform_and_report(
             continue
         try:
             # The admin lets in only staff: the user is authenticated.
-            subjects = perform(name, plan=plan, user=request.user, reason=reason, key=key)  # type: ignore[arg-type]
-        except TransitionNotAllowed as error:
+            subjects = perform(
+                name,
+                plan=plan,
+                user=request.user,  # type: ignore[arg-type]
+                reason=reason,
+                key=key,
+                revision=int(revision) if revision.isdigit() else None,
+            )
+        except (TransitionNotAllowed, StaleRevision) as error:
             messages.error(request, f"“{label}”: {error}")
         except Subtask.DoesNotExist:
             messages.error(request, f"“{label}”: there is no subtask {key!r}.")

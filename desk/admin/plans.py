@@ -1,4 +1,4 @@
-"""Admin for plans: the list with progress, and a page with subtasks, the DAG picture, history and events."""
+"""Admin for plans: the list with progress, and a page with subtasks, revisions, the DAG picture, history and events."""
 
 import uuid
 from typing import Any
@@ -21,10 +21,11 @@ from desk.access import StaffReadOnly
 from desk.admin.operations import OPERATIONS, PlanActionForm, operations_for, perform_and_report
 from desk.admin.subtasks import SubtaskInline
 from desk.display import badge, history_table, moment, pretty_json, progress_bar
+from desk.revisions import REVISIONS_SHOWN, revisions_history
 from execution.events import counter, progress_of
 from execution.selectors import execution_of
 from execution.states import PLAN_FINISHED
-from plans.models import Plan, SubtaskDependency, SubtaskStatus
+from plans.models import Plan, PlanStatus, SubtaskDependency, SubtaskStatus
 from plans.selectors import plans_visible_to
 
 S = SubtaskStatus
@@ -37,6 +38,37 @@ TRANSITIONS_SHOWN = 500
 def _pending_approvals_count() -> Coalesce:
     pending = Approval.objects.filter(plan=OuterRef("pk"), status=ApprovalStatus.PENDING)
     return Coalesce(Subquery(pending.order_by().values("plan").annotate(n=Count("pk")).values("n")), 0)
+
+
+def plan_picture(plan: Plan, *, changes: dict[str, str] | None = None) -> SafeString:
+    """Return the picture of the plan's DAG (a summary when too large); `changes` outlines keys a revision touched."""
+    total = plan.subtask_count
+    edges = SubtaskDependency.objects.filter(subtask__plan=plan)
+    if total > dag.MAX_NODES or dag.too_large(nodes=total, edges=edges.count()):
+        # Queued subtasks are counted as pending (as in plan_progress).
+        progress = _counts(plan)
+        counts = {name: progress[name] for name in dag.SUBTASK_STATUSES if name != "queued"}
+        last_batch = plan.subtasks.aggregate(last=Max("batch_index"))["last"]
+        svg = dag.summary_svg(counts, batches=(last_batch or 0) + 1)
+    else:
+        changes = changes or {}
+        nodes = [
+            dag.Node(
+                key=key,
+                status=status,
+                column=batch_index,
+                position=position,
+                label=agent,
+                href=reverse("admin:plans_subtask_change", args=[pk]),
+                change=changes.get(key, ""),
+            )
+            for pk, key, status, batch_index, position, agent in plan.subtasks.values_list(
+                "pk", "key", "status", "batch_index", "position", "agent"
+            )
+        ]
+        svg = dag.dag_svg(nodes, edges.values_list("depends_on__key", "subtask__key"))
+    # The renderer escapes every label it draws.
+    return format_html('<div class="plan-dag-frame">{}</div>', SafeString(svg))  # nosec
 
 
 def _counts(plan: Plan) -> dict[str, int]:
@@ -96,12 +128,14 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
                     "approvals_waiting",
                     ("owner", "session_id"),
                     ("failure_policy", "max_parallel", "requires_approval", "auto_execute"),
+                    "revision",
                     ("created_at", "approved_at", "started_at", "completed_at"),
                     "metadata_json",
                     "subtask_list",
                 ]
             },
         ),
+        ("Revisions", {"fields": ["revision_history"]}),
         ("Dependency graph", {"fields": ["dag_picture"]}),
         ("Transition history", {"fields": ["transition_history"]}),
         ("Event log", {"fields": ["event_log"], "classes": ["collapse"]}),
@@ -131,6 +165,15 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
     # (StaffReadOnly); a superuser may delete a finished one.
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_superuser and (obj is None or obj.status in PLAN_FINISHED))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Plan | None = None) -> list:
+        # A draft's revisions are what its reviewer reads; once approved, they are its past.
+        return [
+            (name, {**options, "classes": ["collapse"]})
+            if name == "Revisions" and obj is not None and obj.status != PlanStatus.DRAFT
+            else (name, options)
+            for name, options in super().get_fieldsets(request, obj)
+        ]
 
     def get_inlines(self, request: HttpRequest, obj: Plan | None) -> list[type[admin.options.InlineModelAdmin]]:
         if obj is None or obj.subtask_count > INLINE_SUBTASKS:
@@ -194,31 +237,13 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
 
     @admin.display(description="picture")
     def dag_picture(self, plan: Plan) -> SafeString:
-        total = plan.subtask_count
-        edges = SubtaskDependency.objects.filter(subtask__plan=plan)
-        if total > dag.MAX_NODES or dag.too_large(nodes=total, edges=edges.count()):
-            # Queued subtasks are counted as pending (as in plan_progress).
-            progress = _counts(plan)
-            counts = {name: progress[name] for name in dag.SUBTASK_STATUSES if name != "queued"}
-            last_batch = plan.subtasks.aggregate(last=Max("batch_index"))["last"]
-            svg = dag.summary_svg(counts, batches=(last_batch or 0) + 1)
-        else:
-            nodes = [
-                dag.Node(
-                    key=key,
-                    status=status,
-                    column=batch_index,
-                    position=position,
-                    label=agent,
-                    href=reverse("admin:plans_subtask_change", args=[pk]),
-                )
-                for pk, key, status, batch_index, position, agent in plan.subtasks.values_list(
-                    "pk", "key", "status", "batch_index", "position", "agent"
-                )
-            ]
-            svg = dag.dag_svg(nodes, edges.values_list("depends_on__key", "subtask__key"))
-        # The renderer escapes every label it draws.
-        return format_html('<div class="plan-dag-frame">{}</div>', SafeString(svg))  # nosec
+        return plan_picture(plan)
+
+    @admin.display(description="revisions")
+    def revision_history(self, plan: Plan) -> SafeString:
+        latest = list(plan.revisions.select_related("author").order_by("-revision")[: REVISIONS_SHOWN + 1])
+        # One more than shown: the diff of the oldest shown is from the one before it.
+        return revisions_history(latest[::-1], total=plan.revision, shown=REVISIONS_SHOWN)
 
     @admin.display(description="transitions")
     def transition_history(self, plan: Plan) -> SafeString | str:
@@ -283,7 +308,12 @@ class PlanAdmin(StaffReadOnly, admin.ModelAdmin):
             messages.error(request, f"Unknown action {name!r}.")
         else:
             perform_and_report(
-                request, [plan], name, reason=request.POST.get("reason", ""), key=request.POST.get("key", "")
+                request,
+                [plan],
+                name,
+                reason=request.POST.get("reason", ""),
+                key=request.POST.get("key", ""),
+                revision=request.POST.get("revision", ""),
             )
         return HttpResponseRedirect(reverse("admin:plans_plan_change", args=[plan.pk]))
 

@@ -1,4 +1,4 @@
-"""How a plan moves: approved and started, its batches dispatched and advanced, ended, failed fast, or cancelled.
+"""How a plan moves: approved and started or sent back, its batches dispatched and advanced, ended, or cancelled.
 
 PostgreSQL is the truth and a Celery message only a wake-up. Every function here runs
 under the plan's row lock (the one lock order: the plan's row, then its rows), re-reads
@@ -22,9 +22,10 @@ from execution.events import event_append
 from execution.models import ExecState, ExecutionState
 from execution.selectors import execution_of, plan_progress
 from execution.states import EXECUTION_FINISHED, SUBTASK_IN_FLIGHT, SUBTASK_UNSETTLED
-from execution.transitions import execution_transition, plan_transition, subtasks_transition
+from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
 from plans.models import SubtaskStatus as S
+from plans.services import revision_changes_request
 
 # --- The lock -------------------------------------------------------------------------------
 
@@ -54,6 +55,23 @@ def plan_decision_apply(*, plan: Plan, approved: bool, actor: str, reason: str =
     plan_transition(plan=plan, to=PlanStatus.APPROVED, reason=reason, actor=actor)
     if plan.auto_execute:
         plan_start(plan=plan, actor=actor)
+
+
+def plan_changes_request(*, plan: Plan, actor: str, reason: str, approval_id: UUID) -> None:
+    """Keep a draft whose approval was rejected asking for changes: the reason noted on its revision, and announced.
+
+    The plan stays a draft with no pending approval until its owner revises it (which asks
+    for a new one) or cancels it.
+    """
+    if plan.status != PlanStatus.DRAFT:
+        message = f"Only a draft plan can be sent back for changes; this one is {plan.status}."
+        raise TransitionNotAllowed("plan", plan.status, PlanStatus.DRAFT, message)
+    revision_changes_request(plan=plan, reason=reason, requested_by=actor, approval_id=approval_id)
+    event_append(
+        plan_id=plan.pk,
+        type="plan.changes_requested",
+        payload={"revision": plan.revision, "reason": reason, "requested_by": actor, "approval_id": approval_id},
+    )
 
 
 def plan_start(*, plan: Plan, actor: str) -> None:

@@ -53,6 +53,10 @@ class HttpCaller:
         response = self.session.get(self.base_url + path, params=params, timeout=60)
         return Answer(response.status_code, response.json())
 
+    def patch(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Answer:
+        response = self.session.patch(self.base_url + path, json=body, headers=headers, timeout=60)
+        return Answer(response.status_code, response.json())
+
 
 class LocalCaller:
     """Calls the API through Django's whole request stack in this process, with the user's own token."""
@@ -63,6 +67,10 @@ class LocalCaller:
 
     def post(self, path: str, body: Any = None) -> Answer:
         response = self.client.post(path, body if body is not None else {}, format="json")
+        return Answer(response.status_code, response.json())
+
+    def patch(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Answer:
+        response = self.client.patch(path, body, format="json", headers=headers)
         return Answer(response.status_code, response.json())
 
 

@@ -1,4 +1,4 @@
-"""`manage.py plans`: submit, inspect, approve and watch plans from a terminal."""
+"""`manage.py plans`: submit, inspect, approve, send back, revise and watch plans from a terminal."""
 
 import json
 import sys
@@ -11,13 +11,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.text import Text
 
-from approvals.services import plan_approve
+from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.selectors import can_decide
+from approvals.services import AlreadyDecided, approval_decide, plan_approve
 from cli import console as ui
+from cli.revisions import diff_report
 from common.text import printable
-from execution.services import plan_submit
+from execution.services import plan_revise, plan_submit
 from execution.transitions import TransitionNotAllowed
-from plans.models import Plan, PlanStatus
-from plans.selectors import plans_visible_to
+from plans.models import Plan, PlanRevision, PlanStatus
+from plans.revisions import StaleRevision, content_diff
+from plans.selectors import can_operate, plans_visible_to
 from plans.validation import PlanInvalid
 
 # Exit codes: 0 every plan completed; 1 a plan failed or was cancelled, or an action was refused;
@@ -47,6 +51,34 @@ class Command(BaseCommand):
         approve = commands.add_parser("approve", help="Approve a draft plan.")
         approve.add_argument("plan_id", metavar="ID")
         self._user_option(approve)
+
+        reject = commands.add_parser("reject", help="Reject a draft plan's pending approval (it is then cancelled).")
+        reject.add_argument("plan_id", metavar="ID")
+        reject.add_argument("--reason", required=True, help="Why; with --request-changes, what to change.")
+        reject.add_argument(
+            "--request-changes",
+            dest="request_changes",
+            action="store_true",
+            help="Keep the plan a draft for its owner to revise instead of cancelling it.",
+        )
+        self._user_option(reject)
+
+        revise = commands.add_parser(
+            "revise", help="Revise a draft plan from a JSON file ('-' for standard input), as a submission is written."
+        )
+        revise.add_argument("plan_id", metavar="ID")
+        revise.add_argument("file", metavar="FILE.json")
+        revise.add_argument(
+            "--if-match", dest="if_match", type=int, metavar="REVISION", help="Refuse unless the plan is at REVISION."
+        )
+        self._user_option(revise)
+
+        diff = commands.add_parser(
+            "diff", help="Show what changed between two revisions (default: the current one and the one before)."
+        )
+        diff.add_argument("plan_id", metavar="ID")
+        diff.add_argument("revisions", nargs="*", type=int, metavar="REVISION", help="REV_A [REV_B]")
+        self._user_option(diff)
 
         watch = commands.add_parser("watch", help="Watch plans until they finish, deciding approvals at a prompt.")
         watch.add_argument("plan_ids", nargs="+", metavar="ID")
@@ -87,6 +119,12 @@ class Command(BaseCommand):
         elif command == "watch":
             plans = [self._plan(plan_id, user) for plan_id in options["plan_ids"]]
             self.watch(plans, user, no_input=options["no_input"], timeout=options["timeout"])
+        elif command == "reject":
+            self.reject(self._plan(options["plan_id"], user), user, options["reason"], options["request_changes"])
+        elif command == "revise":
+            self.revise(self._plan(options["plan_id"], user), user, Path(options["file"]), options["if_match"])
+        elif command == "diff":
+            self.diff(self._plan(options["plan_id"], user), options["revisions"])
 
     # --- the actions: each one service call
 
@@ -121,6 +159,71 @@ class Command(BaseCommand):
             return plan_approve(plan_id=plan.pk, user=user)
         except TransitionNotAllowed as error:
             raise CommandError(str(error), returncode=EXIT_FAILED) from None
+
+    def reject(self, plan: Plan, user: User, reason: str, request_changes: bool) -> None:
+        approval = Approval.objects.filter(plan=plan, kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING).first()
+        if approval is None:
+            raise CommandError(f"Plan {plan.pk} has no pending approval (it is {plan.status}).", returncode=EXIT_FAILED)
+        if not can_decide(user, approval):
+            raise CommandError(f"{user.get_username()} may not decide this plan's approval.", returncode=EXIT_FAILED)
+        try:
+            approval_decide(
+                approval_id=approval.pk, decided_by=user, approve=False, reason=reason, request_changes=request_changes
+            )
+        except (AlreadyDecided, TransitionNotAllowed) as error:
+            raise CommandError(f"Not decided: {error}", returncode=EXIT_FAILED) from None
+        plan.refresh_from_db()
+        if request_changes:
+            self._say(f"Sent plan {plan.pk} back for changes to revision {plan.revision}: it stays a {plan.status}.")
+        else:
+            self._say(f"Rejected plan {plan.pk}: it is {plan.status}.")
+
+    def revise(self, plan: Plan, user: User, path: Path, if_match: int | None) -> None:
+        if not can_operate(user, plan):
+            raise CommandError(
+                f"Only the plan's owner may revise it, not {user.get_username()}.", returncode=EXIT_USAGE
+            )
+        data = self._read_json(path)
+        before = plan.revision
+        try:
+            revised = plan_revise(
+                plan_id=plan.pk, author=user, changes=data, expected_revisions=None if if_match is None else [if_match]
+            )
+        except PlanInvalid as error:
+            details = f" Details: {json.dumps(error.details, ensure_ascii=False)}" if error.details else ""
+            raise CommandError(
+                printable(f"Invalid revision ({error.code}): {error.message}{details}"), returncode=EXIT_USAGE
+            ) from None
+        except (StaleRevision, TransitionNotAllowed) as error:
+            raise CommandError(str(error), returncode=EXIT_FAILED) from None
+        if revised.revision == before:
+            self._say(f"Plan {plan.pk} is unchanged: still revision {before}.")
+            return
+        self._say(f"Revised plan {plan.pk}: revision {revised.revision}, waiting for approval again.")
+        self.diff(revised, [])
+
+    def diff(self, plan: Plan, numbers: list[int]) -> None:
+        if len(numbers) > 2:
+            raise CommandError("Give at most two revisions: REV_A [REV_B].", returncode=EXIT_USAGE)
+        newer = numbers[1] if len(numbers) == 2 else plan.revision
+        older = numbers[0] if numbers else newer - 1
+        if older == 0 and not numbers:
+            self._say(f"Plan {plan.pk} is at revision 1, as submitted: it has not been revised.")
+            return
+        found = dict(
+            PlanRevision.objects.filter(plan=plan, revision__in=[older, newer]).values_list("revision", "content")
+        )
+        missing = [str(number) for number in (older, newer) if number not in found]
+        if missing:
+            raise CommandError(
+                f"Plan {plan.pk} has no revision {', '.join(missing)} (it is at {plan.revision}).",
+                returncode=EXIT_USAGE,
+            )
+        diff = content_diff(found[older], found[newer])
+        self.console.print(diff_report(diff, found[older], found[newer], title=f"Revision {older} → {newer}"))
+
+    def _say(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True, markup=False)
 
     def watch(self, plans: list[Plan], user: User, *, no_input: bool, timeout: float | None) -> None:
         watch = ui.Watch(
