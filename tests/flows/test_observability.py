@@ -23,7 +23,7 @@ from tests.support.cluster import FAST, WORKER_ENV
 from tests.support.factories import UserFactory
 from tests.support.flows import finished, pending_approval, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
 WORKER_ARGS = ["worker", "--queues", "subtasks,control", "--hostname", "traced@%h", "--concurrency", "1"]
 WORKER_ARGS += ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
