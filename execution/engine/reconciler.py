@@ -5,7 +5,7 @@ truth, so losing every broker message delays a plan and never loses it:
 - a running subtask whose worker died (its lease lock is free) or hung (past its lease)
   is dispatched again as a new attempt, or failed as poison after too many lost runs;
 - a queued subtask whose message is gone (not started long after it was due, while its
-  queue is empty, or never sent) is sent again;
+  queue is empty and no worker holds it, or never sent) is sent again;
 - a plan with nothing in flight and nothing waiting, and no event for
   EXECUTION_QUEUED_STALL_S (a chord callback or an advance message was lost), is advanced.
 Every repair locks the plan and re-checks, so reconcilers running at once, or a
@@ -35,6 +35,9 @@ from plans.models import SubtaskStatus as S
 logger = logging.getLogger(__name__)
 
 BATCH_LIMIT = 500
+# How long the reconciler waits for workers to say which of its candidates' messages they hold:
+# a worker that does not answer in time (frozen, gone) holds nothing.
+HELD_QUERY_TIMEOUT_S = 0.5
 
 
 def reconcile() -> dict[str, int]:
@@ -65,8 +68,12 @@ def reconcile() -> dict[str, int]:
     )
     if stalled:
         queue_empty = subtask_queue_length() == 0
-        for pk, task_id, queued_at in stalled:
-            if queue_empty or not task_id:
+        candidates = [(pk, task_id, queued_at) for pk, task_id, queued_at in stalled if queue_empty or not task_id]
+        # A worker may have taken the message from the queue a moment ago and not yet started the
+        # run (or hold it for a countdown): the queue is empty, and yet the message is in flight.
+        held = tasks_held_by_workers([task_id for _, task_id, _ in candidates if task_id])
+        for pk, task_id, queued_at in candidates:
+            if task_id not in held:
                 report["resent"] += _resend(pk, queued_at)
 
     in_flight = Subtask.objects.filter(plan=OuterRef("pk"), status__in=SUBTASK_ACTIVE)
@@ -134,6 +141,14 @@ def _resend(subtask_id: UUID, queued_at: Any) -> int:
             subtask.attempts + 1,
         )
         return 1
+
+
+def tasks_held_by_workers(task_ids: list[str]) -> set[str]:
+    """Return which of these task ids a live worker has reserved, is running or holds for later."""
+    if not task_ids:
+        return set()
+    replies = current_app.control.inspect(timeout=HELD_QUERY_TIMEOUT_S).query_task(*task_ids) or {}
+    return {task_id for reply in replies.values() for task_id in reply}
 
 
 def subtask_queue_length() -> int:

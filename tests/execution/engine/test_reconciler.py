@@ -39,6 +39,14 @@ def queue_length(monkeypatch):
     return length
 
 
+@pytest.fixture(autouse=True)
+def held_by_workers(monkeypatch):
+    """The task ids the workers say they hold (reserved, running, or waiting for a countdown)."""
+    held: set[str] = set()
+    monkeypatch.setattr(reconciler, "tasks_held_by_workers", lambda task_ids: held & set(task_ids))
+    return held
+
+
 def test_a_run_whose_worker_is_gone_is_sent_again_as_the_next_attempt_once(worker, outbox, queue_length):
     plan = start(subtask("a"))
     start_and_lose(outbox.only_run())
@@ -101,6 +109,18 @@ def test_a_queued_subtask_is_sent_again_only_while_its_queue_is_empty(worker, ou
     queue_length["now"] = 3  # its message may still wait behind others
     assert reconcile() == NOTHING
     queue_length["now"] = 0
+    assert reconcile()["resent"] == 1
+
+
+def test_a_queued_subtask_whose_message_a_worker_has_taken_is_left_alone(worker, outbox, queue_length, held_by_workers):
+    plan = start(subtask("a"))
+    run = outbox.only_run()
+    plan.subtasks.update(queued_at=LONG_AGO)
+
+    # The queue is empty because a worker took the message and has not started the run yet.
+    held_by_workers.add(run.task_id)
+    assert reconcile() == NOTHING
+    held_by_workers.clear()
     assert reconcile()["resent"] == 1
 
 
