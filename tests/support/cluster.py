@@ -28,9 +28,6 @@ FAST = {
     # Small enough for a test agent to go over it cheaply.
     "EXECUTION_MAX_RESULT_BYTES": "100000",
 }
-# What workers get on top, as in the Procfile. Celery's Django fixup closes a worker's
-# connections before and after every task all the same: each task runs on a fresh one.
-WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
 
 
 class Cluster:
