@@ -16,6 +16,7 @@ from django.core.management import call_command
 from kombu.utils.url import maybe_sanitize_url
 
 from benchmarks import (
+    as_documented,
     canvas_shapes,
     event_stream,
     health,
@@ -49,6 +50,8 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "revise": revise.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,
+    # Both stop the shared stack: stacks of their own (documented workers consume every queue).
+    "as_documented": as_documented.run,
     "result_backend": result_backend.run,
 }
 OUTPUT = ROOT / "benchmarks" / "results" / "latest.json"

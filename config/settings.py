@@ -394,7 +394,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEO
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
-CELERY_TASK_TRACK_STARTED = True
+# A task's start is not written to the result backend (with django-db, a row per task): Flower sees
+# it from the task events, and the engine records each run's start itself.
+CELERY_TASK_TRACK_STARTED = False
 CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_TASK_QUEUES = [Queue("subtasks"), Queue("control"), Queue("webhooks")]
 CELERY_TASK_ROUTES = {

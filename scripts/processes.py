@@ -20,12 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Worker:
-    """A `celery -A config ...` process in its own process group."""
+    """A `celery -A config ...` process (or of another app, from another folder) in its own process group."""
 
     def __init__(
-        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, queues: tuple[str, ...] = ()
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        queues: tuple[str, ...] = (),
+        *,
+        app: str = "config",
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
+        self.app, self.cwd = app, cwd
         self.queues = queues
         self.hostname = f"{name}@{socket.gethostname()}"
         self.log = log_dir / f"{name}.log"
@@ -35,8 +44,8 @@ class Worker:
     def _start(self) -> subprocess.Popen:
         with self.log.open("ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", *self.args],
-                cwd=ROOT,
+                [sys.executable, "-m", "celery", "-A", self.app, *self.args],
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -45,6 +45,7 @@ REQUIRED = {
     "mcp": {"direct_stdio_p50_ms", "direct_http_p50_ms", "worker_stdio_p50_ms", "worker_http_p50_ms", "stdio_ratio"},
     "revise": {"revise_over_create"},
     "result_backend": {"django_db_s", "redis_s", "ratio"},
+    "as_documented": {"engine_s", "raw_s", "ratio", "resume_p50_ms", "raw_dispatch_p50_ms", "resume_ratio"},
 }
 
 
