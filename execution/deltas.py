@@ -67,7 +67,9 @@ class DeltaPublisher:
                     payload = {**self.head, "step": self.step, "delta": text[start : start + PIECE_CHARS]}
                     cursor.execute("SELECT pg_notify(%s, %s)", [DELTA_CHANNEL, json.dumps(payload)])
         except Exception as error:  # live text is a convenience: the run goes on without it
-            logger.warning("Live answer text of subtask %s not sent (%s); sending no more", self.head["subtask_id"], error)
+            logger.warning(
+                "Live answer text of subtask %s not sent (%s); sending no more", self.head["subtask_id"], error
+            )
             self.enabled = False
 
 

@@ -44,6 +44,7 @@ from execution.agents.base import (
 )
 from execution.agents.mcp_servers import McpServer
 from execution.agents.openai_stream import completion_from_stream
+from execution.agents.run_tools import RunTools, argument_problem, mcp_load, parse_arguments, run_tools
 from execution.agents.structured_output import (
     correction_text,
     is_correction,
@@ -52,7 +53,6 @@ from execution.agents.structured_output import (
     schema_of,
     schema_problem,
 )
-from execution.agents.run_tools import RunTools, argument_problem, mcp_load, parse_arguments, run_tools
 from execution.agents.tools import Tool
 from execution.deltas import DeltaPublisher, delta_publisher
 
@@ -173,7 +173,9 @@ class OpenAIAgent(BaseAgent):
                     if problem:
                         # One corrective round: a second answer that does not fit fails the subtask.
                         if is_correction(conversation[-2]):
-                            raise _Refused(f"The model's answer does not match output_schema after a correction: {problem}")
+                            raise _Refused(
+                                f"The model's answer does not match output_schema after a correction: {problem}"
+                            )
                         conversation.append({"role": "user", "content": correction_text(problem)})
                         continue
                     result["output"] = output

@@ -45,7 +45,7 @@ class StreamAssembler:
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # one answer is asked for: choice 0
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta: dict[str, Any] = choice["delta"] if isinstance(choice.get("delta"), dict) else {}
             text = delta.get("content")
             if isinstance(text, str):
                 self.saw_text = True
@@ -66,7 +66,7 @@ class StreamAssembler:
         call = self.calls.setdefault(index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
         if piece.get("id"):
             call["id"] = str(piece["id"])
-        function = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+        function: dict[str, Any] = piece["function"] if isinstance(piece.get("function"), dict) else {}
         name = function.get("name")
         # The name comes whole in one piece; a server that repeats it must not double it.
         if isinstance(name, str) and name and name != call["function"]["name"]:
@@ -101,9 +101,7 @@ class StreamAssembler:
         return completion
 
 
-def completion_from_stream(
-    chunks: Iterable[Any], *, on_text: Callable[[str], None], endpoint: str
-) -> dict[str, Any]:
+def completion_from_stream(chunks: Iterable[Any], *, on_text: Callable[[str], None], endpoint: str) -> dict[str, Any]:
     """Read a stream of chunks (dicts) to its end; return the chat completion it carried.
 
     `on_text` gets each piece of the answer's text as it arrives. Raise AgentError when

@@ -49,12 +49,12 @@ def output_problem(content: str, schema: dict[str, Any]) -> tuple[Any, str]:
     """Return the parsed answer and "" when it is JSON matching `schema`, else None and the problem."""
     try:
         output = json.loads(content)
-    except ValueError as error:
-        return None, f"the answer is not JSON ({error})"
-    error = best_match(validator_for(schema)(schema).iter_errors(output))
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path)
-        return None, f"{error.message[:PROBLEM_CHARS]} (at {where or 'the top level'})"
+    except ValueError as not_json:
+        return None, f"the answer is not JSON ({not_json})"
+    mismatch = best_match(validator_for(schema)(schema).iter_errors(output))
+    if mismatch is not None:
+        where = "/".join(str(part) for part in mismatch.absolute_path)
+        return None, f"{mismatch.message[:PROBLEM_CHARS]} (at {where or 'the top level'})"
     return output, ""
 
 

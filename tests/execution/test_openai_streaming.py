@@ -86,7 +86,9 @@ def test_pieces_of_two_calls_may_interleave_and_a_call_without_an_id_gets_none()
 
     message = assembler.completion()["choices"][0]["message"]
     assert message["content"] is None
-    assert [(call["id"], call["function"]["name"], call["function"]["arguments"]) for call in message["tool_calls"]] == [
+    assert [
+        (call["id"], call["function"]["name"], call["function"]["arguments"]) for call in message["tool_calls"]
+    ] == [
         (None, "a", '{"x": 1}'),
         ("call_b", "b", "{}"),
     ]
@@ -105,7 +107,9 @@ def test_a_stream_that_ends_before_the_answer_finished_is_an_agent_error():
 
 
 def test_a_streamed_run_returns_exactly_what_an_unstreamed_run_returns(fake_openai, live):
-    answer = completion(tool_calls=[tool_call("write_file", LOGIN, id="c1"), tool_call("run_command", {"command": "ls"}, id="c2")])
+    answer = completion(
+        tool_calls=[tool_call("write_file", LOGIN, id="c1"), tool_call("run_command", {"command": "ls"}, id="c2")]
+    )
     streaming = agent_from_definition("coder", fake_openai.agent_definition(tools=TOOLS))
     plain = agent_from_definition("coder", fake_openai.agent_definition(tools=TOOLS, stream=False))
     fake_openai.script(answer, answer)

@@ -311,7 +311,12 @@ def stream_chunks(body: dict[str, Any], options: dict[str, Any], usage: bool) ->
     """Return the chunks that stream a chat completion, as OpenAI sends them."""
     size = max(1, int(options.get("chunk_chars") or 4))
     message = body["choices"][0]["message"]
-    head = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created"), "model": body["model"]}
+    head = {
+        "id": body.get("id"),
+        "object": "chat.completion.chunk",
+        "created": body.get("created"),
+        "model": body["model"],
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
