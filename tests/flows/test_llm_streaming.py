@@ -1,5 +1,6 @@
 """Streamed model answers and structured output through real workers, the live event stream and the fake model."""
 
+import contextlib
 import json
 import queue
 import threading
@@ -39,6 +40,11 @@ class EventReader:
         assert self.opened.get(timeout=10) == 200
 
     def _read(self, client: httpx.Client, path: str) -> None:
+        # The web server stops at the end of the session, cutting the stream: that ends the reading.
+        with contextlib.suppress(httpx.HTTPError):
+            self._read_messages(client, path)
+
+    def _read_messages(self, client: httpx.Client, path: str) -> None:
         with client.stream("GET", path, headers={"Accept": "text/event-stream"}, timeout=None) as response:
             self.opened.put(response.status_code)
             message: dict[str, str] = {}
