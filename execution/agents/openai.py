@@ -300,8 +300,6 @@ class OpenAIAgent(BaseAgent):
             raise _Refused(message) from None
         except OpenAIError as error:
             raise _Refused(self._redact(f"{self.endpoint} could not be used: {error}")) from None
-        except httpx.HTTPError as error:  # a stream that broke while it was read
-            raise AgentError(self._redact(f"{self.endpoint} broke off its stream: {error}")) from None
         return self._unstreamed(raw.text)
 
     def _streamed(self, client: OpenAI, options: dict[str, Any], live: DeltaPublisher, *, step: int) -> dict[str, Any]:
@@ -309,13 +307,17 @@ class OpenAIAgent(BaseAgent):
         stream = client.chat.completions.create(**options, stream=True, stream_options={"include_usage": True})
         live.start(step)
         with stream:
-            if "text/event-stream" not in stream.response.headers.get("content-type", ""):
-                # A server that ignores `stream` answers in one piece: read it as such.
-                completion = self._unstreamed(stream.response.read().decode("utf-8", errors="replace"))
-                live.add(str(completion["choices"][0]["message"].get("content") or ""))
-            else:
-                chunks = (chunk.to_dict() for chunk in stream)
-                completion = completion_from_stream(chunks, on_text=live.add, endpoint=self.endpoint)
+            try:
+                if "text/event-stream" not in stream.response.headers.get("content-type", ""):
+                    # A server that ignores `stream` answers in one piece: read it as such.
+                    completion = self._unstreamed(stream.response.read().decode("utf-8", errors="replace"))
+                    live.add(str(completion["choices"][0]["message"].get("content") or ""))
+                else:
+                    chunks = (chunk.to_dict() for chunk in stream)
+                    completion = completion_from_stream(chunks, on_text=live.add, endpoint=self.endpoint)
+            except (OpenAIError, httpx.HTTPError) as error:
+                # The call was accepted and broke off (a cut connection, an error event mid-stream): retried.
+                raise AgentError(self._redact(f"{self.endpoint} broke off its stream: {error}")) from None
         live.flush()
         if not is_chat_completion(completion):
             raise _Refused(self._redact(f"{self.endpoint} streamed something that is not a chat completion."))

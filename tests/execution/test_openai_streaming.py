@@ -154,6 +154,14 @@ def test_a_stream_cut_mid_answer_is_an_agent_error(fake_openai, live):
         agent.run(context())
 
 
+def test_an_error_event_mid_stream_is_an_agent_error(fake_openai, live):
+    agent = agent_from_definition("ask", fake_openai.agent_definition())
+    fake_openai.script(reply(completion("An answer the server gives up on."), chunk_chars=4, error_after=3))
+
+    with pytest.raises(AgentError, match=r"broke off its stream: .*overloaded"):
+        agent.run(context())
+
+
 def test_a_server_that_ignores_stream_is_read_as_an_unstreamed_answer(fake_openai, live):
     agent = agent_from_definition("ask", fake_openai.agent_definition())
     fake_openai.script(reply(json.dumps(completion("Whole")), headers={"Content-Type": "application/json"}))

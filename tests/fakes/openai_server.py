@@ -12,8 +12,9 @@ A request with `"stream": true` gets a scripted completion in the official wire 
 `data: {chunk}` lines (the text in pieces of `chunk_chars`, each tool call's name then its
 arguments in pieces, `chunk_delay_s` apart), a chunk with the usage when
 `stream_options.include_usage` asks for it, then `data: [DONE]`. `cut_after: N` closes the
-connection after N chunks, mid-answer. The time each chunk was written is recorded with
-the request (`chunks`: `[[text, at], ...]`). Other answers (errors) go out as they are.
+connection after N chunks, mid-answer; `error_after: N` sends an error event there instead.
+The time each chunk was written is recorded with the request (`chunks`: `[[text, at], ...]`).
+Other answers (errors) go out as they are.
 
 Control endpoints: `POST /_script` with `{"match": <marker or null for any request>,
 "answers": [{"status", "headers", "delay_s", "body"}, ...]}` appends answers to that
@@ -96,18 +97,25 @@ def reply(
     chunk_chars: int = 4,
     chunk_delay_s: float = 0,
     cut_after: int | None = None,
+    error_after: int | None = None,
 ) -> dict[str, Any]:
     """Return a scripted answer: any JSON (or text) body, with a status, headers and a delay.
 
     When the request streams, a completion body is sent in chunks of `chunk_chars` characters,
-    `chunk_delay_s` apart, cut off after `cut_after` chunks when given.
+    `chunk_delay_s` apart, cut off after `cut_after` chunks when given, or followed by an
+    error event after `error_after` chunks.
     """
     return {
         "status": status,
         "headers": headers or {},
         "delay_s": delay_s,
         "body": body,
-        "stream": {"chunk_chars": chunk_chars, "chunk_delay_s": chunk_delay_s, "cut_after": cut_after},
+        "stream": {
+            "chunk_chars": chunk_chars,
+            "chunk_delay_s": chunk_delay_s,
+            "cut_after": cut_after,
+            "error_after": error_after,
+        },
     }
 
 
@@ -296,6 +304,9 @@ class _Handler(BaseHTTPRequestHandler):
             for index, chunk in enumerate(chunks):
                 if cut_after is not None and index >= cut_after:
                     return  # closed mid-answer: no finish_reason, no [DONE]
+                if options.get("error_after") is not None and index >= options["error_after"]:
+                    self.wfile.write(b'data: {"error": {"message": "the model is overloaded"}}\n\n')
+                    return
                 if index and options.get("chunk_delay_s"):
                     time.sleep(options["chunk_delay_s"])
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
