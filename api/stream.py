@@ -8,6 +8,12 @@ own only to catch up (after `after` or Last-Event-ID, or when it fell behind wha
 process keeps), so an idle stream holds no connection and a hundred streams of one plan
 cost one read per commit, not a hundred.
 
+A streamed model answer's text arrives on the same connection (NOTIFY plan_deltas, see
+execution/deltas.py) and goes straight to each stream of the plan as `agent.message.delta`
+messages: no `id:` line, nothing read or kept once sent, so never sent again. A stream
+sends the deltas it holds before the stored events it reads next, the order PostgreSQL
+delivered them in. A stream that cannot keep up loses the oldest (DELTAS_KEPT).
+
 Limits: a user has at most EVENT_STREAMS_PER_USER streams open at once (slots in the
 cache: shared between processes with CACHE_URL, each expiring on its own should a process
 die), and a stream ends after EVENT_STREAM_MAX_AGE_S; the client reconnects with
@@ -30,6 +36,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.http import StreamingHttpResponse
 
+from execution.deltas import DELTA_CHANNEL, DELTA_EVENT
 from execution.events import NOTIFY_CHANNEL
 from execution.models import Event
 
@@ -44,6 +51,8 @@ SLOT_SLACK_S = 60
 SLOT_RETRY_AFTER_S = 5
 # Event.seq is a bigint: a longer Last-Event-ID cannot be one of its values.
 MAX_EVENT_ID_DIGITS = 18
+# The live deltas a stream holds while its client reads slowly; older ones are dropped.
+DELTAS_KEPT = 1000
 
 
 @dataclass
@@ -56,6 +65,8 @@ class _Feed:
     floor: int = 0
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=FETCH_LIMIT))
     waiters: set[asyncio.Event] = field(default_factory=set)
+    # Each stream's live deltas not sent yet, as SSE messages.
+    deltas: dict[asyncio.Event, deque[str]] = field(default_factory=dict)
     reading: asyncio.Task[None] | None = None
     # Woken again while reading, or before any stream joined: read (again) when possible.
     stale: bool = False
@@ -70,7 +81,9 @@ class PlanEventHub:
 
     def subscribe(self, plan_id: str) -> asyncio.Event:
         wake = asyncio.Event()
-        self._feeds.setdefault(plan_id, _Feed()).waiters.add(wake)
+        feed = self._feeds.setdefault(plan_id, _Feed())
+        feed.waiters.add(wake)
+        feed.deltas[wake] = deque(maxlen=DELTAS_KEPT)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="plan-events-listener")
         return wake
@@ -79,6 +92,7 @@ class PlanEventHub:
         feed = self._feeds.get(plan_id)
         if feed is not None:
             feed.waiters.discard(wake)
+            feed.deltas.pop(wake, None)
             if not feed.waiters:
                 del self._feeds[plan_id]
                 if feed.reading is not None:
@@ -100,6 +114,28 @@ class PlanEventHub:
         if last < feed.floor:
             return None
         return [event for event in feed.events if event["seq"] > last]
+
+    def deltas(self, plan_id: str, wake: asyncio.Event) -> list[str]:
+        """Return (and forget) the live deltas a stream has not sent yet."""
+        pending = self._feeds[plan_id].deltas.get(wake)
+        if not pending:
+            return []
+        messages = list(pending)
+        pending.clear()
+        return messages
+
+    def _delta(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+            feed = self._feeds.get(str(data["plan_id"]))
+        except (ValueError, TypeError, KeyError):
+            return
+        if feed is None:
+            return
+        message = format_delta(data)
+        for wake, pending in feed.deltas.items():
+            pending.append(message)
+            wake.set()
 
     def _wake(self, plan_ids: list[str]) -> None:
         for plan_id in plan_ids:
@@ -139,11 +175,15 @@ class PlanEventHub:
             try:
                 async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
                     await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await listener.execute(f"LISTEN {DELTA_CHANNEL}")
                     # Anything committed while not listening is read now.
                     self._wake(list(self._feeds))
                     while self._feeds:
                         async for notify in listener.notifies(timeout=KEEPALIVE_S):
-                            self._wake([notify.payload])
+                            if notify.channel == DELTA_CHANNEL:
+                                self._delta(notify.payload)
+                            else:
+                                self._wake([notify.payload])
             except psycopg.Error as error:
                 logger.warning("Event listener lost its connection (%s); reconnecting", error)
                 await asyncio.sleep(RECONNECT_S)
@@ -179,6 +219,12 @@ def format_event(event: dict[str, Any]) -> str:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
 
 
+def format_delta(data: dict[str, Any]) -> str:
+    """Return a live delta as an SSE message: no `id:` line, so a reconnecting client is not sent it again."""
+    fields = ("plan_id", "subtask_id", "subtask_key", "step", "delta")
+    return f"event: {DELTA_EVENT}\ndata: {json.dumps({key: data.get(key) for key in fields})}\n\n"
+
+
 def last_event_id(header: str) -> int | None:
     """Return a Last-Event-ID header's sequence number, or None when it is not one (ignored, never an error)."""
     header = header.strip()
@@ -199,6 +245,8 @@ async def event_stream(plan_id: str, *, after: int, max_age_s: float) -> AsyncGe
         caught_up = False
         while True:
             wake.clear()
+            for message in plans.deltas(plan_id, wake):
+                yield message
             events = plans.after(plan_id, last) if caught_up else None
             if events is None:
                 # Catching up (or fallen behind what the process keeps): this stream's own read.

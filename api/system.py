@@ -54,6 +54,9 @@ class AgentSerializer(serializers.Serializer):
     implementation = serializers.CharField()
     description = serializers.CharField()
     mcp_servers = McpServerSerializer(many=True, help_text="The MCP servers an openai agent takes tools from.")
+    output_schema = serializers.JSONField(
+        allow_null=True, help_text="The JSON Schema an openai agent's final answer must match (null: free text)."
+    )
 
 
 class CheckSerializer(serializers.Serializer):

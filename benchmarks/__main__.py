@@ -23,6 +23,7 @@ from benchmarks import (
     large_plan,
     many_plans,
     mcp,
+    model_stream,
     overhead,
     parked,
     plan_validation,
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "stream": event_stream.run,
     "health": health.run,
     "mcp": mcp.run,
+    "model_stream": model_stream.run,
     "revise": revise.run,
     # The longest (two plans of 10,000 subtasks per repetition), so late: the rest is saved first.
     "large_plan": large_plan.run,

@@ -190,6 +190,9 @@ HEADLINES = [
     ("large_plan", "status latency 10,000 vs 1,000 (ms)", "large_status_ms", "small_status_ms", "", ""),
     ("large_plan", "detail latency 10,000 vs 1,000 (ms)", "large_detail_ms", "small_detail_ms", "", ""),
     ("stream", "event commit -> SSE client, p50 (ms)", "p50_ms", "", "", "< 100"),
+    ("model_stream", "model chunk written -> SSE client, p50 (ms)", "delta_p50_ms", "", "", ""),
+    ("model_stream", "same, p99 (ms)", "delta_p99_ms", "", "", ""),
+    ("model_stream", "50 subtasks streaming vs not streamed (s)", "streamed_s", "plain_s", "overhead", ""),
     ("canvas", "raw only: per-batch chords vs nested chain (s)", "per_batch_s", "nested_s", "ratio", ""),
     ("result_backend", "overhead plan: Redis vs django-db results (s)", "redis_s", "django_db_s", "ratio", ""),
 ]

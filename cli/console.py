@@ -3,7 +3,8 @@
 What clients and models wrote (goals, keys, agents, tools, arguments, errors) is shown as
 plain Text, never parsed as Rich markup, with control and bidirectional characters written
 out (common/text.py): it can neither crash the screen nor restyle or rewrite what an
-operator reads before deciding.
+operator reads before deciding. A model's answer streamed while the plans are watched
+(`agent.message.delta`, execution/deltas.py) is shown as it arrives, escaped the same way.
 """
 
 import json
@@ -30,6 +31,7 @@ from approvals.selectors import approvals_visible_to, can_decide
 from approvals.services import AlreadyDecided, approval_decide
 from common.palette import STATUS_COLOURS, status_colour
 from common.text import printable
+from execution.deltas import DELTA_CHANNEL
 from execution.events import NOTIFY_CHANNEL
 from execution.models import ExecutionState
 from execution.selectors import current_subtask_keys, plan_progress
@@ -40,6 +42,8 @@ from plans.models import Plan
 # Without a notification, the screen is refreshed this often anyway (a missed NOTIFY costs at most this).
 REFRESH_S = 2.0
 SUBTASK_ROWS = 200
+# How much of each answer being written the live screen shows (its end).
+ANSWER_TAIL = 300
 
 
 def styled(status: str) -> Text:
@@ -148,10 +152,13 @@ def approvals_table(approvals: Sequence[Approval]) -> Table:
     return table
 
 
-def screen(state: Snapshot) -> RenderableType:
+def screen(state: Snapshot, answers: dict[str, str] | None = None) -> RenderableType:
     parts: list[RenderableType] = [plans_table(state.views)]
     if state.approvals:
         parts.append(approvals_table(state.approvals))
+    for key, text in (answers or {}).items():
+        tail = text[-ANSWER_TAIL:]
+        parts.append(Text.assemble((printable(key, multiline=False), "bold"), " writes: ", printable(tail)))
     return Group(*parts)
 
 
@@ -207,11 +214,14 @@ class PlanEvents:
     def __init__(self, plan_ids: Iterable[UUID]) -> None:
         self.ids = {str(plan_id) for plan_id in plan_ids}
         self.conn: psycopg.Connection | None = None
+        # Answer text that arrived while waiting: {subtask_key, step, delta, ...}, oldest first.
+        self.deltas: list[dict[str, Any]] = []
 
     def __enter__(self) -> "PlanEvents":
         try:
             self.conn = psycopg.connect(**connection.get_connection_params(), autocommit=True)
             self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.conn.execute(f"LISTEN {DELTA_CHANNEL}")
         except psycopg.Error:
             self.conn = None
         return self
@@ -229,12 +239,30 @@ class PlanEvents:
                 return False
             try:
                 for notify in self.conn.notifies(timeout=left, stop_after=1):
-                    if notify.payload.partition(":")[0] in self.ids:
+                    if notify.channel == DELTA_CHANNEL:
+                        if self._delta(notify.payload):
+                            return True
+                    elif notify.payload.partition(":")[0] in self.ids:
                         return True
             except psycopg.Error:
                 # The listening connection broke (e.g. a database restart): fall back to refreshing.
                 self.conn = None
         return False
+
+    def _delta(self, payload: str) -> bool:
+        try:
+            delta = json.loads(payload)
+        except ValueError:
+            return False
+        if not isinstance(delta, dict) or delta.get("plan_id") not in self.ids:
+            return False
+        self.deltas.append(delta)
+        return True
+
+    def take_deltas(self) -> list[dict[str, Any]]:
+        """Return (and forget) the answer text that arrived since the last call."""
+        deltas, self.deltas = self.deltas, []
+        return deltas
 
 
 # --- Watching -------------------------------------------------------------------------------------
@@ -255,6 +283,9 @@ class Watch:
     stdin: TextIO | None = None
     timeout: float | None = None
     asked: set[UUID] = field(default_factory=set)
+    # The text of each subtask's answer being written (by subtask key), for the live screen.
+    answers: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
 
     def run(self) -> Snapshot:
         """Watch until every plan has finished; return the last snapshot. Raise WatchTimedOut on timeout."""
@@ -267,8 +298,9 @@ class Watch:
             try:
                 while True:
                     state = snapshot(plan_ids=self.plan_ids, user=self.user)
+                    self._show_deltas(events.take_deltas(), state, live)
                     if live is not None:
-                        live.update(screen(state), refresh=True)
+                        live.update(screen(state, self.answers), refresh=True)
                     elif (line := status_line(state)) != printed:
                         self.console.print(
                             Text(f"{timezone.localtime():%H:%M:%S} {printable(line)}"), highlight=False, soft_wrap=True
@@ -286,6 +318,24 @@ class Watch:
             finally:
                 if live is not None:
                     live.stop()
+
+    def _show_deltas(self, deltas: list[dict[str, Any]], state: Snapshot, live: Live | None) -> None:
+        """Show answer text as it arrives: on the live screen, or as lines of its own when not a terminal."""
+        running = {key for view in state.views for key in view.current}
+        for delta in deltas:
+            key, text = str(delta.get("subtask_key", "")), str(delta.get("delta", ""))
+            if live is None:
+                line = f"{printable(key, multiline=False)} > {printable(text, multiline=False)}"
+                self.console.print(Text(line), highlight=False, soft_wrap=True)
+            else:
+                if self.steps.get(key) != delta.get("step"):
+                    self.steps[key] = delta.get("step")
+                    self.answers[key] = ""
+                self.answers[key] = self.answers.get(key, "") + text
+        # An answer is shown while its subtask runs.
+        for key in [key for key in self.answers if key not in running]:
+            del self.answers[key]
+            self.steps.pop(key, None)
 
     def _ask(self, state: Snapshot, live: Live | None) -> bool:
         """Ask about the first approval not asked about yet; return whether a decision was sent."""

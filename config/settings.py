@@ -364,6 +364,9 @@ EXECUTION_AGENTS = {
 EXECUTION_AGENTS_FILE = env.str("EXECUTION_AGENTS_FILE", default="")
 # The directory the worker tools (read_file, list_files) are confined to; unset, they refuse.
 EXECUTION_WORKSPACE_DIR = env.str("EXECUTION_WORKSPACE_DIR", default="")
+# A streamed answer's text goes to the live event stream at most once per this many
+# seconds per subtask (the pieces in between are joined).
+EXECUTION_STREAM_DELTA_INTERVAL_S = env.float("EXECUTION_STREAM_DELTA_INTERVAL_S", default=0.1)
 
 # --- Approvals -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ subtask later.
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -21,6 +21,7 @@ from execution.agents.fields import (
     ENV_NAME,
     TOOL_NAME,
     DefinitionError,
+    check_bool,
     check_number,
     check_only,
     check_positive,
@@ -28,6 +29,7 @@ from execution.agents.fields import (
     check_url,
 )
 from execution.agents.mcp_servers import mcp_servers_from_definitions
+from execution.agents.structured_output import schema_problem
 from execution.agents.tools import WORKER_TOOLS, Tool
 
 KINDS = {
@@ -48,6 +50,8 @@ OPENAI_OPTIONS = {
     "timeout_s",
     "tools",
     "mcp_servers",
+    "stream",
+    "output_schema",
 }
 TOOL_FIELDS = {"name", "description", "parameters", "requires_approval", "runs"}
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -149,7 +153,19 @@ def _openai(options: dict[str, Any]) -> dict[str, Any]:
         "mcp_servers": mcp_servers_from_definitions(
             options.get("mcp_servers", []), tools=[tool.name for tool in tools]
         ),
+        "stream": check_bool(options, "stream"),
+        "output_schema": _output_schema(options),
     }
+
+
+def _output_schema(options: dict[str, Any]) -> dict[str, Any] | None:
+    schema = options.get("output_schema")
+    if schema is None:
+        return None
+    problem = schema_problem(schema)
+    if problem:
+        raise DefinitionError("output_schema", problem)
+    return cast(dict[str, Any], schema)
 
 
 OPTION_CHECKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

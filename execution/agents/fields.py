@@ -35,6 +35,13 @@ def check_string(options: dict[str, Any], key: str, *, required: bool = False, e
     return value
 
 
+def check_bool(options: dict[str, Any], key: str) -> bool | None:
+    value = options.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise DefinitionError(key, "must be true or false")
+    return value
+
+
 def check_url(options: dict[str, Any], key: str, *, required: bool = False) -> str | None:
     value = check_string(options, key, required=required)
     if value is not None:

@@ -1,8 +1,12 @@
 """The openai agent: a language model behind any OpenAI-compatible Chat Completions endpoint.
 
-One run calls the model (`POST {base_url}/chat/completions`, not streamed, tools as
-functions) until it answers without tool calls (Finish), asks for tool calls that need a
-person's decision (ToolCalls), or something fails. The whole conversation travels with
+One run calls the model (`POST {base_url}/chat/completions`, tools as functions) until
+it answers without tool calls (Finish), asks for tool calls that need a person's decision
+(ToolCalls), or something fails. Calls are streamed unless the option `stream` is false:
+the answer's text goes out live as it arrives (execution/deltas.py) and the stream is read
+back into the completion an unstreamed call answers (openai_stream.py). With an
+`output_schema` (or the subtask's `input.output_schema`) the final answer must be JSON
+matching it (structured_output.py). The whole conversation travels with
 every step, and the next run rebuilds it from the context: the tool calls of the last
 answer are then answered from their decisions (matched by tool_call_id) before the model
 is called again, so a resume can run on any worker after any restart.
@@ -23,6 +27,7 @@ import os
 from collections.abc import Iterable
 from typing import Any, cast
 
+import httpx
 from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI, OpenAIError
 
 from common.redaction import url_without_credentials
@@ -38,8 +43,18 @@ from execution.agents.base import (
     retry_after_seconds,
 )
 from execution.agents.mcp_servers import McpServer
+from execution.agents.openai_stream import completion_from_stream
 from execution.agents.run_tools import RunTools, argument_problem, mcp_load, parse_arguments, run_tools
+from execution.agents.structured_output import (
+    correction_text,
+    is_correction,
+    output_problem,
+    response_format,
+    schema_of,
+    schema_problem,
+)
 from execution.agents.tools import Tool
+from execution.deltas import DeltaPublisher, delta_publisher
 
 DEFAULT_MAX_STEPS = 20
 DEFAULT_TIMEOUT_S = 120.0
@@ -69,6 +84,8 @@ class OpenAIAgent(BaseAgent):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         tools: Iterable[Tool] = (),
         mcp_servers: Iterable[McpServer] = (),
+        stream: bool = True,
+        output_schema: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
         self.base_url = base_url.rstrip("/")
@@ -80,6 +97,8 @@ class OpenAIAgent(BaseAgent):
         self.timeout_s = timeout_s
         self.tools = {tool.name: tool for tool in tools}
         self.mcp_servers = list(mcp_servers)
+        self.stream = stream
+        self.output_schema = output_schema
         if self.mcp_servers:
             mcp_load()
         self.endpoint = f"POST {url_without_credentials(self.base_url)}/chat/completions"
@@ -92,10 +111,18 @@ class OpenAIAgent(BaseAgent):
             f"{f'; MCP servers: {servers}' if servers else ''}."
         )
 
+    def validate_input(self, task_input: dict[str, Any]) -> list[str]:
+        if "output_schema" not in task_input:
+            return []
+        problem = schema_problem(task_input["output_schema"])
+        return [f"input.output_schema {problem}."] if problem else []
+
     def run(self, context: Context) -> Step:
         conversation: list[dict[str, Any]] = copy.deepcopy(list(context.get("conversation") or []))
         usage = _usage(context.get("usage"))
         state = context.get("agent_state") or {}
+        schema = schema_of(context.get("input"), self.output_schema)
+        live = delta_publisher(context)
         try:
             # The MCP servers are listed at the subtask's first model call, and its HTTP
             # sessions last as long as this run.
@@ -108,7 +135,7 @@ class OpenAIAgent(BaseAgent):
                     conversation = self._opening(context)
                 client = OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0)
                 with client:
-                    return self._converse(client, conversation, usage, tools)
+                    return self._converse(client, conversation, usage, tools, _Answer(schema=schema, live=live))
         except _Refused as error:
             return Fail(self._redact(str(error)), conversation=conversation, usage=usage)
 
@@ -119,22 +146,39 @@ class OpenAIAgent(BaseAgent):
         return [*messages, {"role": "user", "content": opening_text(context)}]
 
     def _converse(
-        self, client: OpenAI, conversation: list[dict[str, Any]], usage: dict[str, Any], tools: RunTools
+        self,
+        client: OpenAI,
+        conversation: list[dict[str, Any]],
+        usage: dict[str, Any],
+        tools: RunTools,
+        answer: "_Answer",
     ) -> Step:
         while True:
             if len(usage["steps"]) >= self.max_steps:
                 raise _Refused(self._too_many_steps())
-            completion = self._complete(client, conversation, tools)
+            completion = self._complete(client, conversation, tools, answer, step=len(usage["steps"]))
             message = assistant_message(completion["choices"][0]["message"], step=len(usage["steps"]))
             _add_step(usage, completion, self.model)
             conversation.append(message)
             if not message.get("tool_calls"):
-                result = {
-                    "content": message.get("content") or "",
+                content = message.get("content") or ""
+                result: dict[str, Any] = {
+                    "content": content,
                     "model": completion.get("model") or self.model,
                     "steps": len(usage["steps"]),
                     "usage": {key: usage[key] for key in ("prompt_tokens", "completion_tokens")},
                 }
+                if answer.schema is not None:
+                    output, problem = output_problem(content, answer.schema)
+                    if problem:
+                        # One corrective round: a second answer that does not fit fails the subtask.
+                        if is_correction(conversation[-2]):
+                            raise _Refused(
+                                f"The model's answer does not match output_schema after a correction: {problem}"
+                            )
+                        conversation.append({"role": "user", "content": correction_text(problem)})
+                        continue
+                    result["output"] = output
                 return Finish(result, conversation=conversation, usage=usage, state=tools.state())
             if len(usage["steps"]) >= self.max_steps:
                 # The model could not be told the calls' outcome: fail now rather than ask a person.
@@ -224,7 +268,9 @@ class OpenAIAgent(BaseAgent):
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         return text.replace(key, "[redacted]") if key else text
 
-    def _complete(self, client: OpenAI, conversation: list[dict[str, Any]], tools: RunTools) -> dict[str, Any]:
+    def _complete(
+        self, client: OpenAI, conversation: list[dict[str, Any]], tools: RunTools, answer: "_Answer", *, step: int
+    ) -> dict[str, Any]:
         """Return the model's chat completion (a dict) for the conversation so far."""
         options: dict[str, Any] = {"model": self.model, "messages": cast(Any, conversation)}
         functions = tools.functions()
@@ -232,7 +278,11 @@ class OpenAIAgent(BaseAgent):
             options["tools"] = functions
         if self.temperature is not None:
             options["temperature"] = self.temperature
+        if answer.schema is not None:
+            options["response_format"] = response_format(answer.schema)
         try:
+            if self.stream:
+                return self._streamed(client, options, answer.live, step=step)
             raw = client.chat.completions.with_raw_response.create(**options)
         except APITimeoutError:
             # `from None` everywhere: the client's exceptions carry the response, kept out of logs.
@@ -250,7 +300,31 @@ class OpenAIAgent(BaseAgent):
             raise _Refused(message) from None
         except OpenAIError as error:
             raise _Refused(self._redact(f"{self.endpoint} could not be used: {error}")) from None
-        text = raw.text
+        return self._unstreamed(raw.text)
+
+    def _streamed(self, client: OpenAI, options: dict[str, Any], live: DeltaPublisher, *, step: int) -> dict[str, Any]:
+        """Return the completion of a streamed call, its text sent live as it arrives (the errors are _complete's)."""
+        stream = client.chat.completions.create(**options, stream=True, stream_options={"include_usage": True})
+        live.start(step)
+        with stream:
+            try:
+                if "text/event-stream" not in stream.response.headers.get("content-type", ""):
+                    # A server that ignores `stream` answers in one piece: read it as such.
+                    completion = self._unstreamed(stream.response.read().decode("utf-8", errors="replace"))
+                    live.add(str(completion["choices"][0]["message"].get("content") or ""))
+                else:
+                    chunks = (chunk.to_dict() for chunk in stream)
+                    completion = completion_from_stream(chunks, on_text=live.add, endpoint=self.endpoint)
+            except (OpenAIError, httpx.HTTPError) as error:
+                # The call was accepted and broke off (a cut connection, an error event mid-stream): retried.
+                raise AgentError(self._redact(f"{self.endpoint} broke off its stream: {error}")) from None
+        live.flush()
+        if not is_chat_completion(completion):
+            raise _Refused(self._redact(f"{self.endpoint} streamed something that is not a chat completion."))
+        return completion
+
+    def _unstreamed(self, text: str) -> dict[str, Any]:
+        """Return a chat completion answered in one piece; refuse anything else."""
         try:
             data = json.loads(text)
         except ValueError:
@@ -260,6 +334,14 @@ class OpenAIAgent(BaseAgent):
                 self._redact(f"{self.endpoint} answered something that is not a chat completion: {text[:BODY_EXCERPT]}")
             )
         return cast(dict[str, Any], data)
+
+
+class _Answer:
+    """What shapes each model call of one run: the output schema, and where the live text goes."""
+
+    def __init__(self, *, schema: dict[str, Any] | None, live: DeltaPublisher) -> None:
+        self.schema = schema
+        self.live = live
 
 
 # --- messages --------------------------------------------------------------------------

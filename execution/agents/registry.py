@@ -55,13 +55,14 @@ def agent_names() -> list[str]:
 
 
 def agents_describe() -> list[dict[str, Any]]:
-    """Return each registered agent's name, implementation, description and MCP servers (as defined)."""
+    """Return each registered agent's name, implementation, description, MCP servers (as defined) and output schema."""
     return [
         {
             "name": name,
             "implementation": f"{type(agent).__module__}.{type(agent).__qualname__}",
             "description": getattr(agent, "description", ""),
             "mcp_servers": [server.describe() for server in agent_mcp_servers(agent)],
+            "output_schema": getattr(agent, "output_schema", None),
         }
         for name, agent in sorted(_agents().items())
     ]

@@ -62,7 +62,7 @@ def test_agents_are_listed():
     agents = client_for(UserFactory()).get("/api/v1/agents/").json()
     names = [agent["name"] for agent in agents]
     assert {"script", "http", "python", "coder", "debug", "ask"} <= set(names)
-    assert set(agents[0]) == {"name", "implementation", "description", "mcp_servers"}
+    assert set(agents[0]) == {"name", "implementation", "description", "mcp_servers", "output_schema"}
 
 
 def test_the_schema_validates_and_documents_errors(tmp_path):

@@ -43,6 +43,7 @@ REQUIRED = {
     "stream": {"p50_ms", "p95_ms"},
     "health": {"ready_p50_ms", "approve_p50_ms", "approve_with_health_burst_p50_ms", "burst_over_alone"},
     "mcp": {"direct_stdio_p50_ms", "direct_http_p50_ms", "worker_stdio_p50_ms", "worker_http_p50_ms", "stdio_ratio"},
+    "model_stream": {"delta_p50_ms", "delta_p99_ms", "streamed_s", "plain_s", "overhead"},
     "revise": {"revise_over_create"},
     "result_backend": {"django_db_s", "redis_s", "ratio"},
     "as_documented": {"engine_s", "raw_s", "ratio", "resume_p50_ms", "raw_dispatch_p50_ms", "resume_ratio"},

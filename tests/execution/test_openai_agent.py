@@ -49,7 +49,7 @@ def test_the_first_user_message_holds_the_goal_the_task_its_input_and_the_depend
     [request] = fake_openai.requests()
     body = request["body"]
     assert body["model"] == "fake-model"
-    assert not body.get("stream")
+    assert (body["stream"], body["stream_options"]) == (True, {"include_usage": True})
     [message] = body["messages"]
     assert message["role"] == "user"
     for text in ("Build a to-do app", "Write the login screen", '"framework": "flutter"', "init", "todo_app created"):

@@ -1,12 +1,20 @@
 """A fake OpenAI-compatible Chat Completions server for tests, run as a process of its own.
 
 It replays scripted answers to `POST /v1/chat/completions` (any status, headers, body and
-delay; streaming is refused) and records every request, so tests assert on what the model
+delay) and records every request, so tests assert on what the model
 was sent. A script is chosen per request by a marker the test controls: a substring of the
 request's first user message (for example the subtask's description) or its model name,
 so parallel subtasks of one plan each get their own answers.
 
     python -m tests.fakes.openai_server --port 0     # prints "listening on http://127.0.0.1:<port>"
+
+A request with `"stream": true` gets a scripted completion in the official wire format:
+`data: {chunk}` lines (the text in pieces of `chunk_chars`, each tool call's name then its
+arguments in pieces, `chunk_delay_s` apart), a chunk with the usage when
+`stream_options.include_usage` asks for it, then `data: [DONE]`. `cut_after: N` closes the
+connection after N chunks, mid-answer; `error_after: N` sends an error event there instead.
+The time each chunk was written is recorded with the request (`chunks`: `[[text, at], ...]`).
+Other answers (errors) go out as they are.
 
 Control endpoints: `POST /_script` with `{"match": <marker or null for any request>,
 "answers": [{"status", "headers", "delay_s", "body"}, ...]}` appends answers to that
@@ -81,10 +89,34 @@ def completion(
 
 
 def reply(
-    body: Any = None, *, status: int = 200, headers: dict[str, str] | None = None, delay_s: float = 0
+    body: Any = None,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    delay_s: float = 0,
+    chunk_chars: int = 4,
+    chunk_delay_s: float = 0,
+    cut_after: int | None = None,
+    error_after: int | None = None,
 ) -> dict[str, Any]:
-    """Return a scripted answer: any JSON (or text) body, with a status, headers and a delay."""
-    return {"status": status, "headers": headers or {}, "delay_s": delay_s, "body": body}
+    """Return a scripted answer: any JSON (or text) body, with a status, headers and a delay.
+
+    When the request streams, a completion body is sent in chunks of `chunk_chars` characters,
+    `chunk_delay_s` apart, cut off after `cut_after` chunks when given, or followed by an
+    error event after `error_after` chunks.
+    """
+    return {
+        "status": status,
+        "headers": headers or {},
+        "delay_s": delay_s,
+        "body": body,
+        "stream": {
+            "chunk_chars": chunk_chars,
+            "chunk_delay_s": chunk_delay_s,
+            "cut_after": cut_after,
+            "error_after": error_after,
+        },
+    }
 
 
 class FakeOpenAI:
@@ -243,18 +275,79 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, body: Any) -> None:
         match, answer = self.state.next_answer(body)
+        record = {"path": self.path, "headers": {}, "body": body, "match": match, "at": time.time(), "chunks": []}
         with self.state.lock:
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            self.state.requests.append(
-                {"path": self.path, "headers": headers, "body": body, "match": match, "at": time.time()}
-            )
-        if isinstance(body, dict) and body.get("stream"):
-            self._send(400, {"error": {"message": "the fake server does not stream"}})
-        elif answer is None:
+            record["headers"] = {name.lower(): value for name, value in self.headers.items()}
+            self.state.requests.append(record)
+        if answer is None:
             self._send(500, {"error": {"message": "the fake server has no scripted answer for this request"}})
+            return
+        time.sleep(answer.get("delay_s") or 0)
+        streamed = isinstance(body, dict) and body.get("stream")
+        content = answer.get("body")
+        if streamed and answer.get("status", 200) == 200 and isinstance(content, dict) and content.get("choices"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(stream_chunks(content, answer.get("stream") or {}, usage), answer, record)
         else:
-            time.sleep(answer.get("delay_s") or 0)
-            self._send(answer.get("status", 200), answer.get("body"), answer.get("headers"))
+            self._send(answer.get("status", 200), content, answer.get("headers"))
+
+    def _stream(self, chunks: list[dict[str, Any]], answer: dict[str, Any], record: dict[str, Any]) -> None:
+        options = answer.get("stream") or {}
+        cut_after = options.get("cut_after")
+        self.send_response(200)
+        for name, value in {"Content-Type": "text/event-stream", **(answer.get("headers") or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for index, chunk in enumerate(chunks):
+                if cut_after is not None and index >= cut_after:
+                    return  # closed mid-answer: no finish_reason, no [DONE]
+                if options.get("error_after") is not None and index >= options["error_after"]:
+                    self.wfile.write(b'data: {"error": {"message": "the model is overloaded"}}\n\n')
+                    return
+                if index and options.get("chunk_delay_s"):
+                    time.sleep(options["chunk_delay_s"])
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                text = "".join(choice["delta"].get("content") or "" for choice in chunk["choices"])
+                with self.state.lock:
+                    record["chunks"].append([text, time.time()])
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+
+
+def stream_chunks(body: dict[str, Any], options: dict[str, Any], usage: bool) -> list[dict[str, Any]]:
+    """Return the chunks that stream a chat completion, as OpenAI sends them."""
+    size = max(1, int(options.get("chunk_chars") or 4))
+    message = body["choices"][0]["message"]
+    head = {
+        "id": body.get("id"),
+        "object": "chat.completion.chunk",
+        "created": body.get("created"),
+        "model": body["model"],
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    content = message.get("content")
+    chunks = [chunk({"role": "assistant", "content": "" if content is not None else None})]
+    text = content or ""
+    chunks += [chunk({"content": text[start : start + size]}) for start in range(0, len(text), size)]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call["function"]
+        opening = {"index": index, "id": call["id"], "type": "function"}
+        chunks.append(chunk({"tool_calls": [{**opening, "function": {"name": function["name"], "arguments": ""}}]}))
+        arguments = function["arguments"]
+        for start in range(0, len(arguments), size):
+            piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+            chunks.append(chunk({"tool_calls": [piece]}))
+    chunks.append(chunk({}, body["choices"][0].get("finish_reason") or "stop"))
+    if usage:
+        chunks.append({**head, "choices": [], "usage": body.get("usage")})
+    return chunks
 
 
 def main() -> None:

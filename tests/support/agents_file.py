@@ -13,6 +13,14 @@ from tests.fakes.openai_server import FakeOpenAI, write_agents_file
 from tests.mcp.servers import TOKEN, TOKEN_VARIABLE, McpSetup, agent_definitions, mcp_setup
 from tests.support.agent_contexts import READ_FILE, WRITE_FILE
 
+# What `llm_structured` must answer.
+VERDICT = {
+    "type": "object",
+    "properties": {"verdict": {"enum": ["ok", "fix"]}},
+    "required": ["verdict"],
+    "additionalProperties": False,
+}
+
 
 @dataclass(frozen=True)
 class TestAgents:
@@ -28,13 +36,16 @@ class TestAgents:
 
 
 def definitions(server: FakeOpenAI, http_agent_url: str, mcp: McpSetup) -> dict:
-    """Return the test agents: `llm` (write_file needs approval, read_file does not), `llm_short`, `helper`,
-    and the MCP agents of tests/mcp/servers.py."""
+    """Return the test agents: `llm` (write_file needs approval, read_file does not), `llm_plain` (the same,
+    not streamed), `llm_short`, `llm_structured` (answers a VERDICT), `helper`, and the MCP agents of
+    tests/mcp/servers.py."""
     return {
         "llm": server.agent_definition(
             system_prompt="You write code.", max_steps=5, timeout_s=2, tools=[WRITE_FILE, READ_FILE]
         ),
         "llm_short": server.agent_definition(max_steps=2, tools=[READ_FILE]),
+        "llm_plain": server.agent_definition(stream=False, max_steps=5, timeout_s=2, tools=[WRITE_FILE, READ_FILE]),
+        "llm_structured": server.agent_definition(output_schema=VERDICT),
         "helper": {"kind": "http", "url": http_agent_url, "timeout_s": 5},
         **agent_definitions(mcp, server.agent_definition()),
     }
