@@ -314,6 +314,10 @@ METRICS_CACHE_S = env.float("METRICS_CACHE_S", default=10.0)
 PLANS_MAX_SUBTASKS = env.int("PLANS_MAX_SUBTASKS", default=10_000)
 PLANS_MAX_GOAL_LENGTH = env.int("PLANS_MAX_GOAL_LENGTH", default=10_000)
 PLANS_MAX_DESCRIPTION_LENGTH = env.int("PLANS_MAX_DESCRIPTION_LENGTH", default=10_000)
+# The most keys one subtask's depends_on may list.
+PLANS_MAX_DEPENDENCIES = env.int("PLANS_MAX_DEPENDENCIES", default=100)
+# The most plans one user may have that are not finished (draft, approved, in progress); 0: no limit.
+PLANS_MAX_ACTIVE_PER_USER = env.int("PLANS_MAX_ACTIVE_PER_USER", default=100)
 
 # --- Execution -------------------------------------------------------------------------
 

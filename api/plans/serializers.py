@@ -38,7 +38,7 @@ def _serializer_field(field: Field, subtasks: type[serializers.Serializer] | Non
     if field.kind == "url":
         return serializers.URLField(max_length=field.max_length, allow_blank=True, **options)
     if field.kind == "keys":
-        return serializers.ListField(child=serializers.CharField(), **options)
+        return serializers.ListField(child=serializers.CharField(), max_length=field.max_items, **options)
     kinds: dict[str, Any] = {
         "boolean": serializers.BooleanField,
         "object": serializers.DictField,

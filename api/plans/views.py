@@ -127,7 +127,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a plan",
         request=PlanSubmitSerializer,
-        responses={201: PlanDetailSerializer, **errors(400, 401, 413, 415)},
+        responses={201: PlanDetailSerializer, **errors(400, 401, 409, 413, 415)},
         description=(
             "400 codes: validation_error, duplicate_key, unknown_dependency, unknown_agent, "
             "cyclic_dependencies (details.cycle), too_many_subtasks."

@@ -1,0 +1,84 @@
+"""Limits on what one client can make the service do: dependencies, active plans, context, conversations, pages."""
+
+import pytest
+
+# The submission schema is built from the settings when its module is first imported: import it
+# before these tests lower the limits, so the schema keeps the configured ones.
+import api.plans.serializers  # noqa: F401
+from tests.api.conftest import client_for
+from tests.support.clients import LocalCaller, at_once
+from tests.support.factories import UserFactory, plan_data, subtask
+
+PLANS = "/api/v1/plans/"
+
+
+def error_of(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    return response.json()["error"]
+
+
+# --- PLANS_MAX_DEPENDENCIES -------------------------------------------------------------------------
+
+
+def wide_plan(dependencies: int) -> dict:
+    """Return a plan whose last subtask depends on `dependencies` others."""
+    roots = [subtask(f"r{i}") for i in range(dependencies)]
+    return plan_data(*roots, subtask("fan-in", *(each["key"] for each in roots)))
+
+
+@pytest.mark.django_db
+def test_a_subtask_depending_on_more_subtasks_than_allowed_is_refused(settings):
+    settings.PLANS_MAX_DEPENDENCIES = 5
+    api = client_for(UserFactory())
+    error = error_of(api.post(PLANS, wide_plan(6), format="json"), 400)
+    assert error["code"] == "validation_error"
+    assert "subtasks[6].depends_on" in error["details"]
+    assert "At most 5" in error["details"]["subtasks[6].depends_on"][0]
+    assert api.post(PLANS, wide_plan(5), format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_a_draft_revised_to_depend_on_more_subtasks_than_allowed_is_refused(settings):
+    settings.PLANS_MAX_DEPENDENCIES = 5
+    api = client_for(UserFactory())
+    plan = api.post(PLANS, wide_plan(5), format="json").json()
+    error = error_of(api.patch(f"{PLANS}{plan['id']}/", {"subtasks": wide_plan(6)["subtasks"]}, format="json"), 400)
+    assert error["code"] == "validation_error"
+    assert "subtasks[6].depends_on" in error["details"]
+    assert api.get(f"{PLANS}{plan['id']}/").json()["revision"] == 1
+
+
+# --- PLANS_MAX_ACTIVE_PER_USER ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_user_cannot_hold_more_active_plans_than_the_quota(settings):
+    settings.PLANS_MAX_ACTIVE_PER_USER = 2
+    api = client_for(UserFactory())
+    first, second = (api.post(PLANS, plan_data(subtask("a")), format="json").json() for _ in range(2))
+    error = error_of(api.post(PLANS, plan_data(subtask("a")), format="json"), 409)
+    assert error["code"] == "too_many_active_plans"
+    assert error["details"] == {"limit": 2, "active": 2}
+    # Another user has a quota of their own.
+    assert client_for(UserFactory()).post(PLANS, plan_data(subtask("a")), format="json").status_code == 201
+    # A finished plan no longer counts.
+    assert api.post(f"{PLANS}{first['id']}/cancel/", {}, format="json").status_code == 200
+    assert api.post(PLANS, plan_data(subtask("a")), format="json").status_code == 201
+    assert second["status"] == "draft"
+
+
+@pytest.mark.django_db
+def test_no_quota_of_active_plans_when_it_is_zero(settings):
+    settings.PLANS_MAX_ACTIVE_PER_USER = 0
+    api = client_for(UserFactory())
+    assert all(api.post(PLANS, plan_data(subtask("a")), format="json").status_code == 201 for _ in range(3))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_submissions_cannot_both_take_the_last_place_in_the_quota(settings):
+    settings.PLANS_MAX_ACTIVE_PER_USER = 1
+    user = UserFactory()
+    callers = [LocalCaller(user) for _ in range(4)]
+    answers = at_once(*(lambda caller=caller: caller.post(PLANS, plan_data(subtask("a"))) for caller in callers))
+    assert sorted(answer.status for answer in answers) == [201, 409, 409, 409]
+    assert {answer.code for answer in answers if answer.status == 409} == {"too_many_active_plans"}
