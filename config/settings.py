@@ -343,6 +343,9 @@ EXECUTION_QUEUED_STALL_S = env.float("EXECUTION_QUEUED_STALL_S", default=30.0)
 EXECUTION_MAX_LOST_RUNS = env.int("EXECUTION_MAX_LOST_RUNS", default=3)
 # The largest result (as JSON) an agent may return; a larger one fails the subtask, saying so.
 EXECUTION_MAX_RESULT_BYTES = env.int("EXECUTION_MAX_RESULT_BYTES", default=1_000_000)
+# The most bytes of its dependencies' results (as JSON) one run may gather; over it the run
+# fails, saying so, without calling its agent (measured in PostgreSQL, nothing read out).
+EXECUTION_MAX_CONTEXT_BYTES = env.int("EXECUTION_MAX_CONTEXT_BYTES", default=10_000_000)
 EXECUTION_PYTHON_AGENT_MODULES = env.list("EXECUTION_PYTHON_AGENT_MODULES", default=[])
 EXECUTION_HTTP_AGENT_URL = env.str("EXECUTION_HTTP_AGENT_URL", default="")
 EXECUTION_HTTP_AGENT_TIMEOUT_S = env.float("EXECUTION_HTTP_AGENT_TIMEOUT_S", default=30.0)

@@ -76,6 +76,8 @@ MAX_AUTO_TOOL_CALLS = 100
 class Started:
     subtask: Subtask
     context: dict[str, Any]
+    # Why the agent is not to be called at all (the run fails with it, not retried); "" to call it.
+    refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,11 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
         except UnknownAgent:
             agent = None
         try:
-            step = agent_call(agent, started.subtask.agent, started.context, history)
+            step = (
+                Fail(started.refusal)
+                if started.refusal
+                else agent_call(agent, started.subtask.agent, started.context, history)
+            )
         except SoftTimeLimitExceeded:
             error = f"Timed out after {started.subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S}s."
         except Exception as exc:  # an agent's failure, whatever it is, is this attempt's failure
@@ -146,6 +152,7 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
         now=now,
         timeout_s=settings.EXECUTION_DEFAULT_TIMEOUT_S,
         lease_extra_s=settings.EXECUTION_HARD_LIMIT_GRACE_S + settings.EXECUTION_LEASE_SLACK_S,
+        max_context=settings.EXECUTION_MAX_CONTEXT_BYTES,
     )
     if found is None or found.plan_status != PlanStatus.IN_PROGRESS:
         return None
@@ -159,7 +166,18 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
     resume_observe(subtask.tool_calls)  # a run resuming after a decision: its latency, for /metrics
     if found.execution_state in (ExecState.RESUMED, ExecState.WAITING_APPROVAL):
         _execution_running(subtask)
-    return Started(subtask=subtask, context=_context(found, subtask))
+    return Started(subtask=subtask, context=_context(found, subtask), refusal=_context_refusal(found))
+
+
+def _context_refusal(found: RunStart) -> str:
+    """Return why the run may not start its agent: its dependencies' results are over the limit; else ""."""
+    limit = settings.EXECUTION_MAX_CONTEXT_BYTES
+    if found.context_bytes <= limit:
+        return ""
+    return (
+        f"The results of this subtask's dependencies add up to {found.context_bytes} bytes, "
+        f"over the limit of {limit} a run may gather (EXECUTION_MAX_CONTEXT_BYTES)."
+    )
 
 
 def _execution_running(subtask: Subtask) -> None:

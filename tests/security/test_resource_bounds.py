@@ -5,9 +5,11 @@ import pytest
 # The submission schema is built from the settings when its module is first imported: import it
 # before these tests lower the limits, so the schema keeps the configured ones.
 import api.plans.serializers  # noqa: F401
+from plans.models import SubtaskStatus as S
 from tests.api.conftest import client_for
 from tests.support.clients import LocalCaller, at_once
 from tests.support.factories import UserFactory, plan_data, subtask
+from tests.support.flows import start
 
 PLANS = "/api/v1/plans/"
 
@@ -82,3 +84,31 @@ def test_concurrent_submissions_cannot_both_take_the_last_place_in_the_quota(set
     answers = at_once(*(lambda caller=caller: caller.post(PLANS, plan_data(subtask("a"))) for caller in callers))
     assert sorted(answer.status for answer in answers) == [201, 409, 409, 409]
     assert {answer.code for answer in answers if answer.status == 409} == {"too_many_active_plans"}
+
+
+# --- EXECUTION_MAX_CONTEXT_BYTES --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_run_gathering_more_dependency_results_than_allowed_fails_without_calling_its_agent(settings, worker, outbox):
+    settings.EXECUTION_MAX_CONTEXT_BYTES = 1000
+    big = "x" * 600  # each result is 602 bytes as JSON text; two of them are over the limit
+    plan = start(
+        subtask("a", input={"result": big}),
+        subtask("b", input={"result": big}),
+        subtask("small", input={"result": "ok"}),
+        subtask("under", "a", "small", input={"echo": True}),
+        subtask("over", "a", "b", input={"echo": True}, max_retries=3),
+        failure_policy="continue",
+    )
+
+    worker.drain()
+
+    over = plan.subtasks.get(key="over")
+    assert (over.status, over.attempts, over.retries) == (S.FAILED, 1, 0)
+    assert "1204 bytes" in over.error
+    assert "EXECUTION_MAX_CONTEXT_BYTES" in over.error
+    assert over.result is None
+    under = plan.subtasks.get(key="under")
+    assert under.status == S.DONE
+    assert set(under.result["dependencies"]) == {"a", "small"}
