@@ -346,6 +346,11 @@ EXECUTION_MAX_RESULT_BYTES = env.int("EXECUTION_MAX_RESULT_BYTES", default=1_000
 # The most bytes of its dependencies' results (as JSON) one run may gather; over it the run
 # fails, saying so, without calling its agent (measured in PostgreSQL, nothing read out).
 EXECUTION_MAX_CONTEXT_BYTES = env.int("EXECUTION_MAX_CONTEXT_BYTES", default=10_000_000)
+# The largest conversation (as JSON) a model agent may keep: more fails the subtask, naming this
+# limit. Above the context a run may gather, which its first message carries.
+EXECUTION_MAX_CONVERSATION_BYTES = env.int("EXECUTION_MAX_CONVERSATION_BYTES", default=20_000_000)
+# The most tool calls one model answer may ask for; more fails the subtask before any runs.
+EXECUTION_MAX_TOOL_CALLS_PER_ANSWER = env.int("EXECUTION_MAX_TOOL_CALLS_PER_ANSWER", default=32)
 EXECUTION_PYTHON_AGENT_MODULES = env.list("EXECUTION_PYTHON_AGENT_MODULES", default=[])
 EXECUTION_HTTP_AGENT_URL = env.str("EXECUTION_HTTP_AGENT_URL", default="")
 EXECUTION_HTTP_AGENT_TIMEOUT_S = env.float("EXECUTION_HTTP_AGENT_TIMEOUT_S", default=30.0)

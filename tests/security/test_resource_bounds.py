@@ -5,8 +5,13 @@ import pytest
 # The submission schema is built from the settings when its module is first imported: import it
 # before these tests lower the limits, so the schema keeps the configured ones.
 import api.plans.serializers  # noqa: F401
+from execution.agents.base import Fail, Finish, ToolCall, ToolCalls
+from execution.agents.definitions import agent_from_definition
+from execution.engine.runs import step_problem
 from plans.models import SubtaskStatus as S
 from tests.api.conftest import client_for
+from tests.fakes.openai_server import completion, tool_call
+from tests.support.agent_contexts import TOOLS, context
 from tests.support.clients import LocalCaller, at_once
 from tests.support.factories import UserFactory, plan_data, subtask
 from tests.support.flows import start
@@ -112,3 +117,55 @@ def test_a_run_gathering_more_dependency_results_than_allowed_fails_without_call
     under = plan.subtasks.get(key="under")
     assert under.status == S.DONE
     assert set(under.result["dependencies"]) == {"a", "small"}
+
+
+# --- EXECUTION_MAX_CONVERSATION_BYTES and EXECUTION_MAX_TOOL_CALLS_PER_ANSWER ------------------------
+
+
+@pytest.fixture
+def coder(fake_openai):
+    return agent_from_definition("coder", fake_openai.agent_definition(tools=TOOLS))
+
+
+def test_a_model_answer_asking_for_more_tool_calls_than_allowed_fails_before_any_runs(settings, coder, fake_openai):
+    settings.EXECUTION_MAX_TOOL_CALLS_PER_ANSWER = 3
+    reads = [tool_call("read_file", {"path": f"file{i}.txt"}) for i in range(4)]
+    fake_openai.script(completion(tool_calls=reads), completion("Read them all."))
+
+    step = coder.run(context())
+
+    assert isinstance(step, Fail)
+    assert "4 tool calls in one answer" in step.error
+    assert "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER" in step.error
+    assert len(fake_openai.requests()) == 1  # no call was answered and the model was not asked again
+    assert not any(message.get("tool_calls") for message in step.conversation or [])
+
+
+def test_a_model_growing_its_conversation_past_the_limit_fails_and_the_conversation_is_not_kept(
+    settings, coder, fake_openai
+):
+    settings.EXECUTION_MAX_CONVERSATION_BYTES = 5000
+    padded = [completion(tool_calls=[tool_call("no_such_tool", {"padding": "y" * 3000})]) for _ in range(5)]
+    fake_openai.script(*padded, completion("Done."))
+
+    step = coder.run(context())
+
+    assert isinstance(step, Fail)
+    assert "EXECUTION_MAX_CONVERSATION_BYTES" in step.error
+    assert step.conversation is None  # the subtask keeps the conversation it had, not the oversized one
+    assert len(fake_openai.requests()) == 2
+
+
+def test_an_agent_asking_for_more_tool_calls_at_once_than_allowed_is_refused_by_the_engine(settings):
+    settings.EXECUTION_MAX_TOOL_CALLS_PER_ANSWER = 2
+    calls = ToolCalls(tuple(ToolCall(tool="write_file", arguments={}, requires_approval=True) for _ in range(3)))
+    assert "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER" in step_problem(calls)
+    assert step_problem(ToolCalls(calls.calls[:2])) == ""
+
+
+def test_an_agent_returning_a_conversation_over_the_limit_is_refused_by_the_engine(settings):
+    settings.EXECUTION_MAX_CONVERSATION_BYTES = 1000
+    conversation = [{"role": "user", "content": "z" * 1000}]
+    problem = step_problem(Finish("ok", conversation=conversation))
+    assert "EXECUTION_MAX_CONVERSATION_BYTES" in problem
+    assert step_problem(Finish("ok", conversation=conversation[:0])) == ""
