@@ -232,6 +232,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# A plan's detail shows this many of its subtasks at once (?subtasks_page=N for the others); a
+# client may ask for up to API_SUBTASKS_MAX_PAGE_SIZE with ?subtasks_page_size=.
+API_SUBTASKS_PAGE_SIZE = env.int("API_SUBTASKS_PAGE_SIZE", default=100)
+API_SUBTASKS_MAX_PAGE_SIZE = env.int("API_SUBTASKS_MAX_PAGE_SIZE", default=1000)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Plan execution service API",

@@ -1,6 +1,8 @@
 """Limits on what one client can make the service do: dependencies, active plans, context, conversations, pages."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 # The submission schema is built from the settings when its module is first imported: import it
 # before these tests lower the limits, so the schema keeps the configured ones.
@@ -169,3 +171,89 @@ def test_an_agent_returning_a_conversation_over_the_limit_is_refused_by_the_engi
     problem = step_problem(Finish("ok", conversation=conversation))
     assert "EXECUTION_MAX_CONVERSATION_BYTES" in problem
     assert step_problem(Finish("ok", conversation=conversation[:0])) == ""
+
+
+# --- Pages: a plan's subtasks and its history ----------------------------------------------------------
+
+
+def keys(plan: dict) -> list[str]:
+    return [item["key"] for item in plan["subtasks"]]
+
+
+@pytest.mark.django_db
+def test_reading_a_huge_plan_shows_one_page_of_its_subtasks_and_links_the_others(settings):
+    settings.API_SUBTASKS_PAGE_SIZE = 3
+    api = client_for(UserFactory())
+    created = api.post(PLANS, plan_data(*(subtask(f"s{i}", *([f"s{i - 1}"] if i else [])) for i in range(7))))
+    assert created.status_code == 201
+    first = created.json()
+    assert (keys(first), first["subtasks_count"], first["subtasks_previous"]) == (["s0", "s1", "s2"], 7, None)
+
+    second = api.get(first["subtasks_next"]).json()
+    assert keys(second) == ["s3", "s4", "s5"]
+    assert [item["depends_on"] for item in second["subtasks"]] == [["s2"], ["s3"], ["s4"]]
+    assert second["subtasks_previous"] == f"http://testserver{PLANS}{first['id']}/"
+    last = api.get(second["subtasks_next"]).json()
+    assert (keys(last), last["subtasks_next"], last["subtasks_count"]) == (["s6"], None, 7)
+    assert api.get(f"{PLANS}{first['id']}/", {"subtasks_page_size": 7}).json()["subtasks_next"] is None
+
+
+@pytest.mark.django_db
+def test_a_plan_smaller_than_a_page_shows_all_its_subtasks_as_before():
+    api = client_for(UserFactory())
+    plan = api.post(PLANS, plan_data(subtask("a"), subtask("b", "a"))).json()
+    assert (keys(plan), plan["subtasks_count"], plan["subtasks_next"], plan["subtasks_previous"]) == (
+        ["a", "b"],
+        2,
+        None,
+        None,
+    )
+
+
+@pytest.mark.django_db
+def test_a_page_of_subtasks_past_the_end_or_malformed_is_refused(settings):
+    settings.API_SUBTASKS_MAX_PAGE_SIZE = 50
+    api = client_for(UserFactory())
+    detail = f"{PLANS}{api.post(PLANS, plan_data(subtask('a'))).json()['id']}/"
+    assert error_of(api.get(detail, {"subtasks_page": 2}), 404)["code"] == "not_found"
+    for query in ({"subtasks_page": 0}, {"subtasks_page": "x"}, {"subtasks_page_size": 51}):
+        error = error_of(api.get(detail, query), 400)
+        assert error["code"] == "validation_error"
+        assert set(error["details"]) == set(query)
+
+
+@pytest.mark.django_db
+def test_reading_a_huge_plan_costs_the_queries_and_rows_of_one_page(settings):
+    settings.API_SUBTASKS_PAGE_SIZE = 10
+    api = client_for(UserFactory())
+    small = api.post(PLANS, plan_data(*(subtask(f"s{i}") for i in range(10)))).json()["id"]
+    huge_plan = [subtask("root"), *(subtask(f"s{i}", "root") for i in range(2000))]
+    huge = api.post(PLANS, plan_data(*huge_plan)).json()["id"]
+
+    with CaptureQueriesContext(connection) as small_read:
+        assert len(api.get(f"{PLANS}{small}/").json()["subtasks"]) == 10
+    with CaptureQueriesContext(connection) as huge_read:
+        body = api.get(f"{PLANS}{huge}/").json()
+    assert (len(body["subtasks"]), body["subtasks_count"]) == (10, 2001)
+    assert len(huge_read) == len(small_read)
+    assert all("LIMIT 10" in query["sql"] for query in huge_read if 'FROM "plans_subtask"' in query["sql"])
+
+
+@pytest.mark.django_db
+def test_a_long_history_is_read_a_page_at_a_time():
+    owner = UserFactory()
+    api = client_for(owner)
+    plan = api.post(PLANS, plan_data(subtask("a"), auto_execute=False)).json()
+    assert api.post(f"{PLANS}{plan['id']}/approve/").status_code == 200
+    api.post(f"{PLANS}{plan['id']}/execute/")
+    api.post(f"{PLANS}{plan['id']}/pause/")
+    api.post(f"{PLANS}{plan['id']}/cancel/")
+    whole = api.get(f"{PLANS}{plan['id']}/history/").json()
+    assert set(whole) == {"count", "next", "previous", "results"}
+    assert whole["count"] == len(whole["results"]) >= 3
+
+    first = api.get(f"{PLANS}{plan['id']}/history/", {"page_size": 2}).json()
+    assert (first["count"], len(first["results"]), first["previous"]) == (whole["count"], 2, None)
+    rest = api.get(first["next"]).json()
+    read = [*first["results"], *rest["results"]]
+    assert read == whole["results"][: len(read)]
