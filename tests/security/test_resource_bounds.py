@@ -10,13 +10,14 @@ import api.plans.serializers  # noqa: F401
 from execution.agents.base import Fail, Finish, ToolCall, ToolCalls
 from execution.agents.definitions import agent_from_definition
 from execution.engine.runs import step_problem
+from plans.models import Subtask
 from plans.models import SubtaskStatus as S
 from tests.api.conftest import client_for
 from tests.fakes.openai_server import completion, tool_call
 from tests.support.agent_contexts import TOOLS, context
 from tests.support.clients import LocalCaller, at_once
 from tests.support.factories import UserFactory, plan_data, subtask
-from tests.support.flows import start
+from tests.support.flows import finished, start
 
 PLANS = "/api/v1/plans/"
 
@@ -257,3 +258,52 @@ def test_a_long_history_is_read_a_page_at_a_time():
     rest = api.get(first["next"]).json()
     read = [*first["results"], *rest["results"]]
     assert read == whole["results"][: len(read)]
+
+
+# --- The same bounds on real workers (limits from tests/support/cluster.py: FAST) ---------------------
+
+
+@pytest.fixture
+def llm(fake_openai, test_agents, settings):
+    """The fake model, with the test agents known to this process too (plans are checked where submitted)."""
+    settings.EXECUTION_AGENTS_FILE = str(test_agents.path)
+    return fake_openai
+
+
+def failed_on_workers(*subtasks: dict) -> Subtask:
+    """Run a plan on the workers and return its subtask that failed."""
+    plan = finished(start(*subtasks, failure_policy="continue"), timeout=90)
+    return plan.subtasks.get(status=S.FAILED)
+
+
+@pytest.mark.usefixtures("engine")
+def test_on_workers_a_fan_in_gathering_more_than_the_context_limit_fails_saying_so(settings):
+    near_the_result_limit = "x" * (settings.EXECUTION_MAX_RESULT_BYTES - 100)
+    over = failed_on_workers(
+        subtask("a", input={"result": near_the_result_limit}),
+        subtask("b", input={"result": near_the_result_limit}),
+        subtask("fan-in", "a", "b", input={"echo": True}),
+    )
+    assert over.key == "fan-in"
+    assert "EXECUTION_MAX_CONTEXT_BYTES" in over.error
+    assert (over.attempts, over.retries) == (1, 0)
+
+
+@pytest.mark.usefixtures("engine")
+def test_on_workers_a_model_answer_with_too_many_tool_calls_fails_its_subtask(llm, settings):
+    many = settings.EXECUTION_MAX_TOOL_CALLS_PER_ANSWER + 1
+    reads = [tool_call("read_file", {"path": "notes.txt"}) for _ in range(many)]
+    llm.script(completion(tool_calls=reads), completion("Read."), match="Read everything")
+    over = failed_on_workers(subtask("reader", agent="llm", description="Read everything"))
+    assert f"{many} tool calls in one answer" in over.error
+    assert "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER" in over.error
+    assert len(llm.requests(match="Read everything")) == 1
+
+
+@pytest.mark.usefixtures("engine")
+def test_on_workers_a_model_conversation_over_the_limit_fails_its_subtask_and_is_not_stored(llm, settings):
+    huge = "y" * settings.EXECUTION_MAX_CONVERSATION_BYTES
+    llm.script(completion(huge), match="Talk at length")
+    over = failed_on_workers(subtask("talker", agent="llm", description="Talk at length"))
+    assert "EXECUTION_MAX_CONVERSATION_BYTES" in over.error
+    assert over.conversation == []
