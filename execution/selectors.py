@@ -116,7 +116,9 @@ def _entry(row: StateTransition) -> HistoryEntry:
 def _review(plan_id: UUID) -> Iterator[HistoryEntry]:
     """Yield the draft's revisions after the first and the changes asked of each, in the order they came."""
     draft = PlanStatus.DRAFT
-    for revision in PlanRevision.objects.filter(plan_id=plan_id).select_related("author").order_by("revision"):
+    # Not the content: a revision holds its whole submission, which the history never shows.
+    revisions = PlanRevision.objects.filter(plan_id=plan_id).select_related("author").defer("content")
+    for revision in revisions.order_by("revision"):
         if revision.diff is not None:
             author = revision.author.get_username() if revision.author is not None else ""
             yield HistoryEntry(
