@@ -46,20 +46,21 @@ class SubtasksPage:
         return {"subtasks_count": self.count, "subtasks_next": self.next, "subtasks_previous": self.previous}
 
 
-def subtasks_page(request: Request, *, detail_url: str, count: int) -> SubtasksPage:
+def subtasks_page(request: Request, *, detail_url: str, count: int, first: bool = False) -> SubtasksPage:
     """Return the page of subtasks `?subtasks_page` and `?subtasks_page_size` ask for (400 if malformed, 404 past it).
 
-    The next and previous URLs point at the plan's detail (`detail_url`), whichever request
-    answered with it (a submission, an action).
+    `first`: the first page of the default size whatever the query says (an action's answer,
+    given after the action is done). The next and previous URLs point at the plan's detail
+    (`detail_url`), whichever request answered with it.
     """
-    query = _SubtasksPageQuery(data=request.query_params)
+    query = _SubtasksPageQuery(data={} if first else request.query_params)
     query.is_valid(raise_exception=True)
     number, size = query.validated_data["subtasks_page"], query.validated_data["subtasks_page_size"]
     pages = max(1, -(-count // size))
     if number > pages:
         raise exceptions.NotFound(f"No page {number} of subtasks: the plan has {count}, {pages} page(s) of {size}.")
     url = request.build_absolute_uri(detail_url)
-    if "subtasks_page_size" in request.query_params:
+    if size != settings.API_SUBTASKS_PAGE_SIZE:
         url = replace_query_param(url, "subtasks_page_size", size)
 
     def page_url(page: int) -> str:

@@ -112,10 +112,14 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return plan
 
     def _detail(self, plan_id: Any, *, status_code: int = status.HTTP_200_OK) -> Response:
-        """Answer with the plan, its execution and a page of its subtasks (`?subtasks_page`), in four queries."""
+        """Answer with the plan, its execution and a page of its subtasks, in four queries.
+
+        Reading the plan shows the page `?subtasks_page` asks for; an action's answer, the first.
+        """
         plan = self.get_queryset().get(pk=plan_id)
         detail_url = reverse("plan-detail", kwargs={"pk": plan.pk})
-        page = subtasks_page(self.request, detail_url=detail_url, count=plan.subtask_count)
+        first = self.request.method != "GET"
+        page = subtasks_page(self.request, detail_url=detail_url, count=plan.subtask_count, first=first)
         subtasks, depends_on = plan_subtasks(plan, offset=page.offset, limit=page.limit)
         context = {"subtasks": subtasks, "depends_on": depends_on, "page": page}
         return Response(PlanDetailSerializer(plan, context=context).data, status=status_code)

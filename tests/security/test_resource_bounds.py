@@ -260,6 +260,15 @@ def test_a_long_history_is_read_a_page_at_a_time():
     assert read == whole["results"][: len(read)]
 
 
+@pytest.mark.django_db
+def test_an_action_answers_with_the_first_page_whatever_its_query_asks():
+    api = client_for(UserFactory())
+    plan = api.post(PLANS, plan_data(subtask("a"))).json()
+    cancelled = api.post(f"{PLANS}{plan['id']}/cancel/?subtasks_page=9&subtasks_page_size=x")
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["status"], keys(cancelled.json())) == ("cancelled", ["a"])
+
+
 # --- The same bounds on real workers (limits from tests/support/cluster.py: FAST) ---------------------
 
 
