@@ -18,7 +18,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.errors import authenticated_user, errors
+from api.errors import ErrorSerializer, authenticated_user, errors
 from api.pagination import SUBTASKS_PAGE_PARAMETERS, subtasks_page
 from api.plans.serializers import (
     CancelSerializer,
@@ -134,7 +134,14 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a plan",
         request=PlanSubmitSerializer,
-        responses={201: PlanDetailSerializer, **errors(400, 401, 409, 413, 415)},
+        responses={
+            201: PlanDetailSerializer,
+            **errors(400, 401, 413, 415),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="The submitter has PLANS_MAX_ACTIVE_PER_USER unfinished plans (too_many_active_plans).",
+            ),
+        },
         description=(
             "400 codes: validation_error, duplicate_key, unknown_dependency, unknown_agent, "
             "cyclic_dependencies (details.cycle), too_many_subtasks."

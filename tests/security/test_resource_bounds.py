@@ -1,6 +1,11 @@
 """Limits on what one client can make the service do: dependencies, active plans, context, conversations, pages."""
 
+import io
+import json
+
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -75,6 +80,19 @@ def test_a_user_cannot_hold_more_active_plans_than_the_quota(settings):
     assert api.post(f"{PLANS}{first['id']}/cancel/", {}, format="json").status_code == 200
     assert api.post(PLANS, plan_data(subtask("a")), format="json").status_code == 201
     assert second["status"] == "draft"
+
+
+@pytest.mark.django_db
+def test_the_command_line_is_held_to_the_same_quota(settings, tmp_path):
+    settings.PLANS_MAX_ACTIVE_PER_USER = 1
+    UserFactory(username="dev")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan_data(subtask("a"))))
+    call_command("plans", "submit", str(path), "--user", "dev", stdout=io.StringIO())
+    with pytest.raises(CommandError) as refused:
+        call_command("plans", "submit", str(path), "--user", "dev", stdout=io.StringIO())
+    assert refused.value.returncode == 2
+    assert "too_many_active_plans" in str(refused.value)
 
 
 @pytest.mark.django_db
