@@ -19,4 +19,5 @@ EXPOSE 8000
 # the web's checks readiness, the workers' ping their own node.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live/', timeout=2)"]
-CMD ["uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000"]
+# uvicorn with one process per core, or WEB_CONCURRENCY of them.
+CMD ["scripts/web.sh", "--host", "0.0.0.0", "--port", "8000"]

@@ -73,7 +73,7 @@ class Stack:
 
     def start(self) -> "Stack":
         current_app.control.purge()
-        worker_env = {**self.env, "DATABASE_CONN_MAX_AGE": "600"}  # as in the Procfile
+        worker_env = self.env
         self._start_worker("subtasks", self.concurrency, worker_env)
         self._start_worker("control", CONTROL_CONCURRENCY, worker_env, queues="control,webhooks")
         schedule = str(self.log_dir / "beat-schedule")
@@ -121,7 +121,7 @@ class Stack:
         """Replace the subtask worker by one with this many processes (the queue waits meanwhile)."""
         self.workers["subtasks"].stop()
         self.concurrency = concurrency
-        self._start_worker("subtasks", concurrency, {**self.env, "DATABASE_CONN_MAX_AGE": "600"})
+        self._start_worker("subtasks", concurrency, self.env)
         self.wait_for_workers("subtasks")
 
     def stop(self) -> None:

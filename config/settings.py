@@ -402,6 +402,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # it closes them only every this many tasks; Django's own rules (DATABASE_CONN_MAX_AGE and
 # the health checks) decide at each task's start (execution/worker.py).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+# Worker processes keep their database connections this many seconds, whatever
+# DATABASE_CONN_MAX_AGE says for the web (execution/worker.py): a worker started with nothing
+# set connects once, not once per task.
+WORKER_DATABASE_CONN_MAX_AGE = env.int("WORKER_DATABASE_CONN_MAX_AGE", default=600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True

@@ -1,4 +1,4 @@
-"""Checks a worker makes at start: settings that would let Redis lose or duplicate work."""
+"""What a worker does at start: refuse settings that would let Redis lose or duplicate work, keep its connections."""
 
 import logging
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 import redis
 from celery.signals import task_prerun, worker_init
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,19 @@ def check_worker_configuration(sender: Any = None, **kwargs: Any) -> None:
     warning = eviction_warning(settings.CELERY_BROKER_URL)
     if warning:
         logger.critical(warning)
+    connections_kept(settings.WORKER_DATABASE_CONN_MAX_AGE)
+
+
+def connections_kept(max_age: int) -> None:
+    """Keep this worker's database connections `max_age` seconds (its pool processes inherit it).
+
+    Django's default of 0 suits the web's requests; a worker would open a connection per
+    task. The health checks (CONN_HEALTH_CHECKS) and the check at each task's start still
+    replace a broken connection before a task uses it.
+    """
+    for alias in connections:
+        connections.settings[alias]["CONN_MAX_AGE"] = max_age
+        connections[alias].settings_dict["CONN_MAX_AGE"] = max_age
 
 
 @task_prerun.connect

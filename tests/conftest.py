@@ -20,7 +20,7 @@ from execution.models import Event
 from execution.services import plan_cancel
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from scripts.processes import WebServer, Worker, current_database_url
-from tests.support.cluster import FAST, WORKER_ENV, Cluster
+from tests.support.cluster import FAST, Cluster
 from tests.support.flows import wait_for
 
 # The fake OpenAI-compatible server's fixtures (openai_server, fake_openai) and the test agents.
@@ -47,7 +47,6 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
     env = {
         **os.environ,
         **FAST,
-        **WORKER_ENV,
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),

@@ -1,5 +1,6 @@
 """docker-compose.yml, the Dockerfile and the Procfile: the services, their health checks, a Flower with a password."""
 
+import os
 import shlex
 
 import yaml
@@ -70,3 +71,10 @@ def test_compose_checks_the_web_for_readiness_and_each_worker_by_pinging_its_own
         assert f"{node}@%h" in services[name]["command"], name
     # Throttling counts, the workers' last ping and the metrics' figures are shared by the web processes.
     assert services["web"]["environment"]["CACHE_URL"].startswith("redis://redis:6379/")
+
+
+def test_make_run_the_image_and_compose_start_the_web_through_one_script():
+    assert procfile()["web"][0] == "scripts/web.sh"
+    assert compose()["services"]["web"]["command"][0] == "scripts/web.sh"
+    assert '\nCMD ["scripts/web.sh", ' in (ROOT / "Dockerfile").read_text()
+    assert os.access(ROOT / "scripts" / "web.sh", os.X_OK)

@@ -19,7 +19,7 @@ from plans.models import Plan
 from scripts.processes import WebServer, Worker, current_database_url
 from scripts.servers import free_port
 from tests.support.clients import token_of
-from tests.support.cluster import FAST, WORKER_ENV
+from tests.support.cluster import FAST
 from tests.support.factories import UserFactory
 from tests.support.flows import finished, pending_approval, wait_for
 
@@ -87,7 +87,7 @@ def observed(transactional_db, tmp_path) -> Iterator[tuple[Receiver, WebServer, 
     worker = Worker(
         "traced",
         WORKER_ARGS,
-        {**env, **WORKER_ENV},
+        env,
         tmp_path,
         queues=("subtasks", "control"),
     )

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
 
 from execution.agents.base import BaseAgent, Context, ToolCall, ToolCalls
 
@@ -114,3 +115,11 @@ def superseded_meanwhile(context: dict[str, Any]) -> str:
         plan = plan_lock_for(context["subtask_id"])
         recover_lost_run(plan=plan, subtask=Subtask.objects.get(pk=context["subtask_id"]), reason="taken over")
     return "too late"
+
+
+def database_session(context: dict[str, Any]) -> dict[str, int]:
+    """Return this process's id and the PostgreSQL backend serving its connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    return {"process": os.getpid(), "backend": backend}

@@ -32,9 +32,6 @@ FAST = {
     "EXECUTION_MAX_CONVERSATION_BYTES": "200000",
     "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER": "8",
 }
-# What workers get on top, as in the Procfile. Celery's Django fixup closes a worker's
-# connections before and after every task all the same: each task runs on a fresh one.
-WORKER_ENV = {"DATABASE_CONN_MAX_AGE": "600"}
 
 
 class Cluster:
