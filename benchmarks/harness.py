@@ -38,6 +38,8 @@ def bench_env(*, result_backend: str) -> dict[str, str]:
         "EXECUTION_PYTHON_AGENT_MODULES": "benchmarks.agents:*",
         "API_THROTTLE_USER": THROTTLE,
         "API_THROTTLE_TOKEN": THROTTLE,
+        # One benchmark user stands for many clients: it submits thousands of plans at once.
+        "PLANS_MAX_ACTIVE_PER_USER": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",

@@ -232,6 +232,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# A plan's detail shows this many of its subtasks at once (?subtasks_page=N for the others); a
+# client may ask for up to API_SUBTASKS_MAX_PAGE_SIZE with ?subtasks_page_size=.
+API_SUBTASKS_PAGE_SIZE = env.int("API_SUBTASKS_PAGE_SIZE", default=100)
+API_SUBTASKS_MAX_PAGE_SIZE = env.int("API_SUBTASKS_MAX_PAGE_SIZE", default=1000)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Plan execution service API",
@@ -314,6 +318,10 @@ METRICS_CACHE_S = env.float("METRICS_CACHE_S", default=10.0)
 PLANS_MAX_SUBTASKS = env.int("PLANS_MAX_SUBTASKS", default=10_000)
 PLANS_MAX_GOAL_LENGTH = env.int("PLANS_MAX_GOAL_LENGTH", default=10_000)
 PLANS_MAX_DESCRIPTION_LENGTH = env.int("PLANS_MAX_DESCRIPTION_LENGTH", default=10_000)
+# The most keys one subtask's depends_on may list.
+PLANS_MAX_DEPENDENCIES = env.int("PLANS_MAX_DEPENDENCIES", default=100)
+# The most plans one user may have that are not finished (draft, approved, in progress); 0: no limit.
+PLANS_MAX_ACTIVE_PER_USER = env.int("PLANS_MAX_ACTIVE_PER_USER", default=100)
 
 # --- Execution -------------------------------------------------------------------------
 
@@ -339,6 +347,14 @@ EXECUTION_QUEUED_STALL_S = env.float("EXECUTION_QUEUED_STALL_S", default=30.0)
 EXECUTION_MAX_LOST_RUNS = env.int("EXECUTION_MAX_LOST_RUNS", default=3)
 # The largest result (as JSON) an agent may return; a larger one fails the subtask, saying so.
 EXECUTION_MAX_RESULT_BYTES = env.int("EXECUTION_MAX_RESULT_BYTES", default=1_000_000)
+# The most bytes of its dependencies' results (as JSON) one run may gather; over it the run
+# fails, saying so, without calling its agent (measured in PostgreSQL, nothing read out).
+EXECUTION_MAX_CONTEXT_BYTES = env.int("EXECUTION_MAX_CONTEXT_BYTES", default=10_000_000)
+# The largest conversation (as JSON) a model agent may keep: more fails the subtask, naming this
+# limit. Above the context a run may gather, which its first message carries.
+EXECUTION_MAX_CONVERSATION_BYTES = env.int("EXECUTION_MAX_CONVERSATION_BYTES", default=20_000_000)
+# The most tool calls one model answer may ask for; more fails the subtask before any runs.
+EXECUTION_MAX_TOOL_CALLS_PER_ANSWER = env.int("EXECUTION_MAX_TOOL_CALLS_PER_ANSWER", default=32)
 EXECUTION_PYTHON_AGENT_MODULES = env.list("EXECUTION_PYTHON_AGENT_MODULES", default=[])
 EXECUTION_HTTP_AGENT_URL = env.str("EXECUTION_HTTP_AGENT_URL", default="")
 EXECUTION_HTTP_AGENT_TIMEOUT_S = env.float("EXECUTION_HTTP_AGENT_TIMEOUT_S", default=30.0)

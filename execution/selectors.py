@@ -1,9 +1,9 @@
 """Reading execution records: a plan's execution, progress, current subtasks, history, events; agents and MCP tools."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 from uuid import UUID
 
 from django.db.models import QuerySet
@@ -62,27 +62,63 @@ class HistoryEntry:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_history(*, plan_id: UUID) -> list[HistoryEntry]:
+class PlanHistory(Sequence[HistoryEntry]):
+    """A plan's status history, oldest first: its review while a draft, then its execution's transitions.
+
+    The review is short and read at once; the transitions are counted and read a slice at a
+    time, so a page of a long history reads that page only.
+    """
+
+    def __init__(self, plan_id: UUID) -> None:
+        self.review = list(_review(plan_id))
+        self.transitions = plan_transitions(plan_id=plan_id)
+
+    def __len__(self) -> int:
+        return len(self.review) + self.transitions.count()
+
+    @overload
+    def __getitem__(self, index: int) -> HistoryEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[HistoryEntry]: ...
+
+    def __getitem__(self, index: int | slice) -> HistoryEntry | list[HistoryEntry]:
+        if isinstance(index, int):
+            position = index + len(self) if index < 0 else index
+            found = self[position : position + 1] if position >= 0 else []
+            if not found:
+                raise IndexError(index)
+            return found[0]
+        start, stop, step = index.indices(len(self))
+        assert step == 1, "PlanHistory slices have no step"
+        head = self.review[start:stop]
+        first, last = max(start - len(self.review), 0), max(stop - len(self.review), 0)
+        return [*head, *(_entry(row) for row in self.transitions[first:last])] if last > first else head
+
+
+def plan_history(*, plan_id: UUID) -> PlanHistory:
     """Return the plan's status history, oldest first: its review while a draft, then its execution's transitions."""
-    transitions = [
-        HistoryEntry(
-            id=row.pk,
-            from_state=row.from_state,
-            to_state=row.to_state,
-            reason=row.reason,
-            actor=row.actor,
-            created_at=row.created_at,
-            metadata=row.metadata,
-        )
-        for row in plan_transitions(plan_id=plan_id)
-    ]
-    return [*_review(plan_id), *transitions]
+    return PlanHistory(plan_id)
+
+
+def _entry(row: StateTransition) -> HistoryEntry:
+    return HistoryEntry(
+        id=row.pk,
+        from_state=row.from_state,
+        to_state=row.to_state,
+        reason=row.reason,
+        actor=row.actor,
+        created_at=row.created_at,
+        metadata=row.metadata,
+    )
 
 
 def _review(plan_id: UUID) -> Iterator[HistoryEntry]:
     """Yield the draft's revisions after the first and the changes asked of each, in the order they came."""
     draft = PlanStatus.DRAFT
-    for revision in PlanRevision.objects.filter(plan_id=plan_id).select_related("author").order_by("revision"):
+    # Not the content: a revision holds its whole submission, which the history never shows.
+    revisions = PlanRevision.objects.filter(plan_id=plan_id).select_related("author").defer("content")
+    for revision in revisions.order_by("revision"):
         if revision.diff is not None:
             author = revision.author.get_username() if revision.author is not None else ""
             yield HistoryEntry(

@@ -34,7 +34,7 @@ from execution.webhooks import webhooks_enabled_for
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 from plans.revisions import StaleRevision, content_diff, event_diff, fixed_fields_changed, same_json, spec_content
-from plans.services import plan_content, plan_create, plan_limits, plan_revision_store
+from plans.services import active_plans_quota_hold, plan_content, plan_create, plan_limits, plan_revision_store
 from plans.validation import PlanInvalid, PlanSpec, validate_plan
 
 # --- Which requests apply to a plan now: the one rule behind these guards and the desk's buttons ----
@@ -95,10 +95,12 @@ def plan_submit(*, owner: User, data: Any) -> Plan:
     """Validate and store a plan; ask for its approval, or approve (and start) it at once.
 
     Raise PlanInvalid (with the API error code) when the plan breaks a rule, or when its
-    callback_url's host is not a public address the allow-list does not name.
+    callback_url's host is not a public address the allow-list does not name; TooManyActivePlans
+    when the owner is at PLANS_MAX_ACTIVE_PER_USER.
     """
     spec = _validated(data, owner=owner)
     with transaction.atomic():
+        active_plans_quota_hold(owner=owner)
         plan = plan_create(owner=owner, spec=spec)
         plan = plan_lock(plan.pk)
         event_append(

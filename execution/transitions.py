@@ -388,12 +388,19 @@ WITH plan AS (
         lease_expires_at = %(now)s + make_interval(secs => (COALESCE(s.timeout_s, %(timeout)s) + %(extra)s)::float)
     FROM lease
     WHERE lease.held AND s.id = %(id)s AND s.status = {_literal(S.QUEUED)} AND s.attempts = %(attempt)s - 1
-    RETURNING {", ".join(f"s.{column}" for column in RUN_COLUMNS)},
-        (SELECT json_object_agg(
-                d.key, json_build_object('description', d.description, 'result', d.result, 'agent', d.agent)
-                ORDER BY d.batch_index, d.position)
-         FROM plans_subtaskdependency link JOIN plans_subtask d ON d.id = link.depends_on_id
-         WHERE link.subtask_id = s.id) AS dependencies
+    RETURNING {", ".join(f"s.{column}" for column in RUN_COLUMNS)}
+), context AS (
+    -- The size of the dependencies' results, measured here: over the limit, none is read out.
+    SELECT COALESCE(sum(octet_length(d.result::text)), 0) AS bytes
+    FROM started JOIN plans_subtaskdependency link ON link.subtask_id = started.id
+        JOIN plans_subtask d ON d.id = link.depends_on_id
+), gathered AS (
+    SELECT json_object_agg(
+            d.key, json_build_object('description', d.description, 'result', d.result, 'agent', d.agent)
+            ORDER BY d.batch_index, d.position) AS dependencies
+    FROM started JOIN context ON context.bytes <= %(max_context)s
+        JOIN plans_subtaskdependency link ON link.subtask_id = started.id
+        JOIN plans_subtask d ON d.id = link.depends_on_id
 ), counter AS (
     UPDATE plans_plan p
     SET last_event_seq = p.last_event_seq + 1, {_counts_sql(S.QUEUED, S.RUNNING)}
@@ -409,8 +416,10 @@ WITH plan AS (
 )
 SELECT plan.status AS plan_status, plan.goal AS plan_goal, plan.metadata AS plan_metadata,
        plan.session_id AS plan_session_id, execution.state AS execution_state, lease.held,
-       counter.last_event_seq, counter.callback_url, (SELECT count(*) FROM notified) AS notified, started.*
+       counter.last_event_seq, counter.callback_url, (SELECT count(*) FROM notified) AS notified,
+       context.bytes AS context_bytes, gathered.dependencies, started.*
 FROM plan LEFT JOIN execution ON true LEFT JOIN lease ON true LEFT JOIN started ON true LEFT JOIN counter ON true
+    LEFT JOIN context ON true LEFT JOIN gathered ON true
 """  # nosec
 
 # Whether `done` done subtasks (out of p.subtask_count) pass a whole percent that one fewer did not.
@@ -469,16 +478,18 @@ class RunStart:
     leased: bool
     row: dict[str, Any] | None
     dependencies: dict[str, Any]
+    context_bytes: int = 0  # of the dependencies' results, as JSON text; over the limit, `dependencies` is empty
 
 
 def run_start(
-    *, subtask_id: UUID, attempt: int, worker: str, now: datetime, timeout_s: int, lease_extra_s: int
+    *, subtask_id: UUID, attempt: int, worker: str, now: datetime, timeout_s: int, lease_extra_s: int, max_context: int
 ) -> RunStart | None:
     """Start attempt `attempt` of a queued subtask; None when its plan is gone.
 
     The run's lease is taken when the plan is in progress (`leased`); the subtask starts
     (`row`) only if it is queued at the attempt before. The caller releases a lease it got
-    without a start.
+    without a start. The dependencies' results are read only when they add up to at most
+    `max_context` bytes (`context_bytes` says how many they are).
     """
     params = {
         "key": str(subtask_id),
@@ -488,6 +499,7 @@ def run_start(
         "now": now,
         "timeout": timeout_s,
         "extra": lease_extra_s,
+        "max_context": max_context,
     }
     found = _one(START_SQL, params)
     if found is None:
@@ -508,6 +520,7 @@ def run_start(
         leased=bool(found["held"]),
         row={name: found[name] for name in RUN_COLUMNS} if started else None,
         dependencies=found["dependencies"] or {},
+        context_bytes=int(found["context_bytes"] or 0),
     )
 
 

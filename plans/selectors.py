@@ -35,13 +35,19 @@ def can_approve(user: User | AnonymousUser, plan: Plan) -> bool:
     return bool(user.is_authenticated and (plan.owner_id == user.pk or is_approver(user)))
 
 
-def plan_subtasks(plan: Plan) -> tuple[list[Subtask], dict[UUID, list[str]]]:
-    """Return a plan's subtasks in run order and each one's dependency keys, in two queries."""
-    subtasks = list(plan.subtasks.order_by("batch_index", "position"))
+def plan_subtasks(
+    plan: Plan, *, offset: int = 0, limit: int | None = None
+) -> tuple[list[Subtask], dict[UUID, list[str]]]:
+    """Return a plan's subtasks in run order (`limit` of them from `offset`) and each one's dependency keys.
+
+    Two queries; the second reads the edges of the subtasks returned only, so a page of a huge
+    plan costs about what a small plan does.
+    """
+    ordered = plan.subtasks.order_by("batch_index", "position")
+    subtasks = list(ordered[offset : offset + limit] if limit is not None else ordered[offset:])
+    edges = SubtaskDependency.objects.filter(subtask_id__in=[subtask.pk for subtask in subtasks])
     depends_on: dict[UUID, list[str]] = {}
-    for subtask_id, key in (
-        SubtaskDependency.objects.filter(subtask__plan=plan).order_by("pk").values_list("subtask_id", "depends_on__key")
-    ):
+    for subtask_id, key in edges.order_by("pk").values_list("subtask_id", "depends_on__key"):
         depends_on.setdefault(subtask_id, []).append(key)
     return subtasks, depends_on
 

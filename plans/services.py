@@ -9,12 +9,22 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from plans.models import Plan, PlanRevision, Subtask, SubtaskDependency
+from common.errors import DomainError
+from plans.models import Plan, PlanRevision, PlanStatus, Subtask, SubtaskDependency
 from plans.revisions import spec_content
 from plans.shape import Limits
 from plans.validation import PlanSpec
 
 BULK_BATCH_SIZE = 2000
+# A plan in one of these statuses is done with; every other status counts against its owner's quota.
+PLAN_TERMINAL = (PlanStatus.COMPLETED, PlanStatus.FAILED, PlanStatus.CANCELLED)
+
+
+class TooManyActivePlans(DomainError):
+    """The owner already has as many active plans as PLANS_MAX_ACTIVE_PER_USER allows."""
+
+    code = "too_many_active_plans"
+    http_status = 409
 
 
 def plan_limits() -> Limits:
@@ -24,7 +34,27 @@ def plan_limits() -> Limits:
         max_goal_length=settings.PLANS_MAX_GOAL_LENGTH,
         max_description_length=settings.PLANS_MAX_DESCRIPTION_LENGTH,
         max_timeout_s=settings.EXECUTION_MAX_TIMEOUT_S,
+        max_dependencies=settings.PLANS_MAX_DEPENDENCIES,
     )
+
+
+def active_plans_quota_hold(*, owner: User) -> None:
+    """Lock the owner's row and raise TooManyActivePlans if another plan would exceed their quota.
+
+    Called inside the transaction that stores the plan: two submissions of one owner take the
+    lock in turn, so the second counts the first's plan and both cannot pass at the limit.
+    """
+    limit = settings.PLANS_MAX_ACTIVE_PER_USER
+    if limit <= 0:
+        return
+    User.objects.select_for_update().only("pk").get(pk=owner.pk)
+    active = Plan.objects.filter(owner=owner).exclude(status__in=PLAN_TERMINAL).count()
+    if active >= limit:
+        raise TooManyActivePlans(
+            f"You have {active} active plans, the most allowed (PLANS_MAX_ACTIVE_PER_USER = {limit}): "
+            "wait for some to finish, or cancel some, before submitting another.",
+            details={"limit": limit, "active": active},
+        )
 
 
 @transaction.atomic

@@ -36,6 +36,7 @@ class Limits:
     max_goal_length: int = 10_000
     max_description_length: int = 10_000
     max_timeout_s: int = 1800
+    max_dependencies: int = 100
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,13 @@ def subtask_fields(limits: Limits) -> tuple[Field, ...]:
             "description", "text", "What the subtask is to do.", required=True, max_length=limits.max_description_length
         ),
         Field("agent", "text", "A registered agent (GET /agents/).", required=True, max_length=AGENT_MAX_LENGTH),
-        Field("depends_on", "keys", "Keys of other subtasks of the plan.", default=[]),
+        Field(
+            "depends_on",
+            "keys",
+            "Keys of other subtasks of the plan.",
+            default=[],
+            max_items=limits.max_dependencies,
+        ),
         Field("input", "object", "Passed to the agent.", default={}),
         Field(
             "max_retries",

@@ -257,6 +257,9 @@ class _Errors:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             self.add(path, "Must be a list of subtask keys.")
             return ()
+        if field.max_items is not None and len(value) > field.max_items:
+            self.add(path, f"At most {field.max_items} dependencies (got {len(value)}).")
+            return ()
         if problem := next(filter(None, map(text_problem, value)), ""):
             self.add(path, problem)
             return ()

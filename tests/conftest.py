@@ -33,6 +33,9 @@ SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "WEBHOOK_ALLOWED_HOSTS": lambda value: value.split(","),
     "WEBHOOK_RETRY_BACKOFF_S": int,
     "EXECUTION_MAX_RESULT_BYTES": int,
+    "EXECUTION_MAX_CONTEXT_BYTES": int,
+    "EXECUTION_MAX_CONVERSATION_BYTES": int,
+    "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER": int,
 }
 
 

@@ -38,7 +38,7 @@ def _serializer_field(field: Field, subtasks: type[serializers.Serializer] | Non
     if field.kind == "url":
         return serializers.URLField(max_length=field.max_length, allow_blank=True, **options)
     if field.kind == "keys":
-        return serializers.ListField(child=serializers.CharField(), **options)
+        return serializers.ListField(child=serializers.CharField(), max_length=field.max_items, **options)
     kinds: dict[str, Any] = {
         "boolean": serializers.BooleanField,
         "object": serializers.DictField,
@@ -176,16 +176,44 @@ class PlanSerializer(serializers.ModelSerializer):
 class PlanDetailSerializer(PlanSerializer):
     execution = serializers.SerializerMethodField()
     subtasks = serializers.SerializerMethodField()
+    subtasks_count = serializers.SerializerMethodField()
+    subtasks_next = serializers.SerializerMethodField()
+    subtasks_previous = serializers.SerializerMethodField()
 
     class Meta(PlanSerializer.Meta):
-        fields = [*PlanSerializer.Meta.fields, "execution", "subtasks"]
+        fields = [
+            *PlanSerializer.Meta.fields,
+            "execution",
+            "subtasks",
+            "subtasks_count",
+            "subtasks_next",
+            "subtasks_previous",
+        ]
+
+    @extend_schema_field(serializers.IntegerField(help_text="How many subtasks the plan has, on every page."))
+    def get_subtasks_count(self, plan: Plan) -> int:
+        return int(self.context["page"].count)
+
+    @extend_schema_field(
+        serializers.URLField(allow_null=True, help_text="The next page of subtasks; null on the last.")
+    )
+    def get_subtasks_next(self, plan: Plan) -> str | None:
+        return self.context["page"].next
+
+    @extend_schema_field(
+        serializers.URLField(allow_null=True, help_text="The previous page of subtasks; null on the first.")
+    )
+    def get_subtasks_previous(self, plan: Plan) -> str | None:
+        return self.context["page"].previous
 
     @extend_schema_field(ExecutionSerializer(allow_null=True))
     def get_execution(self, plan: Plan) -> dict[str, Any] | None:
         execution = getattr(plan, "execution", None)
         return ExecutionSerializer(execution).data if execution is not None else None
 
-    @extend_schema_field(SubtaskSerializer(many=True))
+    @extend_schema_field(
+        SubtaskSerializer(many=True, help_text="A page of the subtasks, in run order: all of them when they fit.")
+    )
     def get_subtasks(self, plan: Plan) -> Any:
         return SubtaskSerializer(self.context["subtasks"], many=True, context=self.context).data
 

@@ -18,7 +18,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.errors import authenticated_user, errors
+from api.errors import ErrorSerializer, authenticated_user, errors
+from api.pagination import SUBTASKS_PAGE_PARAMETERS, subtasks_page
 from api.plans.serializers import (
     CancelSerializer,
     EventSerializer,
@@ -111,11 +112,17 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return plan
 
     def _detail(self, plan_id: Any, *, status_code: int = status.HTTP_200_OK) -> Response:
-        """Answer with the plan, its execution and its subtasks, in four queries."""
+        """Answer with the plan, its execution and a page of its subtasks, in four queries.
+
+        Reading the plan shows the page `?subtasks_page` asks for; an action's answer, the first.
+        """
         plan = self.get_queryset().get(pk=plan_id)
-        subtasks, depends_on = plan_subtasks(plan)
-        data = PlanDetailSerializer(plan, context={"subtasks": subtasks, "depends_on": depends_on}).data
-        return Response(data, status=status_code)
+        detail_url = reverse("plan-detail", kwargs={"pk": plan.pk})
+        first = self.request.method != "GET"
+        page = subtasks_page(self.request, detail_url=detail_url, count=plan.subtask_count, first=first)
+        subtasks, depends_on = plan_subtasks(plan, offset=page.offset, limit=page.limit)
+        context = {"subtasks": subtasks, "depends_on": depends_on, "page": page}
+        return Response(PlanDetailSerializer(plan, context=context).data, status=status_code)
 
     @extend_schema(
         summary="List plans",
@@ -127,7 +134,14 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Submit a plan",
         request=PlanSubmitSerializer,
-        responses={201: PlanDetailSerializer, **errors(400, 401, 413, 415)},
+        responses={
+            201: PlanDetailSerializer,
+            **errors(400, 401, 413, 415),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="The submitter has PLANS_MAX_ACTIVE_PER_USER unfinished plans (too_many_active_plans).",
+            ),
+        },
         description=(
             "400 codes: validation_error, duplicate_key, unknown_dependency, unknown_agent, "
             "cyclic_dependencies (details.cycle), too_many_subtasks."
@@ -141,7 +155,16 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         response["Location"] = reverse("plan-detail", kwargs={"pk": plan.pk})
         return response
 
-    @extend_schema(summary="Read a plan with its subtasks", responses={200: PlanDetailSerializer, **errors(401, 404)})
+    @extend_schema(
+        summary="Read a plan with its subtasks",
+        description=(
+            "The subtasks in run order, a page at a time: `subtasks_count` says how many the plan has, "
+            "`subtasks_next` and `subtasks_previous` link the pages around this one (null at either end). "
+            "Every action that answers with the plan shows its first page."
+        ),
+        parameters=SUBTASKS_PAGE_PARAMETERS,
+        responses={200: PlanDetailSerializer, **errors(400, 401, 404)},
+    )
     def retrieve(self, request: Request, pk: str) -> Response:
         return self._detail(self.get_object().pk)
 
@@ -273,10 +296,11 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         ),
         responses={200: TransitionSerializer(many=True), **errors(401, 404)},
     )
-    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    @action(detail=True, methods=["get"], filterset_class=None)
     def history(self, request: Request, pk: str) -> Response:
         plan = self.get_object()
-        return Response(TransitionSerializer(plan_history(plan_id=plan.pk), many=True).data)
+        page = self.paginate_queryset(plan_history(plan_id=plan.pk))  # type: ignore[arg-type]
+        return self.get_paginated_response(TransitionSerializer(page, many=True).data)
 
     @extend_schema(
         summary="Events of a plan after a sequence number; a live stream with Accept: text/event-stream",

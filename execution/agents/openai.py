@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import httpx
+from django.conf import settings
 from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI, OpenAIError
 
 from common.redaction import url_without_credentials
@@ -66,6 +67,10 @@ BODY_EXCERPT = 500
 
 class _Refused(Exception):
     """The run cannot go on and retrying will not help: the subtask fails with this message."""
+
+
+class _TooLarge(_Refused):
+    """The conversation grew past EXECUTION_MAX_CONVERSATION_BYTES: the subtask fails, and it is not stored."""
 
 
 class OpenAIAgent(BaseAgent):
@@ -136,6 +141,8 @@ class OpenAIAgent(BaseAgent):
                 client = OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0)
                 with client:
                     return self._converse(client, conversation, usage, tools, _Answer(schema=schema, live=live))
+        except _TooLarge as error:
+            return Fail(str(error), usage=usage)
         except _Refused as error:
             return Fail(self._redact(str(error)), conversation=conversation, usage=usage)
 
@@ -154,12 +161,15 @@ class OpenAIAgent(BaseAgent):
         answer: "_Answer",
     ) -> Step:
         while True:
+            conversation_bound(conversation)
             if len(usage["steps"]) >= self.max_steps:
                 raise _Refused(self._too_many_steps())
             completion = self._complete(client, conversation, tools, answer, step=len(usage["steps"]))
             message = assistant_message(completion["choices"][0]["message"], step=len(usage["steps"]))
             _add_step(usage, completion, self.model)
+            tool_calls_bound(message)
             conversation.append(message)
+            conversation_bound(conversation)
             if not message.get("tool_calls"):
                 content = message.get("content") or ""
                 result: dict[str, Any] = {
@@ -185,6 +195,7 @@ class OpenAIAgent(BaseAgent):
                 raise _Refused(self._too_many_steps())
             pending = self._answer_calls(conversation, message["tool_calls"], tools)
             if pending:
+                conversation_bound(conversation)
                 return ToolCalls(tuple(pending), conversation=conversation, usage=usage, state=tools.state())
 
     def _too_many_steps(self) -> str:
@@ -342,6 +353,31 @@ class _Answer:
     def __init__(self, *, schema: dict[str, Any] | None, live: DeltaPublisher) -> None:
         self.schema = schema
         self.live = live
+
+
+# --- bounds ----------------------------------------------------------------------------
+
+
+def conversation_bound(conversation: list[dict[str, Any]]) -> None:
+    """Raise _TooLarge when the conversation (as JSON) is over EXECUTION_MAX_CONVERSATION_BYTES."""
+    limit = settings.EXECUTION_MAX_CONVERSATION_BYTES
+    size = len(json.dumps(conversation, ensure_ascii=False, default=str).encode())
+    if size > limit:
+        raise _TooLarge(
+            f"The conversation with the model grew to {size} bytes, over the limit of {limit} "
+            "(EXECUTION_MAX_CONVERSATION_BYTES); it is not stored and no more calls are made."
+        )
+
+
+def tool_calls_bound(message: dict[str, Any]) -> None:
+    """Raise _Refused, before any runs, when one answer asks for more than EXECUTION_MAX_TOOL_CALLS_PER_ANSWER calls."""
+    limit = settings.EXECUTION_MAX_TOOL_CALLS_PER_ANSWER
+    count = len(message.get("tool_calls") or [])
+    if count > limit:
+        raise _Refused(
+            f"The model asked for {count} tool calls in one answer, over the limit of {limit} "
+            "(EXECUTION_MAX_TOOL_CALLS_PER_ANSWER); none was run."
+        )
 
 
 # --- messages --------------------------------------------------------------------------

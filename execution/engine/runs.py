@@ -76,6 +76,8 @@ MAX_AUTO_TOOL_CALLS = 100
 class Started:
     subtask: Subtask
     context: dict[str, Any]
+    # Why the agent is not to be called at all (the run fails with it, not retried); "" to call it.
+    refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,11 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
         except UnknownAgent:
             agent = None
         try:
-            step = agent_call(agent, started.subtask.agent, started.context, history)
+            step = (
+                Fail(started.refusal)
+                if started.refusal
+                else agent_call(agent, started.subtask.agent, started.context, history)
+            )
         except SoftTimeLimitExceeded:
             error = f"Timed out after {started.subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S}s."
         except Exception as exc:  # an agent's failure, whatever it is, is this attempt's failure
@@ -146,6 +152,7 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
         now=now,
         timeout_s=settings.EXECUTION_DEFAULT_TIMEOUT_S,
         lease_extra_s=settings.EXECUTION_HARD_LIMIT_GRACE_S + settings.EXECUTION_LEASE_SLACK_S,
+        max_context=settings.EXECUTION_MAX_CONTEXT_BYTES,
     )
     if found is None or found.plan_status != PlanStatus.IN_PROGRESS:
         return None
@@ -159,7 +166,18 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
     resume_observe(subtask.tool_calls)  # a run resuming after a decision: its latency, for /metrics
     if found.execution_state in (ExecState.RESUMED, ExecState.WAITING_APPROVAL):
         _execution_running(subtask)
-    return Started(subtask=subtask, context=_context(found, subtask))
+    return Started(subtask=subtask, context=_context(found, subtask), refusal=_context_refusal(found))
+
+
+def _context_refusal(found: RunStart) -> str:
+    """Return why the run may not start its agent: its dependencies' results are over the limit; else ""."""
+    limit = settings.EXECUTION_MAX_CONTEXT_BYTES
+    if found.context_bytes <= limit:
+        return ""
+    return (
+        f"The results of this subtask's dependencies add up to {found.context_bytes} bytes, "
+        f"over the limit of {limit} a run may gather (EXECUTION_MAX_CONTEXT_BYTES)."
+    )
 
 
 def _execution_running(subtask: Subtask) -> None:
@@ -247,20 +265,26 @@ def step_problem(step: Any) -> str:
     """Return what is wrong with what an agent returned, or "" for a step the engine can act on."""
     if not isinstance(step, STEP_TYPES):
         return f"The agent returned {type(step).__name__}, not a step (Finish, Fail, ToolCall or ToolCalls)."
+    limits = {"conversation": "EXECUTION_MAX_CONVERSATION_BYTES"}
     for name in ("conversation", "usage", "state"):
         state = getattr(step, name, None)
-        problem = _json_problem(name, state, limit=None) if state is not None else ""
+        problem = _json_problem(name, state, limit=limits.get(name)) if state is not None else ""
         if problem:
             return problem
     if isinstance(step, Finish):
-        return _json_problem("result", step.result, limit=settings.EXECUTION_MAX_RESULT_BYTES)
+        return _json_problem("result", step.result, limit="EXECUTION_MAX_RESULT_BYTES")
     if isinstance(step, Fail):
         return (
             "" if isinstance(step.error, str) else f"The agent failed with a {type(step.error).__name__}, not a text."
         )
     if isinstance(step, ToolCalls) and not step.calls:
         return "The agent asked for no tool calls (an empty ToolCalls)."
-    for call in _calls(step):
+    if len(calls := _calls(step)) > settings.EXECUTION_MAX_TOOL_CALLS_PER_ANSWER:
+        return (
+            f"The agent asked for {len(calls)} tool calls at once, over the limit of "
+            f"{settings.EXECUTION_MAX_TOOL_CALLS_PER_ANSWER} (EXECUTION_MAX_TOOL_CALLS_PER_ANSWER)."
+        )
+    for call in calls:
         if not isinstance(call, ToolCall) or not isinstance(call.tool, str) or not call.tool:
             return "The agent asked for a tool call without a tool name."
         if len(call.tool) > TOOL_NAME_MAX_LENGTH or text_problem(call.tool):
@@ -273,13 +297,14 @@ def step_problem(step: Any) -> str:
     return ""
 
 
-def _json_problem(what: str, value: Any, *, limit: int | None) -> str:
+def _json_problem(what: str, value: Any, *, limit: str | None) -> str:
+    """Return what keeps `value` from being stored; `limit` names the setting that bounds its size, if any."""
     try:
         size = len(json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False).encode())
     except (TypeError, ValueError, RecursionError) as error:
         return f"The agent's {what} is not JSON-serialisable ({type(error).__name__}: {error})."
-    if limit is not None and size > limit:
-        return f"The agent's {what} is {size} bytes, over the limit of {limit} (EXECUTION_MAX_RESULT_BYTES)."
+    if limit is not None and size > (most := getattr(settings, limit)):
+        return f"The agent's {what} is {size} bytes, over the limit of {most} ({limit})."
     problem = json_problem(value, max_depth=MAX_BODY_DEPTH)
     if problem:
         return f"The agent's {what} cannot be stored: {problem[0].lower()}{problem[1:]}"

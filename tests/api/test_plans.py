@@ -203,7 +203,7 @@ def test_cancel_with_a_reason_then_cancel_again_is_a_conflict(api):
     assert body["subtasks"][0]["status"] == "cancelled"
     error = assert_error(api.post(f"{PLANS}{plan_id}/cancel/"), 409, "invalid_state")
     assert error["details"] == {"current_status": "cancelled"}
-    history = api.get(f"{PLANS}{plan_id}/history/").json()
+    history = api.get(f"{PLANS}{plan_id}/history/").json()["results"]
     assert history[-1]["to_state"] == "cancelled"
     assert history[-1]["reason"] == "not needed"
 
@@ -241,7 +241,7 @@ def test_retry_needs_a_failed_subtask(api):
 def test_history_is_oldest_first(api):
     plan_id = submit(api, requires_approval=False).json()["id"]
     api.post(f"{PLANS}{plan_id}/pause/")
-    history = api.get(f"{PLANS}{plan_id}/history/").json()
+    history = api.get(f"{PLANS}{plan_id}/history/").json()["results"]
     assert [(h["from_state"], h["to_state"]) for h in history] == [("preparing", "running"), ("running", "paused")]
     assert set(history[0]) == {"id", "from_state", "to_state", "reason", "actor", "metadata", "created_at"}
     assert history[1]["actor"] == "owner"

@@ -219,7 +219,7 @@ def test_requesting_changes_keeps_the_plan_a_draft_and_notes_the_reason_on_its_r
     assert [(r["reason"], r["requested_by"], r["approval_id"]) for r in first["change_requests"]] == [
         ("Drop b", "approver", str(approval.pk))
     ]
-    (entry,) = api.get(f"{PLANS}{draft['id']}/history/").json()
+    (entry,) = api.get(f"{PLANS}{draft['id']}/history/").json()["results"]
     assert (entry["id"], entry["from_state"], entry["to_state"], entry["actor"]) == (None, "draft", "draft", "approver")
     assert entry["reason"] == "changes requested: Drop b"
     assert entry["metadata"]["event"] == "plan.changes_requested"
@@ -227,7 +227,7 @@ def test_requesting_changes_keeps_the_plan_a_draft_and_notes_the_reason_on_its_r
     # The owner revises: a new approval for the new revision; the history tells both.
     revise(api, draft["id"], {"subtasks": [subtask("a"), subtask("c", "a", input={"result": 1})]})
     assert plan_approvals(draft["id"]) == [ApprovalStatus.REJECTED, ApprovalStatus.PENDING]
-    history = api.get(f"{PLANS}{draft['id']}/history/").json()
+    history = api.get(f"{PLANS}{draft['id']}/history/").json()["results"]
     assert [(h["metadata"]["event"], h["metadata"]["revision"]) for h in history] == [
         ("plan.changes_requested", 1),
         ("plan.revised", 2),

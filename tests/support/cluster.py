@@ -27,6 +27,10 @@ FAST = {
     "WEBHOOK_RETRY_BACKOFF_S": "1",
     # Small enough for a test agent to go over it cheaply.
     "EXECUTION_MAX_RESULT_BYTES": "100000",
+    # Two results near the limit above are over it; the test agents' conversations stay far below the next.
+    "EXECUTION_MAX_CONTEXT_BYTES": "150000",
+    "EXECUTION_MAX_CONVERSATION_BYTES": "200000",
+    "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER": "8",
 }
 
 

@@ -106,6 +106,7 @@ def start_and_lose(run: canvas.Run) -> None:
         now=timezone.now(),
         timeout_s=settings.EXECUTION_DEFAULT_TIMEOUT_S,
         lease_extra_s=1,
+        max_context=settings.EXECUTION_MAX_CONTEXT_BYTES,
     )
     assert found is not None
     assert found.row is not None

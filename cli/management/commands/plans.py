@@ -22,6 +22,7 @@ from execution.transitions import TransitionNotAllowed
 from plans.models import Plan, PlanRevision, PlanStatus
 from plans.revisions import StaleRevision, content_diff
 from plans.selectors import can_operate, plans_visible_to
+from plans.services import TooManyActivePlans
 from plans.validation import PlanInvalid
 
 # Exit codes: 0 every plan completed; 1 a plan failed or was cancelled, or an action was refused;
@@ -139,6 +140,8 @@ class Command(BaseCommand):
             raise CommandError(
                 printable(f"Invalid plan ({error.code}): {error.message}{details}"), returncode=EXIT_USAGE
             ) from None
+        except TooManyActivePlans as error:
+            raise CommandError(printable(f"Refused ({error.code}): {error.message}"), returncode=EXIT_USAGE) from None
         self.console.print(
             Text.assemble(f"Submitted plan {plan.pk} “", ui.shown(plan.goal, 60), f"”: {plan.status}."),
             highlight=False,
