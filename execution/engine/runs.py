@@ -14,6 +14,11 @@ dead run (lease free) is told from a live or frozen one (lease held) without wai
 time-out. A run lost with its worker is sent again as the next attempt, or failed as poison
 after EXECUTION_MAX_LOST_RUNS. A run killed at its hard time limit is recorded as a time-out.
 
+A run of an agent with provider limits (execution/limits.py) is first admitted (_admit): over
+a limit, it is deferred (RunDeferred: its message is sent again after a delay, the same
+attempt, its subtask left queued) before anything is written; admitted, it holds one of
+the agent's slots until it ends.
+
 Where a run starts: _start; where it is put off to later (sent again after a delay): _retry;
 where it ends: outcome_record.
 """
@@ -48,9 +53,11 @@ from execution.agents.base import (
     ToolCalls,
     ToolCallStatus,
 )
-from execution.agents.registry import UnknownAgent, agent_get
+from execution.agents.limits import agent_limits
+from execution.agents.registry import UnknownAgent, agent_get, agents_limited
 from execution.engine.plan_flow import dispatch, failure_policy_apply, plan_lock_for
 from execution.engine.waits import entry_new, subtask_wait
+from execution.limits import deferral_count, hold_back, run_admit, slot_release
 from execution.metrics import resume_observe
 from execution.models import ExecState
 from execution.selectors import execution_of
@@ -90,6 +97,14 @@ class Outcome:
     retry_after: float | None = None
 
 
+class RunDeferred(Exception):
+    """The run is over one of its agent's limits: send it again, the same attempt, after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"deferred for {delay:g}s")
+        self.delay = delay
+
+
 # --- One run, top to bottom ----------------------------------------------------------------------
 
 
@@ -98,10 +113,17 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
 
     Starts only if the subtask is queued at the previous attempt (fenced); a message for
     a run whose worker died takes the run over instead; anything else is a duplicate or
-    stale message and is dropped. The agent runs outside any transaction.
+    stale message and is dropped. The agent runs outside any transaction. Raise
+    RunDeferred when the run is over one of its agent's limits.
     """
-    started = _start(subtask_id=subtask_id, attempt=attempt, worker=worker)
+    slot = _admit(subtask_id=subtask_id, attempt=attempt)
+    try:
+        started = _start(subtask_id=subtask_id, attempt=attempt, worker=worker)
+    except BaseException:
+        _slot_release(slot)
+        raise
     if started is None:
+        _slot_release(slot)
         return None
     released = False
     try:
@@ -123,6 +145,8 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
             # The traceback's last line is the raw message: only where the operator asked for DEBUG.
             logger.debug("Subtask %s attempt %s failed", subtask_id, attempt, exc_info=True)
             retry_after = getattr(exc, "retry_after", None)
+            if retry_after and agent_limits(agent).shares_retry_after:
+                hold_back(agent=started.subtask.agent, seconds=retry_after)
         outcome = Outcome(
             subtask=started.subtask, attempt=attempt, step=step, history=history, error=error, retry_after=retry_after
         )
@@ -131,6 +155,41 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
     finally:
         if not released:
             lease_release(subtask_id, attempt)
+        _slot_release(slot)
+
+
+# --- Provider limits ----------------------------------------------------------------------------
+
+
+def _admit(*, subtask_id: UUID, attempt: int) -> tuple[str, int] | None:
+    """Check a run against its agent's limits before it starts; return the slot it took, if any.
+
+    Only a message that would start a run is checked (its subtask queued at the previous
+    attempt); a duplicate or stale one goes on to be told apart as before. Nothing is
+    written: a deferred run leaves its subtask queued, its retries untouched.
+    """
+    limited = agents_limited()
+    if not limited:
+        return None
+    name = (
+        Subtask.objects.filter(pk=subtask_id, status=S.QUEUED, attempts=attempt - 1)
+        .values_list("agent", flat=True)
+        .first()
+    )
+    limits = limited.get(name or "")
+    if name is None or limits is None:
+        return None
+    admission = run_admit(agent=name, limits=limits)
+    if not admission.admitted:
+        deferral_count(name)
+        cap = settings.CELERY_VISIBILITY_TIMEOUT_S / 2
+        raise RunDeferred(min(cap, max(admission.wait_s, 0.05)))
+    return None if admission.slot is None else (name, admission.slot)
+
+
+def _slot_release(slot: tuple[str, int] | None) -> None:
+    if slot is not None:
+        slot_release(*slot)
 
 
 # --- The start ----------------------------------------------------------------------------------
