@@ -11,8 +11,10 @@ so parallel subtasks of one plan each get their own answers.
 Control endpoints: `POST /_script` with `{"match": <marker or null for any request>,
 "answers": [{"status", "headers", "delay_s", "body"}, ...]}` appends answers to that
 marker's script; `GET /_requests` returns the recorded requests (`path`, `headers`,
-`body`, `match`: the marker that answered, `at`: when it arrived); `POST /_reset` forgets
-scripts and requests.
+`body`, `match`: the marker that answered, `at`: when it arrived, `concurrent`: how many
+requests answered by the same marker were in flight then, itself included); `POST /_reset`
+forgets scripts and requests. A 429 is scripted like any answer:
+`reply(status=429, headers={"Retry-After": "2"})`.
 
 Fixtures: `openai_server` (session: the process, on a free port) and `fake_openai` (the
 same server, reset for the test). Register them with
@@ -175,6 +177,7 @@ class _State:
         self.lock = threading.Lock()
         self.scripts: dict[str | None, list[dict[str, Any]]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.in_flight: dict[str | None, int] = {}
 
     def next_answer(self, body: Any) -> tuple[str | None, dict[str, Any] | None]:
         first_user = ""
@@ -231,6 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.scripts.clear()
                 self.state.requests.clear()
+                self.state.in_flight.clear()
             self._send(200, {"ok": True})
         elif self.path == "/_script":
             with self.state.lock:
@@ -245,16 +249,32 @@ class _Handler(BaseHTTPRequestHandler):
         match, answer = self.state.next_answer(body)
         with self.state.lock:
             headers = {name.lower(): value for name, value in self.headers.items()}
+            concurrent = self.state.in_flight[match] = self.state.in_flight.get(match, 0) + 1
             self.state.requests.append(
-                {"path": self.path, "headers": headers, "body": body, "match": match, "at": time.time()}
+                {
+                    "path": self.path,
+                    "headers": headers,
+                    "body": body,
+                    "match": match,
+                    "at": time.time(),
+                    "concurrent": concurrent,
+                }
             )
         if isinstance(body, dict) and body.get("stream"):
-            self._send(400, {"error": {"message": "the fake server does not stream"}})
+            status, payload, extra = 400, {"error": {"message": "the fake server does not stream"}}, None
         elif answer is None:
-            self._send(500, {"error": {"message": "the fake server has no scripted answer for this request"}})
+            status, payload, extra = (
+                500,
+                {"error": {"message": "the fake server has no scripted answer for this request"}},
+                None,
+            )
         else:
             time.sleep(answer.get("delay_s") or 0)
-            self._send(answer.get("status", 200), answer.get("body"), answer.get("headers"))
+            status, payload, extra = answer.get("status", 200), answer.get("body"), answer.get("headers")
+        # Counted out before the answer is sent: a request the client makes on reading it never overlaps it.
+        with self.state.lock:
+            self.state.in_flight[match] -= 1
+        self._send(status, payload, extra)
 
 
 def main() -> None:
