@@ -29,13 +29,15 @@ class TestAgents:
 
 def definitions(server: FakeOpenAI, http_agent_url: str, mcp: McpSetup) -> dict:
     """Return the test agents: `llm` (write_file needs approval, read_file does not), `llm_short`, `helper`,
-    and the MCP agents of tests/mcp/servers.py."""
+    `llm_pair` (two runs at once) and `llm_held` (for Retry-After), and the MCP agents of tests/mcp/servers.py."""
     return {
         "llm": server.agent_definition(
             system_prompt="You write code.", max_steps=5, timeout_s=2, tools=[WRITE_FILE, READ_FILE]
         ),
         "llm_short": server.agent_definition(max_steps=2, tools=[READ_FILE]),
         "helper": {"kind": "http", "url": http_agent_url, "timeout_s": 5},
+        "llm_pair": server.agent_definition(max_concurrency=2, timeout_s=10),
+        "llm_held": server.agent_definition(timeout_s=10),
         **agent_definitions(mcp, server.agent_definition()),
     }
 
