@@ -165,25 +165,27 @@ def _admit(*, subtask_id: UUID, attempt: int) -> tuple[str, int] | None:
     """Check a run against its agent's limits before it starts; return the slot it took, if any.
 
     Only a message that would start a run is checked (its subtask queued at the previous
-    attempt); a duplicate or stale one goes on to be told apart as before. Nothing is
-    written: a deferred run leaves its subtask queued, its retries untouched.
+    attempt); a duplicate or stale one goes on to be told apart as before. A deferred run
+    leaves its subtask queued, its attempts and retries untouched, and no event: only its
+    queued_at moves to when it is due again, as a retry's does. The reconciler goes by
+    queued_at, and cannot always see the message in flight: a worker that gets the
+    deferred message (the same task id) before it has finished with the old one may
+    forget it, so without this a waiting run would be taken for a lost message.
     """
     limited = agents_limited()
     if not limited:
         return None
-    name = (
-        Subtask.objects.filter(pk=subtask_id, status=S.QUEUED, attempts=attempt - 1)
-        .values_list("agent", flat=True)
-        .first()
-    )
+    queued = Subtask.objects.filter(pk=subtask_id, status=S.QUEUED, attempts=attempt - 1)
+    name = queued.values_list("agent", flat=True).first()
     limits = limited.get(name or "")
     if name is None or limits is None:
         return None
     admission = run_admit(agent=name, limits=limits)
     if not admission.admitted:
+        delay = min(settings.CELERY_VISIBILITY_TIMEOUT_S / 2, max(admission.wait_s, 0.05))
+        queued.update(queued_at=timezone.now() + timedelta(seconds=delay))
         deferral_count(name)
-        cap = settings.CELERY_VISIBILITY_TIMEOUT_S / 2
-        raise RunDeferred(min(cap, max(admission.wait_s, 0.05)))
+        raise RunDeferred(delay)
     return None if admission.slot is None else (name, admission.slot)
 
 

@@ -218,6 +218,7 @@ def test_a_run_over_its_agents_limit_is_deferred_leaving_its_subtask_queued_and_
     other_worker.run(lambda: slot_take(limited_agent, 1))  # another run holds the agent's only slot
     before = deferrals().get(limited_agent, 0)
     events = plan.events.count()
+    queued_at = plan.subtasks.get().queued_at
 
     with pytest.raises(RunDeferred) as deferred:
         worker.run(run)
@@ -225,6 +226,7 @@ def test_a_run_over_its_agents_limit_is_deferred_leaving_its_subtask_queued_and_
     assert deferred.value.delay > 0
     waiting = plan.subtasks.get()
     assert (waiting.status, waiting.attempts, waiting.retries, waiting.error) == (S.QUEUED, 0, 0, "")
+    assert waiting.queued_at > queued_at  # due again later: the reconciler waits for it
     assert plan.events.count() == events
     assert deferrals()[limited_agent] == before + 1
 

@@ -22,7 +22,9 @@ def test_ten_runs_of_an_agent_allowed_two_at_once_never_overlap_more_and_wait_wi
     # Four worker processes; each model call takes a while, so runs over the limit have to wait.
     llm.script(*[reply(completion("done"), delay_s=1.5) for _ in range(10)], match="Paired work")
     before = deferrals().get("llm_pair", 0)
-    limited = start(*[subtask(f"p{i}", agent="llm_pair", description=f"Paired work {i}") for i in range(10)])
+    limited = start(
+        *[subtask(f"p{i}", agent="llm_pair", description=f"Paired work {i}") for i in range(10)], max_parallel=10
+    )
     wait_for(lambda: len(llm.requests(match="Paired work")) >= 2)
 
     # Waiting runs hold no worker: another plan's runs go through while most of them still wait.
