@@ -260,6 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "concurrent": concurrent,
                 }
             )
+        status: int
+        payload: Any
+        extra: dict[str, str] | None
         if isinstance(body, dict) and body.get("stream"):
             status, payload, extra = 400, {"error": {"message": "the fake server does not stream"}}, None
         elif answer is None:
