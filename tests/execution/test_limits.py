@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from execution.agents.base import Finish
 from execution.agents.definitions import agent_from_definition
 from execution.agents.fields import DefinitionError
 from execution.agents.limits import AgentLimits, agent_limits
-from execution.engine.runs import RunDeferred
+from execution.engine.runs import RunDeferred, retry_delay
 from execution.limits import (
     deferrals,
     hold_back,
@@ -25,6 +26,8 @@ from execution.limits import (
     slots_in_use,
 )
 from plans.models import SubtaskStatus as S
+from tests.fakes.openai_server import completion, reply, tool_call
+from tests.support.agent_contexts import READ_FILE, context
 from tests.support.factories import subtask
 from tests.support.flows import start
 
@@ -245,3 +248,45 @@ def test_a_stale_message_of_a_limited_agent_is_dropped_not_deferred(worker, outb
 
     assert worker.run(run) is None  # a duplicate of the finished run: not held back, dropped as before
     assert plan.subtasks.get().status == S.DONE
+
+
+# --- the openai agent ----------------------------------------------------------------------------
+
+
+def test_every_model_call_of_an_openai_agent_takes_a_place_in_its_window(fake_openai, settings):
+    name = unique_agent()
+    agent = agent_from_definition(name, fake_openai.agent_definition(requests_per_minute=10, tools=[READ_FILE]))
+    settings.EXECUTION_WORKSPACE_DIR = ""  # the worker tool answers with an error: a second call all the same
+    fake_openai.script(completion(tool_calls=[tool_call("read_file", {"path": "x"})]), completion("Done"))
+
+    step = agent.run(context())
+
+    assert isinstance(step, Finish)
+    assert requests_last_minute([name]) == {name: 2}
+
+
+@pytest.fixture
+def model_agent(fake_openai, tmp_path, settings) -> str:
+    """An openai agent on the fake server, known to this process."""
+    name = unique_agent()
+    path = tmp_path / "agents.json"
+    path.write_text(json.dumps({name: fake_openai.agent_definition(timeout_s=5)}))
+    settings.EXECUTION_AGENTS_FILE = str(path)
+    return name
+
+
+def test_a_429_with_retry_after_holds_back_the_other_runs_of_the_agent(worker, outbox, fake_openai, model_agent):
+    refusal = reply({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "30"})
+    fake_openai.script(refusal, match="Do first")
+    start(subtask("first", agent=model_agent, max_retries=1))
+    first = outbox.only_run()
+    start(subtask("second", agent=model_agent))
+    second = outbox.only_run()
+
+    assert worker.run(first) == retry_delay(0, at_least=30)  # the run that got it retries, as before
+    assert 25 < hold_remaining_s(model_agent) <= 30
+    with pytest.raises(RunDeferred) as deferred:
+        worker.run(second)  # and the agent's other runs wait too
+
+    assert 25 < deferred.value.delay <= 30
+    assert len(fake_openai.requests()) == 1
