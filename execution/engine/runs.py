@@ -108,15 +108,16 @@ class RunDeferred(Exception):
 # --- One run, top to bottom ----------------------------------------------------------------------
 
 
-def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
+def subtask_run(*, subtask_id: UUID, attempt: int, worker: str, agent_name: str = "") -> float | None:
     """Run attempt `attempt` of a subtask; return a delay when it should be retried.
 
     Starts only if the subtask is queued at the previous attempt (fenced); a message for
     a run whose worker died takes the run over instead; anything else is a duplicate or
     stale message and is dropped. The agent runs outside any transaction. Raise
-    RunDeferred when the run is over one of its agent's limits.
+    RunDeferred when the run is over one of its agent's limits (`agent_name`: the
+    subtask's agent as its message names it; read from the database when not given).
     """
-    slot = _admit(subtask_id=subtask_id, attempt=attempt)
+    slot = _admit(subtask_id=subtask_id, attempt=attempt, agent=agent_name)
     try:
         started = _start(subtask_id=subtask_id, attempt=attempt, worker=worker)
     except BaseException:
@@ -161,7 +162,7 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
 # --- Provider limits ----------------------------------------------------------------------------
 
 
-def _admit(*, subtask_id: UUID, attempt: int) -> tuple[str, int] | None:
+def _admit(*, subtask_id: UUID, attempt: int, agent: str) -> tuple[str, int] | None:
     """Check a run against its agent's limits before it starts; return the slot it took, if any.
 
     Only a message that would start a run is checked (its subtask queued at the previous
@@ -176,14 +177,15 @@ def _admit(*, subtask_id: UUID, attempt: int) -> tuple[str, int] | None:
     if not limited:
         return None
     queued = Subtask.objects.filter(pk=subtask_id, status=S.QUEUED, attempts=attempt - 1)
-    name = queued.values_list("agent", flat=True).first()
+    name = agent or queued.values_list("agent", flat=True).first()
     limits = limited.get(name or "")
-    if name is None or limits is None:
+    if not name or limits is None:
         return None
     admission = run_admit(agent=name, limits=limits)
     if not admission.admitted:
         delay = min(settings.CELERY_VISIBILITY_TIMEOUT_S / 2, max(admission.wait_s, 0.05))
-        queued.update(queued_at=timezone.now() + timedelta(seconds=delay))
+        if not queued.update(queued_at=timezone.now() + timedelta(seconds=delay)):
+            return None  # a duplicate or stale message: it starts nothing, and is told apart as before
         deferral_count(name)
         raise RunDeferred(delay)
     return None if admission.slot is None else (name, admission.slot)
@@ -495,7 +497,9 @@ def subtask_hard_timeout(*, subtask_id: UUID, attempt: int, task_id: str, hard_l
     if delay is None:
         canvas.send_advance(subtask.plan_id)
         return
-    run = canvas.Run(subtask_id=subtask.pk, attempt=attempt + 1, task_id=task_id, timeout_s=timeout)
+    run = canvas.Run(
+        subtask_id=subtask.pk, attempt=attempt + 1, task_id=task_id, timeout_s=timeout, agent=subtask.agent
+    )
     canvas.send_runs(subtask.plan_id, [run], countdown=delay)
 
 

@@ -29,7 +29,7 @@ from plans.models import SubtaskStatus as S
 from tests.fakes.openai_server import completion, reply, tool_call
 from tests.support.agent_contexts import READ_FILE, context
 from tests.support.factories import subtask
-from tests.support.flows import start
+from tests.support.flows import start, wait_for
 
 
 def unique_agent() -> str:
@@ -137,8 +137,8 @@ def test_slots_are_shared_across_connections_and_freed_when_a_connection_dies(ot
     assert mine == 1
     assert slots_in_use({agent: 2}) == {agent: 2}
 
-    other_worker.close()  # its process dies: its slot goes with its connection
-    assert slots_in_use({agent: 2}) == {agent: 1}
+    other_worker.close()  # its process dies: its slot goes with its connection (once PostgreSQL has seen it go)
+    wait_for(lambda: slots_in_use({agent: 2}) == {agent: 1}, timeout=10)
     slot_release(agent, mine)
 
 
@@ -234,6 +234,7 @@ def test_a_run_over_its_agents_limit_is_deferred_leaving_its_subtask_queued_and_
     assert deferrals()[limited_agent] == before + 1
 
     other_worker.close()  # that run ends (its worker with it)
+    wait_for(lambda: slots_in_use({limited_agent: 1}) == {limited_agent: 0}, timeout=10)
     assert worker.run(run) is None
     done = plan.subtasks.get()
     assert (done.status, done.attempts, done.retries) == (S.DONE, 1, 0)
