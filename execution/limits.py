@@ -81,8 +81,8 @@ class Admission:
 def run_admit(*, agent: str, limits: AgentLimits) -> Admission:
     """Let a run of `agent` start if every limit has room, taking a slot; else say how long to wait.
 
-    The Redis checks come first (they take nothing), then the slot; a slot taken is given
-    back if the request window turns out to be full meanwhile.
+    The Redis checks come first and only look (each model call of the run takes its own
+    place in the window, model_call_admit), then the slot is taken.
     """
     held = hold_remaining_s(agent) if limits.shares_retry_after else 0.0
     if held > 0:
@@ -205,8 +205,10 @@ def requests_last_minute(agents: list[str]) -> dict[str, int]:
     """Return how many model calls each agent made in the last 60 seconds."""
     if not agents:
         return {}
-    now_ms = int(time.time() * 1000)
-    pipe = broker_redis().pipeline(transaction=False)
+    client = broker_redis()
+    seconds, microseconds = client.time()  # the window's clock
+    now_ms = seconds * 1000 + microseconds // 1000
+    pipe = client.pipeline(transaction=False)
     for agent in agents:
         pipe.zcount(REQUESTS_KEY.format(agent=agent), now_ms - WINDOW_MS, "+inf")
     return dict(zip(agents, (int(count) for count in pipe.execute()), strict=True))
