@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from api.errors import error_body
 from approvals.models import Approval, ApprovalStatus
+from execution.limits import deferrals
 from execution.metrics import queue_lengths, resume_histogram
 from plans.models import Plan, Subtask, SubtaskStatus
 
@@ -83,7 +84,12 @@ def service_figures() -> dict[str, Any]:
     """Return the service's figures from PostgreSQL and Redis (cached for METRICS_CACHE_S)."""
     figures = cache.get(CACHE_KEY)
     if figures is None:
-        figures = {**_database_figures(), "queues": queue_lengths(), "resume": resume_histogram()}
+        figures = {
+            **_database_figures(),
+            "queues": queue_lengths(),
+            "resume": resume_histogram(),
+            "deferrals": deferrals(),
+        }
         cache.set(CACHE_KEY, figures, timeout=settings.METRICS_CACHE_S)
     return figures
 
@@ -150,6 +156,14 @@ class ServiceCollector(Collector):
         for queue, count in figures["queues"].items():
             queues.add_metric([queue], count)
         yield queues
+        deferred = CounterMetricFamily(
+            f"{PREFIX}_limit_deferrals",
+            "Runs put off because their agent was at a provider limit, by agent.",
+            labels=["agent"],
+        )
+        for agent, count in sorted(figures["deferrals"].items()):
+            deferred.add_metric([agent], count)
+        yield deferred
 
     def _tokens(self, rows: list[tuple[str, str, int, int]]) -> Iterator[Metric]:
         tokens = CounterMetricFamily(

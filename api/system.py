@@ -49,6 +49,18 @@ class McpServerSerializer(serializers.Serializer):
     tools = McpToolSerializer(many=True, allow_null=True, help_text="The tools last listed (null until listed).")
 
 
+class AgentLimitsSerializer(serializers.Serializer):
+    max_concurrency = serializers.IntegerField(allow_null=True, help_text="Runs at once, across all workers.")
+    running = serializers.IntegerField(allow_null=True, help_text="Runs holding a slot now (null without a limit).")
+    requests_per_minute = serializers.IntegerField(allow_null=True, help_text="Model calls a minute (openai).")
+    requests_last_minute = serializers.IntegerField(
+        allow_null=True, help_text="Model calls in the last 60 seconds (null without a limit)."
+    )
+    held_for_s = serializers.FloatField(
+        allow_null=True, help_text="How long a model's Retry-After still holds back every run (0: not held)."
+    )
+
+
 class AgentSerializer(serializers.Serializer):
     name = serializers.CharField()
     implementation = serializers.CharField()
@@ -57,6 +69,7 @@ class AgentSerializer(serializers.Serializer):
     output_schema = serializers.JSONField(
         allow_null=True, help_text="The JSON Schema an openai agent's final answer must match (null: free text)."
     )
+    limits = AgentLimitsSerializer(help_text="Provider limits and their current use.")
 
 
 class CheckSerializer(serializers.Serializer):

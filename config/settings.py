@@ -338,6 +338,9 @@ EXECUTION_HARD_LIMIT_GRACE_S = env.int("EXECUTION_HARD_LIMIT_GRACE_S", default=3
 EXECUTION_LEASE_SLACK_S = env.int("EXECUTION_LEASE_SLACK_S", default=30)
 EXECUTION_RETRY_BACKOFF_BASE_S = env.float("EXECUTION_RETRY_BACKOFF_BASE_S", default=2.0)
 EXECUTION_RETRY_BACKOFF_CAP_S = env.float("EXECUTION_RETRY_BACKOFF_CAP_S", default=300.0)
+# A run over one of its agent's limits (max_concurrency) is sent again after this long, its
+# worker free meanwhile; over requests_per_minute or held back by a Retry-After, after the wait.
+EXECUTION_LIMIT_DEFER_S = env.float("EXECUTION_LIMIT_DEFER_S", default=1.0)
 EXECUTION_RECONCILE_INTERVAL_S = env.float("EXECUTION_RECONCILE_INTERVAL_S", default=5.0)
 # A queued subtask whose message has not started after this long, while its queue is
 # empty, is presumed lost by the broker and dispatched again.

@@ -32,13 +32,18 @@ class Run:
     attempt: int
     task_id: str
     timeout_s: int
+    # The subtask's agent, so a run whose agent has no limits is started without reading it first.
+    agent: str = ""
 
 
 def run_signature(run: Run, *, priority: int = 0) -> Signature:
     """Return the signature of one run, with its soft and hard time limits."""
+    kwargs: dict[str, object] = {"subtask_id": str(run.subtask_id), "attempt": run.attempt}
+    if run.agent:
+        kwargs["agent"] = run.agent
     return signature(
         RUN_SUBTASK,
-        kwargs={"subtask_id": str(run.subtask_id), "attempt": run.attempt},
+        kwargs=kwargs,
         task_id=run.task_id,
         queue="subtasks",
         priority=priority,

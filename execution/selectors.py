@@ -9,8 +9,9 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
-from execution.agents.registry import agent_get, agent_mcp_servers, agents_describe
+from execution.agents.registry import agent_get, agent_mcp_servers, agents_describe, agents_limited
 from execution.events import COUNTERS, progress_of
+from execution.limits import limits_usage
 from execution.models import Event, ExecutionState, McpListing, StateTransition
 from execution.states import SUBTASK_ACTIVE
 from plans.models import Plan, PlanRevision, PlanStatus, Subtask
@@ -152,6 +153,15 @@ def plan_events(*, plan_id: UUID, after: int, limit: int) -> QuerySet[Event]:
     return Event.objects.filter(plan_id=plan_id, seq__gt=after).order_by("seq")[:limit]
 
 
+UNLIMITED = {
+    "max_concurrency": None,
+    "requests_per_minute": None,
+    "running": None,
+    "requests_last_minute": None,
+    "held_for_s": None,
+}
+
+
 def agents_with_tools() -> list[dict[str, Any]]:
     """Return the registered agents, each MCP server with the tools it listed last (null until listed).
 
@@ -160,7 +170,9 @@ def agents_with_tools() -> list[dict[str, Any]]:
     """
     agents = agents_describe()
     listings = {(listing.agent, listing.server): listing for listing in McpListing.objects.all()}
+    usage = limits_usage(agents_limited())
     for described in agents:
+        described["limits"] = usage.get(described["name"], UNLIMITED)
         servers = {server.name: server for server in agent_mcp_servers(agent_get(described["name"]))}
         for entry in described["mcp_servers"]:
             server = servers[entry["name"]]

@@ -11,7 +11,7 @@ from django.db import close_old_connections
 
 from execution.engine import reconciler
 from execution.engine.plan_flow import plan_advance
-from execution.engine.runs import subtask_hard_timeout, subtask_run
+from execution.engine.runs import RunDeferred, subtask_hard_timeout, subtask_run
 from execution.webhooks import WebhookFailed, webhook_deliver
 
 
@@ -38,11 +38,21 @@ class SubtaskTask(Task):
     reject_on_worker_lost=True,
     max_retries=None,
 )
-def run_subtask(self, *, subtask_id: str, attempt: int) -> None:
-    """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff."""
-    delay = subtask_run(subtask_id=UUID(subtask_id), attempt=attempt, worker=f"{self.request.hostname}:{os.getpid()}")
+def run_subtask(self, *, subtask_id: str, attempt: int, agent: str = "") -> None:
+    """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff.
+
+    A run over its agent's limits is sent again as the same attempt, after a delay (no worker waits).
+    """
+    worker = f"{self.request.hostname}:{os.getpid()}"
+    named = {"agent": agent} if agent else {}
+    try:
+        delay = subtask_run(subtask_id=UUID(subtask_id), attempt=attempt, worker=worker, agent_name=agent)
+    except RunDeferred as deferred:
+        raise self.retry(
+            countdown=deferred.delay, kwargs={"subtask_id": subtask_id, "attempt": attempt, **named}
+        ) from None
     if delay is not None:
-        raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1})
+        raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1, **named})
 
 
 @shared_task(name="execution.advance_plan", acks_late=True, ignore_result=True)

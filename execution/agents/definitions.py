@@ -28,6 +28,7 @@ from execution.agents.fields import (
     check_string,
     check_url,
 )
+from execution.agents.limits import limits_from_options
 from execution.agents.mcp_servers import mcp_servers_from_definitions
 from execution.agents.structured_output import schema_problem
 from execution.agents.tools import WORKER_TOOLS, Tool
@@ -104,9 +105,11 @@ def agent_from_definition(name: str, definition: Any) -> Agent:
         raise DefinitionError("kind", f"is required (one of {', '.join(KINDS)})")
     if kind not in KINDS:
         raise DefinitionError("kind", f"must be one of {', '.join(KINDS)}, not {json.dumps(kind)}")
+    limits = limits_from_options(kind, options)
     checked = OPTION_CHECKS[kind](options)
     agent_class = import_string(KINDS[kind])
     agent: Agent = agent_class(name, **{key: value for key, value in checked.items() if value is not None})
+    agent.limits = limits  # type: ignore[attr-defined]  # any kind may be limited: not a constructor option
     return agent
 
 

@@ -43,6 +43,7 @@ from execution.agents.base import (
     ToolCalls,
     retry_after_seconds,
 )
+from execution.agents.limits import agent_limits
 from execution.agents.mcp_servers import McpServer
 from execution.agents.openai_stream import completion_from_stream
 from execution.agents.run_tools import RunTools, argument_problem, mcp_load, parse_arguments, run_tools
@@ -56,6 +57,7 @@ from execution.agents.structured_output import (
 )
 from execution.agents.tools import Tool
 from execution.deltas import DeltaPublisher, delta_publisher
+from execution.limits import model_call_admit
 
 DEFAULT_MAX_STEPS = 20
 DEFAULT_TIMEOUT_S = 120.0
@@ -283,6 +285,8 @@ class OpenAIAgent(BaseAgent):
         self, client: OpenAI, conversation: list[dict[str, Any]], tools: RunTools, answer: "_Answer", *, step: int
     ) -> dict[str, Any]:
         """Return the model's chat completion (a dict) for the conversation so far."""
+        # Each call counts against requests_per_minute and waits out a Retry-After shared by the agent's runs.
+        model_call_admit(agent=self.name, limits=agent_limits(self), deadline_s=self.timeout_s)
         options: dict[str, Any] = {"model": self.model, "messages": cast(Any, conversation)}
         functions = tools.functions()
         if functions:

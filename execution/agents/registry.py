@@ -10,6 +10,7 @@ from django.utils.module_loading import import_string
 
 from execution.agents.base import Agent
 from execution.agents.definitions import agents_file_read
+from execution.agents.limits import NO_LIMITS, AgentLimits, agent_limits
 from execution.agents.mcp_servers import McpServer
 
 
@@ -66,6 +67,17 @@ def agents_describe() -> list[dict[str, Any]]:
         }
         for name, agent in sorted(_agents().items())
     ]
+
+
+def limits_of(name: str) -> AgentLimits:
+    """Return the limits of the named agent (none when it has none, or is not registered)."""
+    agent = _agents().get(name)
+    return NO_LIMITS if agent is None else agent_limits(agent)
+
+
+def agents_limited() -> dict[str, AgentLimits]:
+    """Return the agents whose runs are checked against limits before they start, with their limits."""
+    return {name: limits for name, agent in _agents().items() if (limits := agent_limits(agent)).active}
 
 
 def agent_mcp_servers(agent: Agent) -> list[McpServer]:

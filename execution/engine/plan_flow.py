@@ -181,6 +181,7 @@ def dispatch(
             attempt=subtask.attempts + 1,
             task_id=subtask.task_id,
             timeout_s=subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S,
+            agent=subtask.agent,
         )
         for subtask in subtasks
     ]

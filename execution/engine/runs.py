@@ -14,6 +14,11 @@ dead run (lease free) is told from a live or frozen one (lease held) without wai
 time-out. A run lost with its worker is sent again as the next attempt, or failed as poison
 after EXECUTION_MAX_LOST_RUNS. A run killed at its hard time limit is recorded as a time-out.
 
+A run of an agent with provider limits (execution/limits.py) is first admitted (_admit): over
+a limit, it is deferred (RunDeferred: its message is sent again after a delay, the same
+attempt, its subtask left queued) before anything is written; admitted, it holds one of
+the agent's slots until it ends.
+
 Where a run starts: _start; where it is put off to later (sent again after a delay): _retry;
 where it ends: outcome_record.
 """
@@ -48,9 +53,11 @@ from execution.agents.base import (
     ToolCalls,
     ToolCallStatus,
 )
-from execution.agents.registry import UnknownAgent, agent_get
+from execution.agents.limits import agent_limits
+from execution.agents.registry import UnknownAgent, agent_get, agents_limited
 from execution.engine.plan_flow import dispatch, failure_policy_apply, plan_lock_for
 from execution.engine.waits import entry_new, subtask_wait
+from execution.limits import deferral_count, hold_back, run_admit, slot_release
 from execution.metrics import resume_observe
 from execution.models import ExecState
 from execution.selectors import execution_of
@@ -92,18 +99,34 @@ class Outcome:
     retry_after: float | None = None
 
 
+class RunDeferred(Exception):
+    """The run is over one of its agent's limits: send it again, the same attempt, after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"deferred for {delay:g}s")
+        self.delay = delay
+
+
 # --- One run, top to bottom ----------------------------------------------------------------------
 
 
-def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
+def subtask_run(*, subtask_id: UUID, attempt: int, worker: str, agent_name: str = "") -> float | None:
     """Run attempt `attempt` of a subtask; return a delay when it should be retried.
 
     Starts only if the subtask is queued at the previous attempt (fenced); a message for
     a run whose worker died takes the run over instead; anything else is a duplicate or
-    stale message and is dropped. The agent runs outside any transaction.
+    stale message and is dropped. The agent runs outside any transaction. Raise
+    RunDeferred when the run is over one of its agent's limits (`agent_name`: the
+    subtask's agent as its message names it; read from the database when not given).
     """
-    started = _start(subtask_id=subtask_id, attempt=attempt, worker=worker)
+    slot = _admit(subtask_id=subtask_id, attempt=attempt, agent=agent_name)
+    try:
+        started = _start(subtask_id=subtask_id, attempt=attempt, worker=worker)
+    except BaseException:
+        _slot_release(slot)
+        raise
     if started is None:
+        _slot_release(slot)
         return None
     released = False
     try:
@@ -129,6 +152,8 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
             # The traceback's last line is the raw message: only where the operator asked for DEBUG.
             logger.debug("Subtask %s attempt %s failed", subtask_id, attempt, exc_info=True)
             retry_after = getattr(exc, "retry_after", None)
+            if retry_after and agent_limits(agent).shares_retry_after:
+                hold_back(agent=started.subtask.agent, seconds=retry_after)
         outcome = Outcome(
             subtask=started.subtask, attempt=attempt, step=step, history=history, error=error, retry_after=retry_after
         )
@@ -137,6 +162,44 @@ def subtask_run(*, subtask_id: UUID, attempt: int, worker: str) -> float | None:
     finally:
         if not released:
             lease_release(subtask_id, attempt)
+        _slot_release(slot)
+
+
+# --- Provider limits ----------------------------------------------------------------------------
+
+
+def _admit(*, subtask_id: UUID, attempt: int, agent: str) -> tuple[str, int] | None:
+    """Check a run against its agent's limits before it starts; return the slot it took, if any.
+
+    Only a message that would start a run is checked (its subtask queued at the previous
+    attempt); a duplicate or stale one goes on to be told apart as before. A deferred run
+    leaves its subtask queued, its attempts and retries untouched, and no event: only its
+    queued_at moves to when it is due again, as a retry's does. The reconciler goes by
+    queued_at, and cannot always see the message in flight: a worker that gets the
+    deferred message (the same task id) before it has finished with the old one may
+    forget it, so without this a waiting run would be taken for a lost message.
+    """
+    limited = agents_limited()
+    if not limited:
+        return None
+    queued = Subtask.objects.filter(pk=subtask_id, status=S.QUEUED, attempts=attempt - 1)
+    name = agent or queued.values_list("agent", flat=True).first()
+    limits = limited.get(name or "")
+    if not name or limits is None:
+        return None
+    admission = run_admit(agent=name, limits=limits)
+    if not admission.admitted:
+        delay = min(settings.CELERY_VISIBILITY_TIMEOUT_S / 2, max(admission.wait_s, 0.05))
+        if not queued.update(queued_at=timezone.now() + timedelta(seconds=delay)):
+            return None  # a duplicate or stale message: it starts nothing, and is told apart as before
+        deferral_count(name)
+        raise RunDeferred(delay)
+    return None if admission.slot is None else (name, admission.slot)
+
+
+def _slot_release(slot: tuple[str, int] | None) -> None:
+    if slot is not None:
+        slot_release(*slot)
 
 
 # --- The start ----------------------------------------------------------------------------------
@@ -459,7 +522,9 @@ def subtask_hard_timeout(*, subtask_id: UUID, attempt: int, task_id: str, hard_l
     if delay is None:
         canvas.send_advance(subtask.plan_id)
         return
-    run = canvas.Run(subtask_id=subtask.pk, attempt=attempt + 1, task_id=task_id, timeout_s=timeout)
+    run = canvas.Run(
+        subtask_id=subtask.pk, attempt=attempt + 1, task_id=task_id, timeout_s=timeout, agent=subtask.agent
+    )
     canvas.send_runs(subtask.plan_id, [run], countdown=delay)
 
 

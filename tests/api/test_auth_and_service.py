@@ -1,5 +1,8 @@
 """Tokens, sessions, throttling, the agents list, and the OpenAPI schema and docs (health: test_health.py)."""
 
+import json
+import uuid
+
 import pytest
 import yaml
 from django.core.cache import cache
@@ -7,6 +10,8 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
+from execution.agents.registry import limits_of
+from execution.limits import hold_back, model_call_admit, slot_release, slot_take
 from tests.api.conftest import client_for
 from tests.api.test_plans import assert_error
 from tests.support.factories import UserFactory
@@ -62,7 +67,42 @@ def test_agents_are_listed():
     agents = client_for(UserFactory()).get("/api/v1/agents/").json()
     names = [agent["name"] for agent in agents]
     assert {"script", "http", "python", "coder", "debug", "ask"} <= set(names)
-    assert set(agents[0]) == {"name", "implementation", "description", "mcp_servers", "output_schema"}
+    assert set(agents[0]) == {"name", "implementation", "description", "mcp_servers", "output_schema", "limits"}
+    assert next(agent for agent in agents if agent["name"] == "script")["limits"] == {
+        "max_concurrency": None,
+        "running": None,
+        "requests_per_minute": None,
+        "requests_last_minute": None,
+        "held_for_s": None,
+    }
+
+
+def test_agents_show_their_limits_and_what_is_used_of_them(tmp_path, settings):
+    # Redis keeps its keys between tests: this test's own agent names.
+    pair, paced = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("pair", "paced"))
+    model = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "requests_per_minute": 60}
+    path = tmp_path / "agents.json"
+    path.write_text(json.dumps({pair: {"kind": "script", "max_concurrency": 2}, paced: model}))
+    settings.EXECUTION_AGENTS_FILE = str(path)
+    slot = slot_take(pair, 2)
+    model_call_admit(agent=paced, limits=limits_of(paced), deadline_s=0)
+    hold_back(agent=paced, seconds=30)
+
+    agents = {agent["name"]: agent for agent in client_for(UserFactory()).get("/api/v1/agents/").json()}
+
+    assert slot is not None
+    slot_release(pair, slot)
+    assert agents[pair]["limits"] == {
+        "max_concurrency": 2,
+        "running": 1,
+        "requests_per_minute": None,
+        "requests_last_minute": None,
+        "held_for_s": None,
+    }
+    limits = agents[paced]["limits"]
+    assert (limits["max_concurrency"], limits["running"], limits["requests_per_minute"]) == (None, None, 60)
+    assert limits["requests_last_minute"] == 1
+    assert 0 < limits["held_for_s"] <= 30
 
 
 def test_the_schema_validates_and_documents_errors(tmp_path):

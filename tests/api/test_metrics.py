@@ -1,6 +1,7 @@
 """GET /metrics: the process's HTTP and database metrics and the service's own, for METRICS_TOKEN holders only."""
 
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from api import metrics
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from execution.limits import deferral_count
 from execution.metrics import RESUME_KEY, broker_redis, resume_observe
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.support.factories import UserFactory, draft_plan, subtask
@@ -97,3 +99,11 @@ def test_the_service_figures_are_read_once_per_period(django_assert_max_num_quer
     scrape()
     with django_assert_max_num_queries(0):
         metrics.service_figures()
+
+
+def test_runs_deferred_at_a_provider_limit_are_counted_by_agent():
+    agent = f"deferred-{uuid.uuid4().hex[:8]}"
+    deferral_count(agent)
+    deferral_count(agent)
+
+    assert sample(scrape().content.decode(), "plan_execution_limit_deferrals_total", agent=agent) == 2

@@ -19,8 +19,10 @@ Other answers (errors) go out as they are.
 Control endpoints: `POST /_script` with `{"match": <marker or null for any request>,
 "answers": [{"status", "headers", "delay_s", "body"}, ...]}` appends answers to that
 marker's script; `GET /_requests` returns the recorded requests (`path`, `headers`,
-`body`, `match`: the marker that answered, `at`: when it arrived); `POST /_reset` forgets
-scripts and requests.
+`body`, `match`: the marker that answered, `at`: when it arrived, `concurrent`: how many
+requests answered by the same marker were in flight then, itself included); `POST /_reset`
+forgets scripts and requests. A 429 is scripted like any answer:
+`reply(status=429, headers={"Retry-After": "2"})`.
 
 Fixtures: `openai_server` (session: the process, on a free port) and `fake_openai` (the
 same server, reset for the test). Register them with
@@ -207,6 +209,7 @@ class _State:
         self.lock = threading.Lock()
         self.scripts: dict[str | None, list[dict[str, Any]]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.in_flight: dict[str | None, int] = {}
 
     def next_answer(self, body: Any) -> tuple[str | None, dict[str, Any] | None]:
         first_user = ""
@@ -263,6 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.scripts.clear()
                 self.state.requests.clear()
+                self.state.in_flight.clear()
             self._send(200, {"ok": True})
         elif self.path == "/_script":
             with self.state.lock:
@@ -278,20 +282,38 @@ class _Handler(BaseHTTPRequestHandler):
         record = {"path": self.path, "headers": {}, "body": body, "match": match, "at": time.time(), "chunks": []}
         with self.state.lock:
             record["headers"] = {name.lower(): value for name, value in self.headers.items()}
+            record["concurrent"] = self.state.in_flight[match] = self.state.in_flight.get(match, 0) + 1
             self.state.requests.append(record)
-        if answer is None:
-            self._send(500, {"error": {"message": "the fake server has no scripted answer for this request"}})
-            return
-        time.sleep(answer.get("delay_s") or 0)
-        streamed = isinstance(body, dict) and body.get("stream")
-        content = answer.get("body")
-        if streamed and answer.get("status", 200) == 200 and isinstance(content, dict) and content.get("choices"):
-            usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            self._stream(stream_chunks(content, answer.get("stream") or {}, usage), answer, record)
-        else:
-            self._send(answer.get("status", 200), content, answer.get("headers"))
+        counted = [True]
 
-    def _stream(self, chunks: list[dict[str, Any]], answer: dict[str, Any], record: dict[str, Any]) -> None:
+        def counted_out() -> None:
+            # Before the answer's end is sent: a request the client makes on reading it never overlaps it.
+            if counted[0]:
+                counted[0] = False
+                with self.state.lock:
+                    self.state.in_flight[match] = max(0, self.state.in_flight.get(match, 0) - 1)
+
+        try:
+            if answer is None:
+                counted_out()
+                self._send(500, {"error": {"message": "the fake server has no scripted answer for this request"}})
+                return
+            time.sleep(answer.get("delay_s") or 0)
+            streamed = isinstance(body, dict) and body.get("stream")
+            content = answer.get("body")
+            if streamed and answer.get("status", 200) == 200 and isinstance(content, dict) and content.get("choices"):
+                usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                chunks = stream_chunks(content, answer.get("stream") or {}, usage)
+                self._stream(chunks, answer, record, counted_out)
+            else:
+                counted_out()
+                self._send(answer.get("status", 200), content, answer.get("headers"))
+        finally:
+            counted_out()
+
+    def _stream(
+        self, chunks: list[dict[str, Any]], answer: dict[str, Any], record: dict[str, Any], ending: Any
+    ) -> None:
         options = answer.get("stream") or {}
         cut_after = options.get("cut_after")
         self.send_response(200)
@@ -309,6 +331,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if index and options.get("chunk_delay_s"):
                     time.sleep(options["chunk_delay_s"])
+                if any(choice.get("finish_reason") for choice in chunk["choices"]):
+                    ending()
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
                 text = "".join(choice["delta"].get("content") or "" for choice in chunk["choices"])

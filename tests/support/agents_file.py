@@ -37,8 +37,8 @@ class TestAgents:
 
 def definitions(server: FakeOpenAI, http_agent_url: str, mcp: McpSetup) -> dict:
     """Return the test agents: `llm` (write_file needs approval, read_file does not), `llm_plain` (the same,
-    not streamed), `llm_short`, `llm_structured` (answers a VERDICT), `helper`, and the MCP agents of
-    tests/mcp/servers.py."""
+    not streamed), `llm_short`, `llm_structured` (answers a VERDICT), `helper`, `llm_pair` (two runs at once)
+    and `llm_held` (for Retry-After), and the MCP agents of tests/mcp/servers.py."""
     return {
         "llm": server.agent_definition(
             system_prompt="You write code.", max_steps=5, timeout_s=2, tools=[WRITE_FILE, READ_FILE]
@@ -47,6 +47,8 @@ def definitions(server: FakeOpenAI, http_agent_url: str, mcp: McpSetup) -> dict:
         "llm_plain": server.agent_definition(stream=False, max_steps=5, timeout_s=2, tools=[WRITE_FILE, READ_FILE]),
         "llm_structured": server.agent_definition(output_schema=VERDICT),
         "helper": {"kind": "http", "url": http_agent_url, "timeout_s": 5},
+        "llm_pair": server.agent_definition(max_concurrency=2, timeout_s=10),
+        "llm_held": server.agent_definition(timeout_s=10),
         **agent_definitions(mcp, server.agent_definition()),
     }
 

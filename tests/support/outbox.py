@@ -69,7 +69,9 @@ class InProcessWorker:
 
     def run(self, run: canvas.Run, *, attempt: int | None = None) -> float | None:
         """Run one attempt (the run's own by default), as run_subtask does; return the retry's delay, if any."""
-        return subtask_run(subtask_id=run.subtask_id, attempt=attempt or run.attempt, worker=self.NAME)
+        return subtask_run(
+            subtask_id=run.subtask_id, attempt=attempt or run.attempt, worker=self.NAME, agent_name=run.agent
+        )
 
     def deliver(self, message: Message) -> None:
         """Do what the workers do with one message; revoked runs are discarded, as Celery discards them."""
