@@ -25,9 +25,9 @@ from rich.prompt import Prompt
 from rich.table import Table
 from rich.text import Text
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import approvals_visible_to, can_decide
-from approvals.services import AlreadyDecided, approval_decide
+from approvals.services import AlreadyDecided, AlreadyVoted, VoteInvalid, VoteRefused, approval_decide
 from common.palette import STATUS_COLOURS, status_colour
 from common.text import printable
 from execution.events import NOTIFY_CHANNEL
@@ -348,10 +348,14 @@ class Watch:
                 approve=approve,
                 reason=reason,
                 request_changes=request_changes,
+                channel=Channel.CLI,
                 **decision,
             )
         except AlreadyDecided as error:
             console.print(f"[yellow]Not decided: it is already {error.status}.[/yellow]")
+            return False
+        except (AlreadyVoted, VoteRefused, VoteInvalid) as error:
+            console.print(f"[yellow]Not decided: {error}[/yellow]")
             return False
         except TransitionNotAllowed as error:
             console.print(Text(f"Not decided: {printable(str(error))}", style="yellow"))

@@ -18,9 +18,16 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import approvals_visible_to, can_decide
-from approvals.services import AlreadyDecided, ChangesNotApplicable, approval_decide
+from approvals.services import (
+    AlreadyDecided,
+    AlreadyVoted,
+    ChangesNotApplicable,
+    VoteInvalid,
+    VoteRefused,
+    approval_decide,
+)
 from desk.access import StaffReadOnly
 from desk.admin.plans import plan_picture
 from desk.display import badge, json_text, plan_link, pretty_json, subtask_link
@@ -79,20 +86,24 @@ def decide_and_report(
             messages.error(request, f"You may not decide the {describe(approval)}.")
             continue
         try:
-            approval_decide(
+            voted = approval_decide(
                 approval_id=approval.pk,
                 decided_by=request.user,  # type: ignore[arg-type]  # the admin lets in only staff
                 approve=approve,
                 reason=reason,
                 request_changes=request_changes,
+                channel=Channel.ADMIN,
                 **decision,
             )
         except AlreadyDecided as error:
             messages.error(request, f"Not decided: the {describe(approval)} is already {error.status}.")
-        except (TransitionNotAllowed, ChangesNotApplicable) as error:
+        except (TransitionNotAllowed, ChangesNotApplicable, AlreadyVoted, VoteRefused, VoteInvalid) as error:
             messages.error(request, f"Not decided: {error}")
         else:
-            decided.append(describe(approval))
+            if voted.status == ApprovalStatus.PENDING:
+                messages.info(request, f"Vote recorded: the {describe(approval)} waits for more approvals.")
+            else:
+                decided.append(describe(approval))
     if decided:
         verb = "Sent back for changes" if request_changes else "Approved" if approve else "Rejected"
         messages.success(request, f"{verb}: {'; '.join(decided)}." + (f" Reason: {reason}" if reason else ""))

@@ -47,6 +47,7 @@ from execution.agents.base import (
     ToolCallEntry,
     ToolCalls,
     ToolCallStatus,
+    call_gated,
 )
 from execution.agents.registry import UnknownAgent, agent_get
 from execution.engine.plan_flow import dispatch, failure_policy_apply, plan_lock_for
@@ -237,6 +238,9 @@ def agent_call(agent: Agent | None, name: str, context: dict[str, Any], history:
             return dataclasses.replace(step, error=storable_text(credentials_stripped(step.error)))
         if not isinstance(step, ToolCall) or step.requires_approval:
             return step
+        if call_gated(context, step.tool, step.arguments):
+            # A rule outranks the agent: the call gets its approval like any other.
+            return dataclasses.replace(step, requires_approval=True)
         history.append(
             entry_new(tool=step.tool, arguments=step.arguments, status=ToolCallStatus.AUTO, call_id=step.call_id)
         )
