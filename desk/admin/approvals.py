@@ -6,12 +6,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
 from django.db.models import Case, F, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -19,6 +21,8 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
+from approvals.policy import policy_rules
+from approvals.rules import rules_describe
 from approvals.selectors import approvals_visible_to, can_decide
 from approvals.services import (
     AlreadyDecided,
@@ -181,6 +185,7 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "status_badge",
         ("requested_at", "expires_at"),
         ("decided_by", "decided_at"),
+        ("policy_rule", "quorum", "channel"),
         "reason",
         "edited_arguments_json",
         "result_json",
@@ -294,6 +299,32 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         if latest and approval_revision(approval) == plan.revision:
             changes = {key: "changed" for key in latest["changed"]} | {key: "added" for key in latest["added"]}
         return plan_picture(plan, changes=changes)
+
+    @admin.display(description="rule")
+    def policy_rule(self, approval: Approval) -> str:
+        if not approval.policy:
+            return "— (no rule fitted: the defaults)"
+        return f"{approval.policy['rule']} ({approval.policy['decision']})"
+
+    # --- the rules in force, read-only (APPROVALS_POLICY_FILE is changed where it is kept, not here)
+
+    def get_urls(self) -> list:
+        policy = self.admin_site.admin_view(self.policy_view)
+        return [path("policy/", policy, name="approvals_policy"), *super().get_urls()]
+
+    def policy_view(self, request: HttpRequest) -> HttpResponse:
+        rules = [
+            {**rule, "match_json": json_text(rule["match"]), "position": position}
+            for position, rule in enumerate(rules_describe(policy_rules()), start=1)
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Approval policy: the rules in force, in the order they are matched",
+            "opts": self.model._meta,
+            "file": settings.APPROVALS_POLICY_FILE,
+            "rules": rules,
+        }
+        return TemplateResponse(request, "admin/approvals/policy.html", context)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         title = "Approvals: the pending ones first, oldest first"
