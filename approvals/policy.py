@@ -33,7 +33,7 @@ def policy_load() -> None:
     policy_rules()
 
 
-def _groups(plan_id: UUID) -> frozenset[str]:
+def _groups(plan_id: UUID | str) -> frozenset[str]:
     """Return the groups of the plan's owner, when a rule asks about them (one query)."""
     if not any("requester_group" in rule.match for rule in policy_rules()):
         return frozenset()
@@ -50,7 +50,7 @@ def plan_rule(plan: Plan) -> Rule | None:
     return rule_match(rules, Subject(kind="plan", agents=agents, groups=_groups(plan.pk)))
 
 
-def tool_call_rule(*, plan_id: UUID, agent: str, tool: str, arguments: dict[str, Any]) -> Rule | None:
+def tool_call_rule(*, plan_id: UUID | str, agent: str, tool: str, arguments: dict[str, Any]) -> Rule | None:
     """Return the rule that decides a tool call of a subtask run by `agent`, or None."""
     rules = policy_rules()
     if not rules:

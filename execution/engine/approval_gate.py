@@ -25,7 +25,7 @@ class ApprovalGate(Protocol):
     def plan_gated(self, *, plan: Plan) -> bool:
         """Return whether a rule asks for (or denies) the approval of a plan submitted without one."""
 
-    def tool_call_gated(self, *, plan_id: UUID, agent: str, tool: str, arguments: dict[str, Any]) -> bool:
+    def tool_call_gated(self, *, plan_id: UUID | str, agent: str, tool: str, arguments: dict[str, Any]) -> bool:
         """Return whether a rule asks for (or denies) a call its agent marked as needing no approval."""
 
     def tool_call_request(
@@ -50,7 +50,7 @@ def approval_gate_register(gate: ApprovalGate) -> None:
 
     def check(context: Context, tool: str, arguments: dict[str, Any]) -> bool:
         return gate.tool_call_gated(
-            plan_id=UUID(str(context["plan_id"])), agent=context["agent"], tool=tool, arguments=arguments
+            plan_id=str(context.get("plan_id", "")), agent=str(context.get("agent", "")), tool=tool, arguments=arguments
         )
 
     call_check_set(check)
