@@ -7,7 +7,7 @@ PolicyFileError naming the rule and the field; `rule_match` returns the first ru
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from pathlib import Path
@@ -64,28 +64,12 @@ class Rule:
     separate_requester: bool | None = None
     expires_after_s: int | None = None
     on_expiry: str = "reject"
-    _patterns: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
+    # One check per key of `match`, the cheap ones first (the order does not change what fits).
+    _checks: tuple[Callable[[Subject], bool], ...] = field(default=(), compare=False, repr=False)
 
     def fits(self, subject: Subject) -> bool:
         """Return whether every key of `match` fits the subject."""
-        for key, pattern in self._patterns:
-            if key == "kind":
-                if subject.kind != pattern:
-                    return False
-            elif key == "agent":
-                if not all(pattern(agent) for agent in subject.agents):
-                    return False
-            elif key == "tool":
-                if not pattern(subject.tool):
-                    return False
-            elif key == "requester_group":
-                if pattern not in subject.groups:
-                    return False
-            else:  # arguments
-                for name, fits in pattern:
-                    if name not in subject.arguments or not fits(argument_text(subject.arguments[name])):
-                        return False
-        return True
+        return all(check(subject) for check in self._checks)
 
     def describe(self) -> dict[str, Any]:
         """Return the rule as the file would spell it, with its decision's defaults."""
@@ -177,7 +161,7 @@ def rule_parse(definition: Any) -> Rule:
         raise _FieldError("decision", f"must be one of {', '.join(DECISIONS)}, not {json.dumps(decision)}")
     if "match" not in definition:
         raise _FieldError("match", "is required ({} fits every approval)")
-    match, patterns = _match_parse(definition["match"])
+    match, checks = _match_parse(definition["match"])
     if "reason" in definition and decision != "deny":
         raise _FieldError("reason", 'is for "deny" rules only')
     reason = definition.get("reason", f"denied by policy {name}")
@@ -187,42 +171,44 @@ def rule_parse(definition: Any) -> Rule:
         for key in ASK_FIELDS:
             if key in definition:
                 raise _FieldError(key, 'is for "ask" rules only')
-        return Rule(name=name, decision=decision, match=match, reason=reason, _patterns=patterns)
-    return Rule(name=name, decision=decision, match=match, _patterns=patterns, **_ask_parse(definition))
+        return Rule(name=name, decision=decision, match=match, reason=reason, _checks=checks)
+    return Rule(name=name, decision=decision, match=match, _checks=checks, **_ask_parse(definition))
 
 
-def _match_parse(match: Any) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+def _match_parse(match: Any) -> tuple[dict[str, Any], tuple[Callable[[Subject], bool], ...]]:
     if not isinstance(match, dict):
         raise _FieldError("match", "must be an object ({} fits every approval)")
     unknown = sorted(set(match) - set(MATCH_FIELDS))
     if unknown:
         raise _FieldError(f"match.{unknown[0]}", f"is not a key of match (keys: {', '.join(MATCH_FIELDS)})")
-    patterns: list[tuple[str, Any]] = []
+    checks: list[Callable[[Subject], bool]] = []
     if "kind" in match:
-        if match["kind"] not in KINDS:
-            raise _FieldError("match.kind", f"must be one of {', '.join(KINDS)}, not {json.dumps(match['kind'])}")
-        patterns.append(("kind", match["kind"]))
-    for key in ("agent", "tool"):
-        if key in match:
-            patterns.append((key, glob(_text(match[key], f"match.{key}", "a glob pattern"))))
+        kind = match["kind"]
+        if kind not in KINDS:
+            raise _FieldError("match.kind", f"must be one of {', '.join(KINDS)}, not {json.dumps(kind)}")
+        checks.append(lambda subject: subject.kind == kind)
     if "requester_group" in match:
-        patterns.append(("requester_group", _text(match["requester_group"], "match.requester_group", "a group name")))
+        group = _text(match["requester_group"], "match.requester_group", "a group name")
+        checks.append(lambda subject: group in subject.groups)
+    if "tool" in match:
+        tool = glob(_text(match["tool"], "match.tool", "a glob pattern"))
+        checks.append(lambda subject: tool(subject.tool) is not None)
+    if "agent" in match:
+        agent = glob(_text(match["agent"], "match.agent", "a glob pattern"))
+        checks.append(lambda subject: all(agent(name) is not None for name in subject.agents))
     if "arguments" in match:
         arguments = match["arguments"]
         if not isinstance(arguments, dict) or not arguments:
             raise _FieldError("match.arguments", 'must be an object of argument names and globs, like {"cmd": "rm *"}')
-        patterns.append(
-            (
-                "arguments",
-                tuple(
-                    (name, glob(_text(value, f"match.arguments.{name}", "a glob pattern")))
-                    for name, value in arguments.items()
-                ),
-            )
+        globs = tuple(
+            (name, glob(_text(value, f"match.arguments.{name}", "a glob pattern"))) for name, value in arguments.items()
         )
-    # Cheap keys first: the order of the checks does not change what fits.
-    order = {key: index for index, key in enumerate(("kind", "requester_group", "tool", "agent", "arguments"))}
-    return dict(match), tuple(sorted(patterns, key=lambda pair: order[pair[0]]))
+        checks.append(lambda subject: _arguments_fit(globs, subject.arguments))
+    return dict(match), tuple(checks)
+
+
+def _arguments_fit(globs: tuple[tuple[str, Any], ...], arguments: Mapping[str, Any]) -> bool:
+    return all(name in arguments and fits(argument_text(arguments[name])) is not None for name, fits in globs)
 
 
 def _ask_parse(definition: dict[str, Any]) -> dict[str, Any]:

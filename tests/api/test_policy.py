@@ -75,6 +75,6 @@ def test_an_approval_shows_its_rule_quorum_approvers_and_votes_and_a_lead_votes(
     assert (again.status_code, again.json()["error"]["code"]) == (409, "already_voted")
     second = client_for(other_lead).post(f"/api/v1/plans/{plan.pk}/approve/", {}, format="json")
     assert second.status_code == 200
-    assert second.json()["status"] == "approved"
+    assert second.json()["status"] == "in_progress"  # approved, and started (auto_execute)
     late = client_for(other_lead).post(f"{path}reject/", {"reason": "x"}, format="json")
     assert (late.status_code, late.json()["error"]["code"]) == (409, "already_decided")

@@ -18,9 +18,13 @@ from approvals.services import (
     approvals_expire_overdue,
     plan_approve,
 )
+from execution.agents.base import ToolCalls
+from execution.agents.definitions import agent_from_definition
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus
 from plans.models import SubtaskStatus as S
+from tests.fakes.openai_server import completion, tool_call
+from tests.support.agent_contexts import READ_FILE, context
 from tests.support.clients import at_once
 from tests.support.factories import UserFactory, plan_data, subtask
 from tests.support.flows import start
@@ -283,3 +287,30 @@ def test_votes_at_once_decide_once_and_resume_once(policy, worker, outbox):
     plan = Plan.objects.get(pk=approval.plan_id)
     assert plan.events.filter(type="approval.resolved").count() == 1
     assert plan.events.filter(type="approval.voted").count() == 2
+
+
+def test_a_rule_gates_an_llm_agents_worker_tool_that_needs_no_approval(policy, fake_openai, settings, tmp_path):
+    policy(
+        {
+            "name": "no reads of secrets",
+            "match": {"tool": "read_file", "arguments": {"path": "secret*"}},
+            "decision": "ask",
+        }
+    )
+    settings.EXECUTION_WORKSPACE_DIR = str(tmp_path)
+    (tmp_path / "notes.txt").write_text("milk")
+    llm = agent_from_definition("llm", fake_openai.agent_definition(tools=[READ_FILE]))
+    calls = [
+        tool_call("read_file", {"path": "notes.txt"}, id="r1"),
+        tool_call("read_file", {"path": "secret.txt"}, id="r2"),
+    ]
+    fake_openai.script(completion(tool_calls=calls))
+
+    step = llm.run(context(agent="llm"))
+
+    # The call no rule fits ran at once; the other waits for a person, as the rule asks.
+    assert isinstance(step, ToolCalls)
+    assert [(call.tool, call.arguments, call.call_id) for call in step.calls] == [
+        ("read_file", {"path": "secret.txt"}, "r2")
+    ]
+    assert step.conversation[-1] == {"role": "tool", "tool_call_id": "r1", "content": "milk"}
