@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, VoteDecision
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_visible_to, can_decide
@@ -161,6 +161,7 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "agent",
         "arguments_start",
         "status_badge",
+        "vote_count",
         "age",
         "expires",
         "decided_by",
@@ -186,6 +187,7 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         ("requested_at", "expires_at"),
         ("decided_by", "decided_at"),
         ("policy_rule", "quorum", "channel"),
+        "votes_table",
         "reason",
         "edited_arguments_json",
         "result_json",
@@ -196,7 +198,11 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     # --- who sees and decides what: the API's rules (approvals.selectors)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
-        return approvals_visible_to(request.user).select_related("plan", "subtask", "decided_by")
+        return (
+            approvals_visible_to(request.user)
+            .select_related("plan", "subtask", "decided_by")
+            .annotate(approve_votes=Count("votes", filter=Q(votes__decision=VoteDecision.APPROVE)))
+        )
 
     # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
 
@@ -299,6 +305,32 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         if latest and approval_revision(approval) == plan.revision:
             changes = {key: "changed" for key in latest["changed"]} | {key: "added" for key in latest["added"]}
         return plan_picture(plan, changes=changes)
+
+    @admin.display(description="votes")
+    def vote_count(self, approval: Approval) -> str:
+        """Approving votes so far of the quorum ("1 of 2"); a single vote decides the others."""
+        if approval.quorum == 1:
+            return "—"
+        return f"{getattr(approval, 'approve_votes', 0)} of {approval.quorum}"
+
+    @admin.display(description="votes")
+    def votes_table(self, approval: Approval) -> SafeString | str:
+        votes = list(approval.votes.select_related("user"))
+        if not votes:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (vote.user.get_username(), vote.decision, vote.reason or "—", vote.channel, vote.at.isoformat())
+                for vote in votes
+            ),
+        )
+        return format_html(
+            '<table class="votes"><tr><th>voter</th><th>vote</th><th>reason</th><th>channel</th><th>at</th></tr>'
+            "{}</table>",
+            rows,
+        )
 
     @admin.display(description="rule")
     def policy_rule(self, approval: Approval) -> str:
