@@ -3,7 +3,7 @@
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
-from approvals.models import Approval
+from approvals.models import Approval, ApprovalStatus
 from plans.models import Plan
 from plans.selectors import is_approver, plans_visible_to
 
@@ -37,6 +37,17 @@ def plans_visible_to_voters(user: User | AnonymousUser) -> QuerySet[Plan]:
         return visible
     assert isinstance(user, User)
     return Plan.objects.filter(Q(owner=user) | Q(pk__in=Approval.objects.filter(_designating(user)).values("plan_id")))
+
+
+def approvals_awaiting(user: User) -> QuerySet[Approval]:
+    """Return the pending approvals the user may still vote on (the inbox); vote_refusal's rules, in SQL."""
+    by_default = Q(approvers__isnull=True) & (Q() if is_approver(user) else Q(plan__owner=user))
+    return (
+        Approval.objects.filter(status=ApprovalStatus.PENDING)
+        .filter(by_default | _designating(user))
+        .exclude(separate_requester=True, plan__owner=user)
+        .exclude(votes__user=user)
+    )
 
 
 def is_named_approver(user: User, approvers: list[str]) -> bool:

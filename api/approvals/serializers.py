@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from approvals.models import Approval, Vote
+from approvals.models import Approval, Vote, VoteDecision
 from plans.json_values import json_problem
 
 
@@ -129,3 +129,45 @@ class RuleSerializer(serializers.Serializer):
 class PolicyDocumentSerializer(serializers.Serializer):
     file = serializers.CharField(allow_null=True, help_text="APPROVALS_POLICY_FILE, or null when unset.")
     rules = RuleSerializer(many=True)
+
+
+MAX_BULK_DECISIONS = 100
+
+
+class BulkItemSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    decision = serializers.ChoiceField(choices=VoteDecision.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    arguments = serializers.DictField(required=False, allow_null=True, help_text="approve: the edited arguments.")
+    result = serializers.JSONField(required=False, allow_null=True, help_text="approve: the tool's output.")
+
+    def validate_arguments(self, value: Any) -> Any:
+        return _storable(value)
+
+    def validate_result(self, value: Any) -> Any:
+        return _storable(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["decision"] == "reject" and not attrs.get("reason", "").strip():
+            raise serializers.ValidationError({"reason": ["A rejection needs a reason."]})
+        return attrs
+
+
+class BulkDecisionSerializer(serializers.Serializer):
+    decisions = serializers.ListField(child=BulkItemSerializer(), min_length=1, max_length=MAX_BULK_DECISIONS)
+
+
+class BulkErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class BulkOutcomeSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField(allow_null=True, help_text="The approval's status after the vote (null: not found).")
+    error = BulkErrorSerializer(required=False, help_text="Why this vote was refused, as its own endpoint answers.")
+
+
+class BulkResultSerializer(serializers.Serializer):
+    results = BulkOutcomeSerializer(many=True)

@@ -4,22 +4,32 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.approvals.serializers import ApprovalSerializer, ApproveSerializer, PolicyDocumentSerializer, RejectSerializer
-from api.errors import authenticated_user, errors
+from api.approvals.serializers import (
+    ApprovalSerializer,
+    ApproveSerializer,
+    BulkDecisionSerializer,
+    BulkResultSerializer,
+    PolicyDocumentSerializer,
+    RejectSerializer,
+)
+from api.errors import authenticated_user, error_body, errors
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
-from approvals.selectors import approvals_visible_to
+from approvals.selectors import approvals_awaiting, approvals_visible_to
 from approvals.services import approval_decide
+from common.errors import DomainError
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -27,10 +37,19 @@ class ApprovalFilter(django_filters.FilterSet):
     plan = django_filters.UUIDFilter(field_name="plan_id")
     session_id = django_filters.CharFilter(field_name="plan__session_id", strip=False)
     kind = django_filters.ChoiceFilter(choices=ApprovalKind.choices)
+    awaiting = django_filters.ChoiceFilter(
+        choices=[("me", "me")], method="awaiting_me", label="me: the pending approvals the caller may still vote on"
+    )
 
     class Meta:
         model = Approval
-        fields = ["status", "plan", "session_id", "kind"]
+        fields = ["status", "plan", "session_id", "kind", "awaiting"]
+
+    def awaiting_me(self, queryset: QuerySet[Approval], name: str, value: str) -> QuerySet[Approval]:
+        user = self.request.user if self.request is not None else None
+        if not isinstance(user, User):
+            return queryset.none()
+        return queryset.filter(pk__in=approvals_awaiting(user).values("pk"))
 
 
 class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -79,6 +98,39 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(ApprovalSerializer(self.get_object()).data)
 
     @extend_schema(
+        summary="Vote on many approvals at once, each as by its own endpoint, independently",
+        request=BulkDecisionSerializer,
+        responses={200: BulkResultSerializer, **errors(400, 401, 413, 415)},
+    )
+    @action(detail=False, methods=["post"])
+    def decide(self, request: Request) -> Response:
+        body = BulkDecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        user = authenticated_user(request)
+        visible = approvals_visible_to(user)
+        results = []
+        for decision in body.validated_data["decisions"]:
+            approval_id = decision["id"]
+            approve = decision["decision"] == "approve"
+            try:
+                if not visible.filter(pk=approval_id).exists():
+                    raise NotFound()
+                approval_decide(
+                    approval_id=approval_id,
+                    decided_by=user,
+                    approve=approve,
+                    reason=decision.get("reason", ""),
+                    arguments=decision.get("arguments") if approve else None,
+                    result=decision.get("result") if approve else None,
+                )
+            except (DomainError, NotFound) as error:
+                results.append({"id": approval_id, **_outcome(approval_id, error)})
+                continue
+            status = Approval.objects.values_list("status", flat=True).get(pk=approval_id)
+            results.append({"id": approval_id, "status": status})
+        return Response({"results": results})
+
+    @extend_schema(
         summary="Reject, with a reason; or send a plan back for changes",
         description=(
             "With `request_changes: true` (plan approvals only; 400 `validation_error` for a tool call) the plan stays "
@@ -101,6 +153,14 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             request_changes=body.validated_data["request_changes"],
         )
         return Response(ApprovalSerializer(self.get_object()).data)
+
+
+def _outcome(approval_id: Any, error: Exception) -> dict[str, Any]:
+    """Return a refused vote's entry of POST /approvals/decide/: the approval's status (null if unseen), the error."""
+    if isinstance(error, DomainError):
+        status = Approval.objects.values_list("status", flat=True).filter(pk=approval_id).first()
+        return {"status": status, "error": error_body(error.code, error.message, error.details)["error"]}
+    return {"status": None, "error": error_body("not_found", "Not found.")["error"]}
 
 
 class PolicyView(APIView):

@@ -78,3 +78,67 @@ def test_an_approval_shows_its_rule_quorum_approvers_and_votes_and_a_lead_votes(
     assert second.json()["status"] == "in_progress"  # approved, and started (auto_execute)
     late = client_for(other_lead).post(f"{path}reject/", {"reason": "x"}, format="json")
     assert (late.status_code, late.json()["error"]["code"]) == (409, "already_decided")
+
+
+def test_the_inbox_lists_what_the_caller_may_still_vote_on_oldest_first(rules, owner, approver):
+    lead, other = UserFactory(username="lead1"), UserFactory(username="lead2")
+    Group.objects.create(name="leads").user_set.add(lead, other)
+    first = plan_submit(owner=owner, data=plan_data(subtask("a"))).approvals.get()
+    second = plan_submit(owner=owner, data=plan_data(subtask("b"))).approvals.get()
+    client_for(other).post(f"/api/v1/approvals/{second.pk}/approve/", {}, format="json")
+
+    def inbox(user) -> list[str]:
+        answer = client_for(user).get("/api/v1/approvals/", {"awaiting": "me"})
+        assert answer.status_code == 200
+        return [item["id"] for item in answer.json()["results"]]
+
+    assert inbox(lead) == [str(first.pk), str(second.pk)]
+    assert inbox(other) == [str(first.pk)]  # voted on the second already
+    assert inbox(owner) == []  # the rule names the leads only
+    assert inbox(approver) == []
+
+
+def test_the_inbox_by_default_holds_the_owners_pending_approvals(owner, stranger, settings):
+    settings.APPROVALS_SEPARATE_REQUESTER = False
+    approval = plan_submit(owner=owner, data=plan_data(subtask("a"))).approvals.get()
+    answer = client_for(owner).get("/api/v1/approvals/", {"awaiting": "me"}).json()
+    assert [item["id"] for item in answer["results"]] == [str(approval.pk)]
+    assert client_for(stranger).get("/api/v1/approvals/", {"awaiting": "me"}).json()["results"] == []
+
+
+def test_many_votes_at_once_are_each_decided_as_by_their_own_endpoint(rules, owner, stranger):
+    lead = UserFactory(username="lead1")
+    Group.objects.create(name="leads").user_set.add(lead)
+    plan_one = plan_submit(owner=owner, data=plan_data(subtask("a"))).approvals.get()
+    rejected = plan_submit(owner=owner, data=plan_data(subtask("b"))).approvals.get()
+    strangers = plan_submit(owner=stranger, data=plan_data(subtask("c"))).approvals.get()
+    body = {
+        "decisions": [
+            {"id": str(plan_one.pk), "decision": "approve"},
+            {"id": str(rejected.pk), "decision": "reject", "reason": "no"},
+            {"id": str(plan_one.pk), "decision": "approve"},
+            {"id": "00000000-0000-0000-0000-000000000000", "decision": "approve"},
+        ]
+    }
+
+    answer = client_for(lead).post("/api/v1/approvals/decide/", body, format="json")
+
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [(r["status"], r.get("error", {}).get("code")) for r in results] == [
+        ("pending", None),
+        ("rejected", None),
+        ("pending", "already_voted"),
+        (None, "not_found"),
+    ]
+    refused = client_for(owner).post(
+        "/api/v1/approvals/decide/", {"decisions": [{"id": str(plan_one.pk), "decision": "approve"}]}, format="json"
+    )
+    assert refused.json()["results"][0]["error"]["details"] == {"reason": "not_an_approver"}
+    empty = client_for(lead).post("/api/v1/approvals/decide/", {"decisions": []}, format="json")
+    assert (empty.status_code, empty.json()["error"]["code"]) == (400, "validation_error")
+    no_reason = client_for(lead).post(
+        "/api/v1/approvals/decide/", {"decisions": [{"id": str(strangers.pk), "decision": "reject"}]}, format="json"
+    )
+    assert no_reason.status_code == 400
+    assert strangers.votes.count() == 0
