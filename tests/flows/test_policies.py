@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from approvals.models import Approval
 from plans.models import PlanStatus
 from tests.conftest import POLICY_FILE
+from tests.fakes.openai_server import completion, tool_call
 from tests.support.clients import HttpCaller, LocalCaller, approver, at_once
 from tests.support.factories import UserFactory, subtask
 from tests.support.flows import finished, pending_approval, start
@@ -116,3 +117,34 @@ def test_rules_decide_at_once_even_a_call_marked_as_needing_no_approval():
     assert plan.status == PlanStatus.FAILED
     assert "no rm under this policy" in plan.subtasks.get(key="rm").error
     assert plan.subtasks.get(key="read").status == "done"
+
+
+def test_an_llm_agents_calls_under_rules_a_worker_tool_denied_and_a_client_tool_allowed_waits_for_its_result(
+    fake_openai, test_agents, settings
+):
+    settings.EXECUTION_AGENTS_FILE = str(test_agents.path)
+    calls = [
+        tool_call("read_file", {"path": "policy-secret.txt"}, id="r1"),
+        tool_call("write_file", {"path": "policy-notes.txt", "content": "hi"}, id="w1"),
+    ]
+    fake_openai.script(completion(tool_calls=calls), completion("Done as allowed."), match="Policy read")
+    plan = start(subtask("read", agent="llm", description="Policy read"))
+
+    # read_file needs no approval, but a rule denies it; write_file runs on the client, so an allow
+    # rule leaves it pending for the result, and one approve by the owner decides it.
+    write = pending_approval(plan, "read")
+    assert (write.tool, write.policy) == (
+        "write_file",
+        {"rule": "policy writes", "decision": "allow"},
+    )
+    read = plan.approvals.get(tool="read_file")
+    assert (read.status, read.channel, read.reason) == ("rejected", "policy", "not for models")
+    approve = LocalCaller(plan.owner).post(f"{APPROVALS}/{write.pk}/approve/", {"result": "written"})
+    assert (approve.status, approve.body["status"], approve.body["channel"]) == (200, "approved", "api")
+
+    plan = finished(plan)
+    assert plan.status == PlanStatus.COMPLETED
+    messages = fake_openai.requests(match="Policy read")[1]["body"]["messages"]
+    answers = {message["tool_call_id"]: message["content"] for message in messages if message["role"] == "tool"}
+    assert "not for models" in answers["r1"]
+    assert answers["w1"] == "written"
