@@ -110,7 +110,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         401: "Not authenticated (not_authenticated).",
         403: "Not allowed (permission_denied).",
         404: "Not found, not yours, or no such page (not_found).",
-        409: "Conflicts with the current state (invalid_state or already_decided).",
+        409: "Conflicts with the current state (invalid_state, already_decided or already_voted).",
         412: "If-Match names another revision than the plan's current one (stale_revision).",
         413: "The request body is over DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE (request_too_large).",
         415: "The body is not JSON (unsupported_media_type).",

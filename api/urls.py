@@ -1,10 +1,10 @@
-"""The API's routes under /api/v1/: plans, approvals, agents, health, tokens, webhook secrets, the schema, its docs."""
+"""The API's routes under /api/v1/: plans, approvals, policy, agents, health, tokens, webhook secrets, the schema."""
 
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from api.approvals.views import ApprovalViewSet
+from api.approvals.views import ApprovalViewSet, PolicyView
 from api.plans.views import PlanViewSet
 from api.system import AgentsView, HealthView, LiveView, ReadyView, TokenView, WebhookSecretView
 
@@ -15,6 +15,7 @@ router.register("approvals", ApprovalViewSet, basename="approval")
 urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
     path("agents/", AgentsView.as_view(), name="agents"),
+    path("policy/", PolicyView.as_view(), name="policy"),
     path("health/", HealthView.as_view(), name="health"),
     path("webhook-secret/", WebhookSecretView.as_view(), name="webhook-secret"),
     path("health/live/", LiveView.as_view(), name="health-live"),

@@ -1,4 +1,4 @@
-"""App config for approvals: registers the engine's approval gate (ApprovalsGate) when Django starts."""
+"""App config for approvals: checks the policy file and registers the engine's approval gate when Django starts."""
 
 from django.apps import AppConfig
 
@@ -14,3 +14,13 @@ class ApprovalsConfig(AppConfig):
         from execution.engine.approval_gate import approval_gate_register
 
         approval_gate_register(ApprovalsGate())
+        # As with the agents file (execution/apps.py): a bad policy file stops every process
+        # at start, with one line naming the rule and the field. SystemExit, because Celery
+        # logs and swallows exceptions raised while it sets Django up.
+        from approvals.policy import policy_load
+        from approvals.rules import PolicyFileError
+
+        try:
+            policy_load()
+        except PolicyFileError as error:
+            raise SystemExit(str(error)) from None

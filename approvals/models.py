@@ -24,6 +24,17 @@ class ApprovalStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+class Channel(models.TextChoices):
+    """Where a vote or a decision came from."""
+
+    API = "api", "API"
+    ADMIN = "admin"
+    CLI = "cli", "Command line"
+    POLICY = "policy"
+    EXPIRY = "expiry"
+    GRANT = "grant"
+
+
 class Approval(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="approvals")
@@ -45,6 +56,15 @@ class Approval(models.Model):
     result = models.JSONField(
         null=True, blank=True, encoder=DjangoJSONEncoder, help_text="The tool's output, sent by the client."
     )
+    # What the rule that fitted asked for (approvals/rules.py); without one, the defaults.
+    policy = models.JSONField(null=True, blank=True, help_text='The rule that decided how: {"rule", "decision"}.')
+    approvers = models.JSONField(
+        null=True, blank=True, help_text='"user:<name>" and "group:<name>"; null: the owner and the deciders.'
+    )
+    quorum = models.PositiveSmallIntegerField(default=1, help_text="Distinct approving voters needed.")
+    separate_requester = models.BooleanField(default=False, help_text="The plan's owner may not vote.")
+    on_expiry = models.CharField(max_length=8, default="reject", choices=[("reject", "reject"), ("approve", "approve")])
+    channel = models.CharField(max_length=8, blank=True, default="", choices=Channel.choices)
 
     class Meta:
         ordering = ["requested_at"]
@@ -68,8 +88,35 @@ class Approval(models.Model):
                 condition=Q(kind=ApprovalKind.PLAN, status=ApprovalStatus.PENDING),
                 name="approval_one_pending_per_plan",
             ),
+            models.CheckConstraint(condition=Q(quorum__gte=1), name="approval_quorum_positive"),
         ]
 
     def __str__(self) -> str:
         subject = f"{self.tool}" if self.kind == ApprovalKind.TOOL_CALL else "plan"
         return f"{subject} ({self.status})"
+
+
+class VoteDecision(models.TextChoices):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Vote(models.Model):
+    """One person's vote on an approval: at most one per person."""
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="approval_votes")
+    decision = models.CharField(max_length=8, choices=VoteDecision.choices)
+    reason = models.TextField(blank=True, default="")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["approval", "user"], name="vote_one_per_user"),
+            models.CheckConstraint(condition=Q(decision__in=VoteDecision.values), name="vote_decision_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.user_id}"

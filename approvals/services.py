@@ -19,7 +19,10 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
+from approvals.policy import plan_rule, policy_rules, result_from_client, tool_call_rule
+from approvals.rules import Rule
+from approvals.selectors import NOT_AN_APPROVER, vote_refusal
 from approvals.states import APPROVAL_TRANSITIONS
 from common.errors import DomainError
 from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
@@ -29,6 +32,7 @@ from execution.services import operation_require
 from execution.states import allowed
 from plans.models import Plan, Subtask
 from plans.revisions import StaleRevision
+from plans.selectors import can_approve
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,38 @@ class AlreadyDecided(DomainError):
     def __init__(self, approval: Approval) -> None:
         self.status = approval.status
         super().__init__(f"This approval is already {approval.status}.", details={"status": approval.status})
+
+
+class AlreadyVoted(DomainError):
+    """The user has voted on this approval before."""
+
+    code = "already_voted"
+    http_status = 409
+
+    def __init__(self) -> None:
+        super().__init__("You have already voted on this approval.")
+
+
+class VoteRefused(DomainError):
+    """The user may see the approval but not vote on it; `reason` says why."""
+
+    code = "permission_denied"
+    http_status = 403
+    MESSAGES = {
+        NOT_AN_APPROVER: "You are not one of this approval's approvers.",
+        "requester_cannot_approve": "The plan's owner may not vote on this approval (separate_requester).",
+    }
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.MESSAGES.get(reason, "You may not vote on this approval."), details={"reason": reason})
+
+
+class VoteInvalid(DomainError):
+    code = "validation_error"
+    http_status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", details={field: [message]})
 
 
 class ChangesNotApplicable(DomainError):
@@ -69,8 +105,20 @@ def approval_request(
     tool: str = "",
     arguments: dict[str, Any] | None = None,
 ) -> Approval:
-    """Create a pending approval (the caller holds the plan's lock) and announce it."""
+    """Create a pending approval as the fitting rule says (the caller holds the plan's lock) and announce it.
+
+    An "allow" or "deny" rule decides it at once (channel "policy"), which resumes the
+    subtask or starts or cancels the plan, as any decision does; an "allow" waits for the
+    result of a tool that only the client runs.
+    """
+    if kind == ApprovalKind.PLAN:
+        rule = plan_rule(plan)
+    else:
+        assert subtask is not None
+        rule = tool_call_rule(plan_id=plan.pk, agent=subtask.agent, tool=tool, arguments=arguments or {})
     ttl = settings.APPROVALS_DEFAULT_TTL_S
+    if rule is not None and rule.decision == "ask" and rule.expires_after_s is not None:
+        ttl = rule.expires_after_s
     approval = Approval.objects.create(
         **({"pk": approval_id} if approval_id is not None else {}),
         plan=plan,
@@ -80,9 +128,43 @@ def approval_request(
         arguments=arguments or {},
         call_index=call_index,
         expires_at=timezone.now() + timedelta(seconds=ttl) if ttl else None,
+        **_asked(rule),
     )
     event_append(plan_id=plan.pk, type="approval.requested", payload=approval_payload(approval))
+    if rule is None or rule.decision == "ask":
+        return approval
+    if rule.decision == "allow" and subtask is not None and result_from_client(subtask, tool):
+        return approval  # one approve by the owner or a decider, with the result, decides it
+    approved = rule.decision == "allow"
+    logger.info("Plan %s: %s approval %s %s by policy %r", plan.pk, kind, approval.pk, rule.decision, rule.name)
+    _decide(
+        plan,
+        approval,
+        status=ApprovalStatus.APPROVED if approved else ApprovalStatus.REJECTED,
+        user=None,
+        channel=Channel.POLICY,
+        reason=f"allowed by policy {rule.name}" if approved else rule.reason,
+    )
     return approval
+
+
+def _asked(rule: Rule | None) -> dict[str, Any]:
+    """Return the fields of an approval that say who decides it, from the rule that fits (None: the defaults)."""
+    fields: dict[str, Any] = {"separate_requester": settings.APPROVALS_SEPARATE_REQUESTER}
+    if rule is None:
+        return fields
+    fields["policy"] = {"rule": rule.name, "decision": rule.decision}
+    if rule.decision == "ask":
+        fields.update(
+            approvers=list(rule.approvers) if rule.approvers is not None else None,
+            quorum=rule.quorum,
+            on_expiry=rule.on_expiry,
+        )
+        if rule.separate_requester is not None:
+            fields["separate_requester"] = rule.separate_requester
+    else:  # a rule's own decision: one person at most (a client tool's result), whatever the setting says
+        fields["separate_requester"] = False
+    return fields
 
 
 def approvals_cancel(*, plan_id: UUID, subtask_ids: list[UUID] | None, reason: str) -> int:
@@ -102,6 +184,16 @@ class ApprovalsGate:
 
     def plan_approval_request(self, *, plan: Plan) -> None:
         approval_request(plan=plan, kind=ApprovalKind.PLAN)
+
+    def plan_gated(self, *, plan: Plan) -> bool:
+        rule = plan_rule(plan)
+        return rule is not None and rule.decision != "allow"
+
+    def tool_call_gated(self, *, plan_id: UUID | str, agent: str, tool: str, arguments: dict[str, Any]) -> bool:
+        if not policy_rules():  # no file: nothing to look up, the common case on every call
+            return False
+        rule = tool_call_rule(plan_id=plan_id, agent=agent, tool=tool, arguments=arguments)
+        return rule is not None and rule.decision != "allow"
 
     def tool_call_request(
         self, *, subtask: Subtask, approval_id: UUID, call_index: int, tool: str, arguments: dict[str, Any]
@@ -123,11 +215,14 @@ class ApprovalsGate:
 # --- Deciding -------------------------------------------------------------------------------------------
 
 
-def plan_approve(*, plan_id: UUID, user: User, expected_revisions: Collection[int] | None = None) -> Plan:
-    """Approve a draft plan: decide its pending plan approval (409 unless the plan is a draft).
+def plan_approve(
+    *, plan_id: UUID, user: User, expected_revisions: Collection[int] | None = None, channel: str = Channel.API
+) -> Plan:
+    """Approve a draft plan: vote on its pending plan approval (409 unless the plan is a draft).
 
     `expected_revisions` (If-Match): approve only a revision the approver read (else StaleRevision).
     """
+    expired = None
     with transaction.atomic():
         plan = plan_lock(plan_id)
         operation_require("approve", plan=plan)
@@ -139,9 +234,14 @@ def plan_approve(*, plan_id: UUID, user: User, expected_revisions: Collection[in
             .first()
         )
         if approval is None:
+            if not can_approve(user, plan):
+                raise VoteRefused(NOT_AN_APPROVER)
             plan_decision_apply(plan=plan, approved=True, actor=user.get_username())
         else:
-            _decide(plan, approval, status=ApprovalStatus.APPROVED, user=user)
+            approval.plan = plan
+            expired = _vote(plan, approval, user=user, channel=channel, status=ApprovalStatus.APPROVED)
+    if expired is not None:
+        raise AlreadyDecided(expired)
     return plan
 
 
@@ -154,11 +254,13 @@ def approval_decide(
     arguments: dict[str, Any] | None = None,
     result: Any = None,
     request_changes: bool = False,
+    channel: str = Channel.API,
 ) -> Approval:
-    """Record a decision once, then resume what waited for it (after commit).
+    """Record a vote once (a decision when a reject or at the quorum), then resume what waited (after commit).
 
-    `request_changes`: a plan approval rejected so keeps its plan a draft for its owner to
-    revise (ChangesNotApplicable for anything else).
+    `decided_by` None is the system's own decision, no vote. `request_changes`: a plan
+    approval rejected so keeps its plan a draft for its owner to revise
+    (ChangesNotApplicable for anything else).
     """
     if request_changes and approve:
         raise ChangesNotApplicable("Changes are requested by rejecting the plan approval, not by approving it.")
@@ -166,6 +268,7 @@ def approval_decide(
         approval_id,
         status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
         user=decided_by,
+        channel=channel,
         reason=reason,
         arguments=arguments,
         result=result,
@@ -174,32 +277,125 @@ def approval_decide(
 
 
 def approvals_expire_overdue() -> int:
-    """Expire pending approvals past their expiry: a rejection with reason "expired"."""
+    """Apply `on_expiry` to pending approvals past their expiry: a rejection with reason "expired", or an approval."""
     overdue = Approval.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=timezone.now()).values_list(
         "pk", flat=True
     )
     expired = 0
     for approval_id in list(overdue[:EXPIRE_BATCH]):
-        try:
-            approval = _decide_by_id(approval_id, status=ApprovalStatus.EXPIRED, user=None, reason="expired")
-        except AlreadyDecided:
-            continue
+        with transaction.atomic():
+            plan = Plan.objects.select_for_update(of=("self",)).get(approvals__id=approval_id)
+            approval = Approval.objects.select_for_update(of=("self",)).select_related("subtask").get(pk=approval_id)
+            approval.plan = plan
+            if approval.status != ApprovalStatus.PENDING:
+                continue
+            _expire(plan, approval)
         expired += 1
         subject = "plan approval"
         if approval.subtask is not None:
             subject = f"tool call {approval.tool!r} of subtask {approval.subtask.key!r}"
-        logger.info("Plan %s: its %s expired undecided", approval.plan_id, subject)
+        outcome = " and was approved (on_expiry)" if approval.status == ApprovalStatus.APPROVED else ""
+        logger.info("Plan %s: its %s expired undecided%s", approval.plan_id, subject, outcome)
     return expired
 
 
-def _decide_by_id(approval_id: UUID, **decision: Any) -> Approval:
+def _expire(plan: Plan, approval: Approval) -> None:
+    """Apply the approval's `on_expiry` (the caller holds the locks and read it pending)."""
+    if approval.on_expiry == "approve":
+        _decide(plan, approval, status=ApprovalStatus.APPROVED, user=None, channel=Channel.EXPIRY, reason="expired")
+    else:
+        _decide(plan, approval, status=ApprovalStatus.EXPIRED, user=None, channel=Channel.EXPIRY, reason="expired")
+
+
+def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> Approval:
+    expired = None
     with transaction.atomic():
         # The plan first (the one lock order), found through the approval in one query.
         plan = Plan.objects.select_for_update(of=("self",)).get(approvals__id=approval_id)
         approval = Approval.objects.select_for_update(of=("self",)).select_related("subtask").get(pk=approval_id)
         approval.plan = plan
-        _decide(plan, approval, **decision)
+        if user is None:
+            _decide(plan, approval, user=None, **decision)
+        else:
+            expired = _vote(plan, approval, user=user, **decision)
+    if expired is not None:  # committed: the expiry stands, the vote came too late
+        raise AlreadyDecided(expired)
     return approval
+
+
+def _vote(
+    plan: Plan,
+    approval: Approval,
+    *,
+    user: User,
+    channel: str,
+    status: str,
+    reason: str = "",
+    arguments: dict[str, Any] | None = None,
+    result: Any = None,
+    request_changes: bool = False,
+) -> Approval | None:
+    """Record one person's vote (the caller holds the plan's and the approval's locks); decide when it settles it.
+
+    A reject decides at once; approves decide when the distinct approving voters reach the
+    quorum. Return the approval when it was overdue: its `on_expiry` was applied instead,
+    and the caller raises AlreadyDecided once that is committed.
+    """
+    if approval.status != ApprovalStatus.PENDING:
+        raise AlreadyDecided(approval)
+    if approval.expires_at is not None and approval.expires_at <= timezone.now():
+        _expire(plan, approval)
+        return approval
+    refusal = vote_refusal(user, approval)
+    if refusal:
+        raise VoteRefused(refusal)
+    approved = status == ApprovalStatus.APPROVED
+    if approved and approval.quorum > 1 and arguments is not None:
+        raise VoteInvalid(
+            "arguments", f"A vote may not edit the arguments when {approval.quorum} approvers must agree."
+        )
+    if Vote.objects.filter(approval=approval, user=user).exists():
+        raise AlreadyVoted()
+    Vote.objects.create(
+        approval=approval,
+        user=user,
+        decision=VoteDecision.APPROVE if approved else VoteDecision.REJECT,
+        reason=reason,
+        channel=channel,
+    )
+    approvals = _voted(plan, approval, user=user, approved=approved)
+    if approved and approvals < approval.quorum:
+        logger.info("Plan %s: approval %s has %d of %d approvals", plan.pk, approval.pk, approvals, approval.quorum)
+        return None
+    _decide(
+        plan,
+        approval,
+        status=status,
+        user=user,
+        channel=channel,
+        reason=reason,
+        arguments=arguments,
+        result=result,
+        request_changes=request_changes,
+    )
+    return None
+
+
+def _voted(plan: Plan, approval: Approval, *, user: User, approved: bool) -> int:
+    """Announce a vote (approval.voted); return how many distinct voters approve so far."""
+    approvals = Vote.objects.filter(approval=approval, decision=VoteDecision.APPROVE).count()
+    event_append(
+        plan_id=plan.pk,
+        type="approval.voted",
+        payload={
+            "approval_id": approval.pk,
+            "user": user.get_username(),
+            "decision": VoteDecision.APPROVE if approved else VoteDecision.REJECT,
+            "approvals": approvals,
+            "quorum": approval.quorum,
+        },
+    )
+    return approvals
 
 
 def _decide(
@@ -208,20 +404,21 @@ def _decide(
     *,
     status: str,
     user: User | None,
+    channel: str,
     reason: str = "",
     arguments: dict[str, Any] | None = None,
     result: Any = None,
     request_changes: bool = False,
 ) -> None:
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
-    actor = user.get_username() if user is not None else "system"
+    actor = user.get_username() if user is not None else "policy" if channel == Channel.POLICY else "system"
     approved = status == ApprovalStatus.APPROVED
     if request_changes and approval.kind != ApprovalKind.PLAN:
         raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")
-    if user is not None:  # the system's own decisions (expiry) log lines of their own
+    if user is not None:  # the system's own decisions (policy, expiry) log lines of their own
         logger.info("Plan %s: %s approval %s %s by %s", plan.pk, approval.kind, approval.pk, status, actor)
     if approval.kind == ApprovalKind.PLAN:
-        approval_transition(approval=approval, to=status, decided_by=user, reason=reason)
+        approval_transition(approval=approval, to=status, decided_by=user, reason=reason, channel=channel)
         if request_changes:
             plan_changes_request(plan=plan, actor=actor, reason=reason, approval_id=approval.pk)
             return
@@ -238,6 +435,7 @@ def _decide(
             to=status,
             decided_by=user,
             reason=reason,
+            channel=channel,
             edited_arguments=arguments if approved else None,
             result=result if approved else None,
         )
@@ -270,6 +468,7 @@ def approvals_transition(
     to: str,
     reason: str,
     decided_by: User | None = None,
+    channel: str = "",
     edited_arguments: dict[str, Any] | None = None,
     result: Any = None,
 ) -> list[Approval]:
@@ -288,6 +487,7 @@ def approvals_transition(
         "decided_by": decided_by,
         "decided_at": timezone.now(),
         "reason": reason,
+        "channel": channel,
         "edited_arguments": edited_arguments,
         "result": result,
     }
@@ -316,6 +516,8 @@ def approval_payload(approval: Approval) -> dict[str, Any]:
         "kind": approval.kind,
         "status": approval.status,
     }
+    if approval.policy:
+        payload["policy"] = approval.policy
     if approval.kind == ApprovalKind.TOOL_CALL and approval.subtask is not None:
         payload.update(
             subtask_id=approval.subtask_id,
@@ -327,6 +529,8 @@ def approval_payload(approval: Approval) -> dict[str, Any]:
         payload["expires_at"] = approval.expires_at
     else:
         payload.update(
-            reason=approval.reason, decided_by=approval.decided_by.get_username() if approval.decided_by else "system"
+            reason=approval.reason,
+            decided_by=approval.decided_by.get_username() if approval.decided_by else "system",
+            channel=approval.channel,
         )
     return payload

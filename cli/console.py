@@ -17,6 +17,7 @@ from uuid import UUID
 import psycopg
 from django.contrib.auth.models import User
 from django.db import connection
+from django.db.models import Prefetch
 from django.utils import timezone
 from django.utils.timesince import timesince
 from rich.console import Console, Group, RenderableType
@@ -26,9 +27,9 @@ from rich.prompt import Prompt
 from rich.table import Table
 from rich.text import Text
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.selectors import approvals_visible_to, can_decide
-from approvals.services import AlreadyDecided, approval_decide
+from approvals.services import AlreadyDecided, AlreadyVoted, VoteInvalid, VoteRefused, approval_decide
 from common.palette import STATUS_COLOURS, status_colour
 from common.text import printable
 from execution.deltas import DELTA_CHANNEL
@@ -104,6 +105,7 @@ def snapshot(*, plan_ids: Sequence[UUID], user: User) -> Snapshot:
         approvals_visible_to(user)
         .filter(plan_id__in=plan_ids, status=ApprovalStatus.PENDING)
         .select_related("plan", "subtask")
+        .prefetch_related(Prefetch("votes", queryset=Vote.objects.select_related("user")))
         .order_by("requested_at")
     )
     return Snapshot(views=views, approvals=approvals)
@@ -136,7 +138,7 @@ def plans_table(views: Iterable[PlanView]) -> Table:
 
 def approvals_table(approvals: Sequence[Approval]) -> Table:
     table = Table(title="Pending approvals", title_justify="left")
-    for column in ("#", "plan", "subtask", "agent", "tool", "arguments", "waiting"):
+    for column in ("#", "plan", "subtask", "agent", "tool", "arguments", "votes", "waiting"):
         table.add_column(column)
     for number, approval in enumerate(approvals, 1):
         subtask = approval.subtask
@@ -147,9 +149,18 @@ def approvals_table(approvals: Sequence[Approval]) -> Table:
             shown(subtask.agent) if subtask is not None else "—",
             shown(approval.tool, 40) if approval.kind == ApprovalKind.TOOL_CALL else "the plan",
             shown(compact_json(approval.arguments, 50)) if approval.kind == ApprovalKind.TOOL_CALL else "",
+            votes_text(approval),
             timesince(approval.requested_at, depth=1),
         )
     return table
+
+
+def votes_text(approval: Approval) -> Text | str:
+    """Return "2 of 3 approvals: alice, bob" for an approval that needs several, else "—"."""
+    if approval.quorum == 1:
+        return "—"
+    voters = [vote.user.get_username() for vote in approval.votes.all() if vote.decision == VoteDecision.APPROVE]
+    return shown(f"{len(voters)} of {approval.quorum} approvals" + (f": {', '.join(voters)}" if voters else ""), 60)
 
 
 def screen(state: Snapshot, answers: dict[str, str] | None = None) -> RenderableType:
@@ -398,10 +409,14 @@ class Watch:
                 approve=approve,
                 reason=reason,
                 request_changes=request_changes,
+                channel=Channel.CLI,
                 **decision,
             )
         except AlreadyDecided as error:
             console.print(f"[yellow]Not decided: it is already {error.status}.[/yellow]")
+            return False
+        except (AlreadyVoted, VoteRefused, VoteInvalid) as error:
+            console.print(f"[yellow]Not decided: {error}[/yellow]")
             return False
         except TransitionNotAllowed as error:
             console.print(Text(f"Not decided: {printable(str(error))}", style="yellow"))

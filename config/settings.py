@@ -258,6 +258,9 @@ SPECTACULAR_SETTINGS = {
         "ExecutionStateEnum": "execution.models.ExecState",
         "ApprovalStatusEnum": "approvals.models.ApprovalStatus",
         "ApprovalKindEnum": "approvals.models.ApprovalKind",
+        "VoteDecisionEnum": "approvals.models.VoteDecision",
+        "RuleDecisionEnum": "approvals.rules.DECISIONS",
+        "ChannelEnum": "approvals.models.Channel",
     },
 }
 
@@ -391,6 +394,11 @@ EXECUTION_STREAM_DELTA_INTERVAL_S = env.float("EXECUTION_STREAM_DELTA_INTERVAL_S
 
 # Default lifetime of a pending approval; 0 means approvals never expire.
 APPROVALS_DEFAULT_TTL_S = env.int("APPROVALS_DEFAULT_TTL_S", default=24 * 3600)
+# A JSON file of approval rules ({"rules": [...]}, docs/policies.md), matched in order against
+# every approval about to be requested; read and checked when every process starts.
+APPROVALS_POLICY_FILE = env.str("APPROVALS_POLICY_FILE", default="")
+# Whether, by default, the plan's owner may not vote on its approvals (an "ask" rule may say otherwise).
+APPROVALS_SEPARATE_REQUESTER = env.bool("APPROVALS_SEPARATE_REQUESTER", default=False)
 
 # --- Celery ----------------------------------------------------------------------------
 

@@ -161,7 +161,8 @@ def plan_approval_ask(*, plan: Plan, actor: str) -> None:
 
     The one path by which a submitted or revised draft asks for its approval.
     """
-    if plan.requires_approval:
+    # A rule outranks the submission: an "ask" or "deny" rule gates a plan submitted without approval.
+    if plan.requires_approval or approval_gate().plan_gated(plan=plan):
         approval_gate().plan_approval_request(plan=plan)
     else:
         plan_decision_apply(plan=plan, approved=True, actor=actor, reason="no approval required")

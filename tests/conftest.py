@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ from tests.support.flows import wait_for
 pytest_plugins = ["tests.fakes.openai_server", "tests.support.agents_file", "tests.support.outbox"]
 
 METRICS_TOKEN = "metrics-token-for-tests"  # the web fixture's /metrics answers it
+# The approval rules of the workers and the web process: they fit only tools named policy_*.
+POLICY_FILE = Path(__file__).parent / "support" / "policy.json"
 SETTING_TYPES: dict[str, Callable[[str], Any]] = {
     "EXECUTION_PYTHON_AGENT_MODULES": lambda value: value.split(","),
     "WEBHOOK_SECRET": str,
@@ -50,6 +53,7 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -
         "DATABASE_URL": database_url,
         "PYTHONUNBUFFERED": "1",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
+        "APPROVALS_POLICY_FILE": str(POLICY_FILE),
         "EXECUTION_WORKSPACE_DIR": str(test_agents.workspace),
         **test_agents.env,
         # The service's settings plus agents only tests register (a class returning no step).
@@ -97,6 +101,7 @@ def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> It
         "DATABASE_URL": database_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "EXECUTION_AGENTS_FILE": str(test_agents.path),
+        "APPROVALS_POLICY_FILE": str(POLICY_FILE),
         "DJANGO_STATIC_ROOT": str(workdir / "static"),
         "METRICS_TOKEN": METRICS_TOKEN,
     }

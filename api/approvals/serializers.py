@@ -4,8 +4,21 @@ from typing import Any
 
 from rest_framework import serializers
 
-from approvals.models import Approval
+from approvals.models import Approval, Vote, VoteDecision
 from plans.json_values import json_problem
+
+
+class VoteSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.get_username", help_text="The voter's username.")
+
+    class Meta:
+        model = Vote
+        fields = ["user", "decision", "reason", "channel", "at"]
+
+
+class PolicySerializer(serializers.Serializer):
+    rule = serializers.CharField(help_text="The name of the rule that fitted.")
+    decision = serializers.ChoiceField(choices=["allow", "deny", "ask"])
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
@@ -18,6 +31,16 @@ class ApprovalSerializer(serializers.ModelSerializer):
     arguments = serializers.JSONField()
     edited_arguments = serializers.JSONField(allow_null=True)
     result = serializers.JSONField(allow_null=True)
+    votes = VoteSerializer(many=True, read_only=True)
+    approvers = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text='"user:<name>" and "group:<name>" who may vote; null: the plan\'s owner and the deciders.',
+    )
+    policy = PolicySerializer(allow_null=True, help_text="The rule that fitted, or null.")
+    channel = serializers.CharField(
+        help_text="Where the deciding act came from: api, admin, cli, policy, expiry, grant; empty while pending."
+    )
 
     class Meta:
         model = Approval
@@ -39,6 +62,12 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "reason",
             "edited_arguments",
             "result",
+            "votes",
+            "quorum",
+            "approvers",
+            "separate_requester",
+            "policy",
+            "channel",
         ]
 
 
@@ -77,3 +106,68 @@ def _storable(value: Any) -> Any:
     if problem:
         raise serializers.ValidationError(problem)
     return value
+
+
+class RuleSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    match = serializers.DictField(help_text="kind, agent, tool, arguments, requester_group: every key given must fit.")
+    decision = serializers.ChoiceField(choices=["allow", "deny", "ask"])
+    reason = serializers.CharField(required=False, help_text='"deny": the reason the rejection gives.')
+    approvers = serializers.ListField(
+        child=serializers.CharField(), required=False, allow_null=True, help_text='"ask": null for the default.'
+    )
+    quorum = serializers.IntegerField(required=False)
+    separate_requester = serializers.BooleanField(
+        required=False, allow_null=True, help_text='"ask": null for APPROVALS_SEPARATE_REQUESTER.'
+    )
+    expires_after_s = serializers.IntegerField(
+        required=False, allow_null=True, help_text='"ask": null for APPROVALS_DEFAULT_TTL_S.'
+    )
+    on_expiry = serializers.ChoiceField(choices=["reject", "approve"], required=False)
+
+
+class PolicyDocumentSerializer(serializers.Serializer):
+    file = serializers.CharField(allow_null=True, help_text="APPROVALS_POLICY_FILE, or null when unset.")
+    rules = RuleSerializer(many=True)
+
+
+MAX_BULK_DECISIONS = 100
+
+
+class BulkItemSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    decision = serializers.ChoiceField(choices=VoteDecision.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    arguments = serializers.DictField(required=False, allow_null=True, help_text="approve: the edited arguments.")
+    result = serializers.JSONField(required=False, allow_null=True, help_text="approve: the tool's output.")
+
+    def validate_arguments(self, value: Any) -> Any:
+        return _storable(value)
+
+    def validate_result(self, value: Any) -> Any:
+        return _storable(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["decision"] == "reject" and not attrs.get("reason", "").strip():
+            raise serializers.ValidationError({"reason": ["A rejection needs a reason."]})
+        return attrs
+
+
+class BulkDecisionSerializer(serializers.Serializer):
+    decisions = serializers.ListField(child=BulkItemSerializer(), min_length=1, max_length=MAX_BULK_DECISIONS)
+
+
+class BulkErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class BulkOutcomeSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField(allow_null=True, help_text="The approval's status after the vote (null: not found).")
+    error = BulkErrorSerializer(required=False, help_text="Why this vote was refused, as its own endpoint answers.")
+
+
+class BulkResultSerializer(serializers.Serializer):
+    results = BulkOutcomeSerializer(many=True)

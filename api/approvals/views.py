@@ -1,20 +1,35 @@
-"""Approval endpoints: list the pending and past approvals, approve or reject one."""
+"""Approval endpoints: list the pending and past approvals, vote to approve or reject one; the rules in force."""
 
 from typing import Any
 
 import django_filters
-from django.db.models import QuerySet
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from api.approvals.serializers import ApprovalSerializer, ApproveSerializer, RejectSerializer
-from api.errors import authenticated_user, errors
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
-from approvals.selectors import approvals_visible_to
+from api.approvals.serializers import (
+    ApprovalSerializer,
+    ApproveSerializer,
+    BulkDecisionSerializer,
+    BulkResultSerializer,
+    PolicyDocumentSerializer,
+    RejectSerializer,
+)
+from api.errors import authenticated_user, error_body, errors
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
+from approvals.policy import policy_rules
+from approvals.rules import rules_describe
+from approvals.selectors import approvals_awaiting, approvals_visible_to
 from approvals.services import approval_decide
+from common.errors import DomainError
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -22,14 +37,23 @@ class ApprovalFilter(django_filters.FilterSet):
     plan = django_filters.UUIDFilter(field_name="plan_id")
     session_id = django_filters.CharFilter(field_name="plan__session_id", strip=False)
     kind = django_filters.ChoiceFilter(choices=ApprovalKind.choices)
+    awaiting = django_filters.ChoiceFilter(
+        choices=[("me", "me")], method="awaiting_me", label="me: the pending approvals the caller may still vote on"
+    )
 
     class Meta:
         model = Approval
-        fields = ["status", "plan", "session_id", "kind"]
+        fields = ["status", "plan", "session_id", "kind", "awaiting"]
+
+    def awaiting_me(self, queryset: QuerySet[Approval], name: str, value: str) -> QuerySet[Approval]:
+        user = self.request.user if self.request is not None else None
+        if not isinstance(user, User):
+            return queryset.none()
+        return queryset.filter(pk__in=approvals_awaiting(user).values("pk"))
 
 
 class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Approvals of the user's plans (approvers see all); 404 for anyone else's."""
+    """Approvals of the user's plans, and those whose rule names them as approvers (deciders see all); 404 else."""
 
     serializer_class = ApprovalSerializer
     filterset_class = ApprovalFilter
@@ -39,6 +63,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return (
             approvals_visible_to(self.request.user)
             .select_related("plan", "subtask", "decided_by")
+            .prefetch_related(Prefetch("votes", queryset=Vote.objects.select_related("user")))
             .order_by("requested_at")
         )
 
@@ -53,19 +78,57 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(
-        summary="Approve, optionally with edited arguments and the tool's result",
+        summary="Vote to approve, optionally with edited arguments and the tool's result",
+        description=(
+            "Records the caller's vote; the approval is decided when the distinct approving voters reach its `quorum` "
+            "(until then it stays `pending`). 403 `permission_denied` with `details.reason` `not_an_approver` or "
+            "`requester_cannot_approve`; 409 `already_voted` or `already_decided`."
+        ),
         request=ApproveSerializer,
-        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
+        responses={200: ApprovalSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         approval = self.get_object()
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        decided = approval_decide(
+        approval_decide(
             approval_id=approval.pk, decided_by=authenticated_user(request), approve=True, **body.decision()
         )
-        return Response(ApprovalSerializer(decided).data)
+        return Response(ApprovalSerializer(self.get_object()).data)
+
+    @extend_schema(
+        summary="Vote on many approvals at once, each as by its own endpoint, independently",
+        request=BulkDecisionSerializer,
+        responses={200: BulkResultSerializer, **errors(400, 401, 413, 415)},
+    )
+    @action(detail=False, methods=["post"])
+    def decide(self, request: Request) -> Response:
+        body = BulkDecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        user = authenticated_user(request)
+        visible = approvals_visible_to(user)
+        results = []
+        for decision in body.validated_data["decisions"]:
+            approval_id = decision["id"]
+            approve = decision["decision"] == "approve"
+            try:
+                if not visible.filter(pk=approval_id).exists():
+                    raise NotFound()
+                approval_decide(
+                    approval_id=approval_id,
+                    decided_by=user,
+                    approve=approve,
+                    reason=decision.get("reason", ""),
+                    arguments=decision.get("arguments") if approve else None,
+                    result=decision.get("result") if approve else None,
+                )
+            except (DomainError, NotFound) as error:
+                results.append({"id": approval_id, **_outcome(approval_id, error)})
+                continue
+            status = Approval.objects.values_list("status", flat=True).get(pk=approval_id)
+            results.append({"id": approval_id, "status": status})
+        return Response({"results": results})
 
     @extend_schema(
         summary="Reject, with a reason; or send a plan back for changes",
@@ -75,18 +138,39 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             "new approval, or cancels it."
         ),
         request=RejectSerializer,
-        responses={200: ApprovalSerializer, **errors(400, 401, 404, 409, 413, 415)},
+        responses={200: ApprovalSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str) -> Response:
         approval = self.get_object()
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        decided = approval_decide(
+        approval_decide(
             approval_id=approval.pk,
             decided_by=authenticated_user(request),
             approve=False,
             reason=body.validated_data["reason"],
             request_changes=body.validated_data["request_changes"],
         )
-        return Response(ApprovalSerializer(decided).data)
+        return Response(ApprovalSerializer(self.get_object()).data)
+
+
+def _outcome(approval_id: Any, error: Exception) -> dict[str, Any]:
+    """Return a refused vote's entry of POST /approvals/decide/: the approval's status (null if unseen), the error."""
+    if isinstance(error, DomainError):
+        status = Approval.objects.values_list("status", flat=True).filter(pk=approval_id).first()
+        return {"status": status, "error": error_body(error.code, error.message, error.details)["error"]}
+    return {"status": None, "error": error_body("not_found", "Not found.")["error"]}
+
+
+class PolicyView(APIView):
+    """The approval rules in force (staff only): APPROVALS_POLICY_FILE's, in the order they are matched."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        summary="The approval rules in force, in the order they are matched (staff only)",
+        responses={200: PolicyDocumentSerializer, **errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"file": settings.APPROVALS_POLICY_FILE or None, "rules": rules_describe(policy_rules())})

@@ -33,6 +33,7 @@ from api.plans.serializers import (
 )
 from api.renderers import EventStreamRenderer
 from api.stream import SLOT_RETRY_AFTER_S, event_stream_response, last_event_id, stream_slot_take
+from approvals.selectors import plans_visible_to_voters
 from approvals.services import plan_approve
 from execution.models import ExecState
 from execution.selectors import current_subtask_keys, plan_events, plan_history, plan_progress
@@ -46,7 +47,7 @@ from execution.services import (
     subtask_retry,
 )
 from plans.models import Plan, PlanStatus
-from plans.selectors import can_approve, can_operate, plan_revisions, plan_subtasks, plans_visible_to
+from plans.selectors import can_operate, plan_revisions, plan_subtasks
 from plans.shape import KEY_PATTERN
 
 EVENTS_LIMIT = 1000
@@ -102,7 +103,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
 
     def get_queryset(self) -> QuerySet[Plan]:
-        return plans_visible_to(self.request.user).select_related("owner", "execution").order_by("-created_at")
+        return plans_visible_to_voters(self.request.user).select_related("owner", "execution").order_by("-created_at")
 
     def _operable(self) -> Plan:
         """Return the plan if the user may act on it: 404 if unseen, 403 if only seen."""
@@ -212,8 +213,7 @@ class PlanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         plan = self.get_object()
-        if not can_approve(request.user, plan):
-            raise exceptions.PermissionDenied("Only the plan's owner or an approver may approve it.")
+        # Who may vote on the plan's approval is the service's question (403 permission_denied with the reason).
         plan_approve(
             plan_id=plan.pk,
             user=authenticated_user(request),

@@ -6,21 +6,32 @@ from collections.abc import Iterable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, VoteDecision
+from approvals.policy import policy_rules
+from approvals.rules import rules_describe
 from approvals.selectors import approvals_visible_to, can_decide
-from approvals.services import AlreadyDecided, ChangesNotApplicable, approval_decide
+from approvals.services import (
+    AlreadyDecided,
+    AlreadyVoted,
+    ChangesNotApplicable,
+    VoteInvalid,
+    VoteRefused,
+    approval_decide,
+)
 from desk.access import StaffReadOnly
 from desk.admin.plans import plan_picture
 from desk.display import badge, json_text, plan_link, pretty_json, subtask_link
@@ -79,20 +90,24 @@ def decide_and_report(
             messages.error(request, f"You may not decide the {describe(approval)}.")
             continue
         try:
-            approval_decide(
+            voted = approval_decide(
                 approval_id=approval.pk,
                 decided_by=request.user,  # type: ignore[arg-type]  # the admin lets in only staff
                 approve=approve,
                 reason=reason,
                 request_changes=request_changes,
+                channel=Channel.ADMIN,
                 **decision,
             )
         except AlreadyDecided as error:
             messages.error(request, f"Not decided: the {describe(approval)} is already {error.status}.")
-        except (TransitionNotAllowed, ChangesNotApplicable) as error:
+        except (TransitionNotAllowed, ChangesNotApplicable, AlreadyVoted, VoteRefused, VoteInvalid) as error:
             messages.error(request, f"Not decided: {error}")
         else:
-            decided.append(describe(approval))
+            if voted.status == ApprovalStatus.PENDING:
+                messages.info(request, f"Vote recorded: the {describe(approval)} waits for more approvals.")
+            else:
+                decided.append(describe(approval))
     if decided:
         verb = "Sent back for changes" if request_changes else "Approved" if approve else "Rejected"
         messages.success(request, f"{verb}: {'; '.join(decided)}." + (f" Reason: {reason}" if reason else ""))
@@ -146,6 +161,7 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "agent",
         "arguments_start",
         "status_badge",
+        "vote_count",
         "age",
         "expires",
         "decided_by",
@@ -170,6 +186,8 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "status_badge",
         ("requested_at", "expires_at"),
         ("decided_by", "decided_at"),
+        ("policy_rule", "quorum", "channel"),
+        "votes_table",
         "reason",
         "edited_arguments_json",
         "result_json",
@@ -180,7 +198,11 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     # --- who sees and decides what: the API's rules (approvals.selectors)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
-        return approvals_visible_to(request.user).select_related("plan", "subtask", "decided_by")
+        return (
+            approvals_visible_to(request.user)
+            .select_related("plan", "subtask", "decided_by")
+            .annotate(approve_votes=Count("votes", filter=Q(votes__decision=VoteDecision.APPROVE)))
+        )
 
     # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
 
@@ -283,6 +305,58 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         if latest and approval_revision(approval) == plan.revision:
             changes = {key: "changed" for key in latest["changed"]} | {key: "added" for key in latest["added"]}
         return plan_picture(plan, changes=changes)
+
+    @admin.display(description="votes")
+    def vote_count(self, approval: Approval) -> str:
+        """Approving votes so far of the quorum ("1 of 2"); a single vote decides the others."""
+        if approval.quorum == 1:
+            return "—"
+        return f"{getattr(approval, 'approve_votes', 0)} of {approval.quorum}"
+
+    @admin.display(description="votes")
+    def votes_table(self, approval: Approval) -> SafeString | str:
+        votes = list(approval.votes.select_related("user"))
+        if not votes:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (vote.user.get_username(), vote.decision, vote.reason or "—", vote.channel, vote.at.isoformat())
+                for vote in votes
+            ),
+        )
+        return format_html(
+            '<table class="votes"><tr><th>voter</th><th>vote</th><th>reason</th><th>channel</th><th>at</th></tr>'
+            "{}</table>",
+            rows,
+        )
+
+    @admin.display(description="rule")
+    def policy_rule(self, approval: Approval) -> str:
+        if not approval.policy:
+            return "— (no rule fitted: the defaults)"
+        return f"{approval.policy['rule']} ({approval.policy['decision']})"
+
+    # --- the rules in force, read-only (APPROVALS_POLICY_FILE is changed where it is kept, not here)
+
+    def get_urls(self) -> list:
+        policy = self.admin_site.admin_view(self.policy_view)
+        return [path("policy/", policy, name="approvals_policy"), *super().get_urls()]
+
+    def policy_view(self, request: HttpRequest) -> HttpResponse:
+        rules = [
+            {**rule, "match_json": json_text(rule["match"]), "position": position}
+            for position, rule in enumerate(rules_describe(policy_rules()), start=1)
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Approval policy: the rules in force, in the order they are matched",
+            "opts": self.model._meta,
+            "file": settings.APPROVALS_POLICY_FILE,
+            "rules": rules,
+        }
+        return TemplateResponse(request, "admin/approvals/policy.html", context)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         title = "Approvals: the pending ones first, oldest first"

@@ -10,6 +10,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
+from approvals.models import Channel
 from approvals.services import plan_approve
 from execution.selectors import execution_of
 from execution.services import plan_cancel, plan_execute, plan_operations, plan_pause, plan_resume, subtasks_retry
@@ -68,7 +69,12 @@ def perform(
     """
     actor = user.get_username()
     if name == "approve":
-        plan_approve(plan_id=plan.pk, user=user, expected_revisions=None if revision is None else [revision])
+        plan_approve(
+            plan_id=plan.pk,
+            user=user,
+            expected_revisions=None if revision is None else [revision],
+            channel=Channel.ADMIN,
+        )
     elif name == "execute":
         plan_execute(plan_id=plan.pk, actor=actor)
     elif name == "pause":

@@ -13,6 +13,7 @@ the context as `conversation` ([] at first), `usage` ({} at first) and `agent_st
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -186,3 +187,24 @@ def retry_after_seconds(value: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+# --- Rules over calls an agent would make without asking --------------------------------------
+# An approval rule (APPROVALS_POLICY_FILE) may gate a call its agent marked as needing no
+# approval. Agents that run such calls themselves (an `openai` agent's worker and MCP tools)
+# ask here first; the engine asks for the calls it is handed. The approvals app sets the
+# check through the engine's gate when Django starts (execution/engine/approval_gate.py).
+
+CallCheck = Callable[[Context, str, dict[str, Any]], bool]
+_call_check: CallCheck | None = None
+
+
+def call_check_set(check: CallCheck | None) -> None:
+    """Make `check(context, tool, arguments)` the one that says whether a rule gates a call."""
+    global _call_check
+    _call_check = check
+
+
+def call_gated(context: Context, tool: str, arguments: dict[str, Any]) -> bool:
+    """Return whether a rule asks a person about (or denies) a call the agent would make without approval."""
+    return _call_check is not None and _call_check(context, tool, arguments)

@@ -41,6 +41,7 @@ from execution.agents.base import (
     Step,
     ToolCall,
     ToolCalls,
+    call_gated,
     retry_after_seconds,
 )
 from execution.agents.limits import agent_limits
@@ -142,7 +143,8 @@ class OpenAIAgent(BaseAgent):
                     conversation = self._opening(context)
                 client = OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout_s, max_retries=0)
                 with client:
-                    return self._converse(client, conversation, usage, tools, _Answer(schema=schema, live=live))
+                    answer = _Answer(schema=schema, live=live)
+                    return self._converse(client, conversation, usage, tools, answer, context)
         except _TooLarge as error:
             return Fail(str(error), usage=usage)
         except _Refused as error:
@@ -161,6 +163,7 @@ class OpenAIAgent(BaseAgent):
         usage: dict[str, Any],
         tools: RunTools,
         answer: "_Answer",
+        context: Context,
     ) -> Step:
         while True:
             conversation_bound(conversation)
@@ -195,7 +198,7 @@ class OpenAIAgent(BaseAgent):
             if len(usage["steps"]) >= self.max_steps:
                 # The model could not be told the calls' outcome: fail now rather than ask a person.
                 raise _Refused(self._too_many_steps())
-            pending = self._answer_calls(conversation, message["tool_calls"], tools)
+            pending = self._answer_calls(conversation, message["tool_calls"], tools, context)
             if pending:
                 conversation_bound(conversation)
                 return ToolCalls(tuple(pending), conversation=conversation, usage=usage, state=tools.state())
@@ -204,9 +207,9 @@ class OpenAIAgent(BaseAgent):
         return f"The model did not finish within max_steps={self.max_steps} model calls; no more calls are made."
 
     def _answer_calls(
-        self, conversation: list[dict[str, Any]], calls: list[dict[str, Any]], tools: RunTools
+        self, conversation: list[dict[str, Any]], calls: list[dict[str, Any]], tools: RunTools, context: Context
     ) -> list[ToolCall]:
-        """Answer at once the calls that need no person; return those that need a decision."""
+        """Answer at once the calls that need no person (and that no rule gates); return those that need a decision."""
         pending = []
         for call in calls:
             name, raw = call["function"]["name"], call["function"]["arguments"]
@@ -218,7 +221,7 @@ class OpenAIAgent(BaseAgent):
             arguments, problem = parse_arguments(tool, raw)
             if problem:
                 conversation.append(tool_message(call["id"], f"Error: {problem}"))
-            elif tool.requires_approval:
+            elif tool.requires_approval or call_gated(context, name, arguments):
                 pending.append(ToolCall(tool=name, arguments=arguments, requires_approval=True, call_id=call["id"]))
             else:
                 conversation.append(tool_message(call["id"], tools.run(tool, arguments)))

@@ -52,6 +52,7 @@ from execution.agents.base import (
     ToolCallEntry,
     ToolCalls,
     ToolCallStatus,
+    call_gated,
 )
 from execution.agents.limits import agent_limits
 from execution.agents.registry import UnknownAgent, agent_get, agents_limited
@@ -318,6 +319,9 @@ def agent_call(agent: Agent | None, name: str, context: dict[str, Any], history:
             return dataclasses.replace(step, error=storable_text(credentials_stripped(step.error)))
         if not isinstance(step, ToolCall) or step.requires_approval:
             return step
+        if call_gated(context, step.tool, step.arguments):
+            # A rule outranks the agent: the call gets its approval like any other.
+            return dataclasses.replace(step, requires_approval=True)
         history.append(
             entry_new(tool=step.tool, arguments=step.arguments, status=ToolCallStatus.AUTO, call_id=step.call_id)
         )

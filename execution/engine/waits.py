@@ -114,6 +114,12 @@ def subtask_wait(
         details=details,
     )
     subtask.plan = plan
+    execution = execution_of(plan)
+    if execution is not None and execution.state in (ExecState.RUNNING, ExecState.RESUMED):
+        execution_transition(
+            execution=execution, to=ExecState.WAITING_APPROVAL, reason=f"{subtask.key!r} asks to call {names}"
+        )
+    # The execution waits before the requests: a rule may decide a call at once, which resumes the subtask.
     for index, entry in enumerate(entries, start=len(history)):
         approval_gate().tool_call_request(
             subtask=subtask,
@@ -121,11 +127,6 @@ def subtask_wait(
             call_index=index,
             tool=entry["tool"],
             arguments=entry["arguments"],
-        )
-    execution = execution_of(plan)
-    if execution is not None and execution.state in (ExecState.RUNNING, ExecState.RESUMED):
-        execution_transition(
-            execution=execution, to=ExecState.WAITING_APPROVAL, reason=f"{subtask.key!r} asks to call {names}"
         )
 
 

@@ -38,7 +38,13 @@ def test_plan_waits_in_draft_until_approved_then_runs():
     assert plan.status == PlanStatus.COMPLETED
     approval.refresh_from_db()
     assert (approval.status, approval.decided_by) == ("approved", owner)
-    assert event_types(plan)[:4] == ["plan.created", "approval.requested", "approval.resolved", "plan.approved"]
+    assert event_types(plan)[:5] == [
+        "plan.created",
+        "approval.requested",
+        "approval.voted",
+        "approval.resolved",
+        "plan.approved",
+    ]
 
 
 def test_tool_calls_pause_the_subtask_and_their_results_reach_the_final_result():

@@ -10,7 +10,7 @@ from approvals.models import ApprovalStatus
 from approvals.services import approval_decide
 from plans.models import PlanStatus, SubtaskStatus
 from tests.fakes.openai_server import MODEL, completion, reply, tool_call
-from tests.support.factories import UserFactory, subtask
+from tests.support.factories import subtask
 from tests.support.flows import finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -34,7 +34,7 @@ def test_an_approved_tool_call_reaches_the_model_with_its_result_and_the_answer_
 
     approval = pending_approval(plan, "greet")
     assert (approval.tool, approval.arguments) == ("write_file", {"path": "hello.txt", "content": "hi"})
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=True, result={"written": 2})
+    approval_decide(approval_id=approval.pk, decided_by=approval.plan.owner, approve=True, result={"written": 2})
 
     plan = finished(plan)
     assert plan.status == PlanStatus.COMPLETED
@@ -62,7 +62,7 @@ def test_a_rejected_tool_call_reaches_the_model_with_the_reason_and_its_next_ans
     plan = start(subtask("risky", agent="llm", description="Risky write"))
 
     approval = pending_approval(plan, "risky")
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=False, reason="not that file")
+    approval_decide(approval_id=approval.pk, decided_by=approval.plan.owner, approve=False, reason="not that file")
 
     plan = finished(plan)
     assert plan.status == PlanStatus.COMPLETED
@@ -83,7 +83,7 @@ def test_two_tool_calls_in_one_answer_wait_for_both_decisions_and_the_model_is_c
 
     wait_for(lambda: plan.approvals.filter(status=ApprovalStatus.PENDING).count() == 2)
     first, second = plan.approvals.filter(status=ApprovalStatus.PENDING).order_by("call_index")
-    approver = UserFactory()
+    approver = plan.owner
     approval_decide(approval_id=first.pk, decided_by=approver, approve=True, result="a done")
     assert plan.subtasks.get().status == SubtaskStatus.WAITING_APPROVAL
     assert len(llm.requests(match="Two files")) == 1
@@ -132,7 +132,7 @@ def test_a_worker_killed_after_the_decision_loses_nothing_the_resumed_run_sends_
     )
     plan = start(subtask("crash", agent="llm", description="Survive a crash"))
     approval = pending_approval(plan, "crash")
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=True, result="ok")
+    approval_decide(approval_id=approval.pk, decided_by=approval.plan.owner, approve=True, result="ok")
     wait_for(lambda: len(llm.requests(match="Survive a crash")) == 2, timeout=30)
     running = subtask_in(plan, "crash", SubtaskStatus.RUNNING)
 
@@ -198,7 +198,7 @@ def test_the_example_http_agent_service_completes_a_plan_with_one_approval(llm):
     plan = start(subtask("note", agent="helper", description="Leave a note", input={"path": "note.txt"}))
     approval = pending_approval(plan, "note")
     assert (approval.tool, approval.arguments["path"]) == ("write_file", "note.txt")
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=True, result="saved")
+    approval_decide(approval_id=approval.pk, decided_by=approval.plan.owner, approve=True, result="saved")
 
     plan = finished(plan)
     assert plan.status == PlanStatus.COMPLETED

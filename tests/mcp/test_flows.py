@@ -12,7 +12,7 @@ from execution.models import McpListing
 from plans.models import PlanStatus, SubtaskStatus
 from tests.fakes.openai_server import completion, reply, tool_call
 from tests.mcp.servers import TOKEN, alive, command_line, descendants
-from tests.support.factories import UserFactory, subtask
+from tests.support.factories import subtask
 from tests.support.flows import finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine", "everything")
@@ -69,7 +69,7 @@ def test_a_write_waits_for_its_approval_holding_no_worker_and_writes_the_edited_
     # The run that asked returns: the wait holds no worker.
     wait_for(lambda: busy_workers() == [], timeout=10, message="no worker to run a task")
     edited = {"path": str(target), "content": "hello, edited"}
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=True, arguments=edited)
+    approval_decide(approval_id=approval.pk, decided_by=approval.plan.owner, approve=True, arguments=edited)
 
     plan = finished(plan)
     assert plan.status == PlanStatus.COMPLETED
@@ -91,7 +91,9 @@ def test_a_rejected_write_is_never_made_and_the_model_hears_the_reason(llm, test
     plan = start(subtask("unwanted", agent="mcp", description="Write an unwanted file"))
 
     approval = pending_approval(plan, "unwanted")
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=False, reason="keep the workspace clean")
+    approval_decide(
+        approval_id=approval.pk, decided_by=approval.plan.owner, approve=False, reason="keep the workspace clean"
+    )
 
     plan = finished(plan)
     assert plan.status == PlanStatus.COMPLETED
@@ -183,7 +185,7 @@ def test_after_a_worker_restart_between_request_and_decision_the_resume_offers_t
     for name in ("subtasks1", "subtasks2"):
         engine[name].restart()  # SIGTERM to the worker's process group, as a supervisor would
     wait_for(lambda: not any(alive(pid) for pid in servers), timeout=10, message="the old workers' MCP servers to end")
-    approval_decide(approval_id=approval.pk, decided_by=UserFactory(), approve=True)
+    approval_decide(approval_id=approval.pk, decided_by=approval.plan.owner, approve=True)
 
     plan = finished(plan, timeout=90)
     assert plan.status == PlanStatus.COMPLETED

@@ -73,6 +73,10 @@ class LocalCaller:
         response = self.client.patch(path, body, format="json", headers=headers)
         return Answer(response.status_code, response.json())
 
+    def get(self, path: str) -> Answer:
+        response = self.client.get(path)
+        return Answer(response.status_code, response.json())
+
 
 def approver(username: str):
     """Return a user who may decide any approval (the approvals.decide_approval permission)."""

@@ -11,9 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.text import Text
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import can_decide
-from approvals.services import AlreadyDecided, approval_decide, plan_approve
+from approvals.services import AlreadyDecided, AlreadyVoted, VoteRefused, approval_decide, plan_approve
 from cli import console as ui
 from cli.revisions import diff_report
 from common.text import printable
@@ -159,8 +159,8 @@ class Command(BaseCommand):
 
     def approve(self, plan: Plan, user: User) -> Plan:
         try:
-            return plan_approve(plan_id=plan.pk, user=user)
-        except TransitionNotAllowed as error:
+            return plan_approve(plan_id=plan.pk, user=user, channel=Channel.CLI)
+        except (TransitionNotAllowed, AlreadyDecided, AlreadyVoted, VoteRefused) as error:
             raise CommandError(str(error), returncode=EXIT_FAILED) from None
 
     def reject(self, plan: Plan, user: User, reason: str, request_changes: bool) -> None:
@@ -171,9 +171,14 @@ class Command(BaseCommand):
             raise CommandError(f"{user.get_username()} may not decide this plan's approval.", returncode=EXIT_FAILED)
         try:
             approval_decide(
-                approval_id=approval.pk, decided_by=user, approve=False, reason=reason, request_changes=request_changes
+                approval_id=approval.pk,
+                decided_by=user,
+                approve=False,
+                reason=reason,
+                request_changes=request_changes,
+                channel=Channel.CLI,
             )
-        except (AlreadyDecided, TransitionNotAllowed) as error:
+        except (AlreadyDecided, AlreadyVoted, VoteRefused, TransitionNotAllowed) as error:
             raise CommandError(f"Not decided: {error}", returncode=EXIT_FAILED) from None
         plan.refresh_from_db()
         if request_changes:
