@@ -27,6 +27,7 @@ from benchmarks import (
     overhead,
     parked,
     plan_validation,
+    policy,
     result_backend,
     resume,
     revise,
@@ -54,6 +55,8 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "large_plan": large_plan.run,
     # Both stop the shared stack: stacks of their own (documented workers consume every queue).
     "as_documented": as_documented.run,
+    # Runs resume and parked twice, on stacks of their own (with and without the rules).
+    "policy": policy.run,
     "result_backend": result_backend.run,
 }
 OUTPUT = ROOT / "benchmarks" / "results" / "latest.json"

@@ -91,6 +91,16 @@ class Bench:
         finally:
             stack.stop()
 
+    @contextmanager
+    def shared_env(self, env: dict[str, str]) -> Iterator[None]:
+        """Run the shared stack with more environment meanwhile (a scenario measuring what a setting costs)."""
+        self.stop_stack()
+        self._stack = self.start_stack(result_backend=self.result_backend, env=env)
+        try:
+            yield
+        finally:
+            self.stop_stack()
+
     def settle(self) -> None:
         """Let the shared stack, if it runs, finish what a scenario left in flight (or say it did not)."""
         if self._stack is not None:

@@ -46,6 +46,7 @@ REQUIRED = {
     "model_stream": {"delta_p50_ms", "delta_p99_ms", "streamed_s", "plain_s", "overhead"},
     "revise": {"revise_over_create"},
     "result_backend": {"django_db_s", "redis_s", "ratio"},
+    "policy": {"match_p50_ms", "resume_with_over_without", "parked_with_over_without"},
     "as_documented": {"engine_s", "raw_s", "ratio", "resume_p50_ms", "raw_dispatch_p50_ms", "resume_ratio"},
 }
 
