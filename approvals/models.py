@@ -9,6 +9,7 @@ from django.db.models import Q
 
 from execution.agents.base import TOOL_NAME_MAX_LENGTH
 from plans.models import Plan, Subtask
+from plans.shape import AGENT_MAX_LENGTH, SESSION_ID_MAX_LENGTH
 
 
 class ApprovalKind(models.TextChoices):
@@ -120,3 +121,53 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.user_id}"
+
+
+class GrantScope(models.TextChoices):
+    PLAN = "plan"
+    SESSION = "session"
+
+
+class Grant(models.Model):
+    """An approving vote's `remember`: later calls of one tool by one agent approved at once (channel "grant").
+
+    Scope "plan": in the plan the vote was cast in. Scope "session": in every plan of that
+    plan's owner with the same session_id.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    scope = models.CharField(max_length=8, choices=GrantScope.choices)
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="grants", help_text="Where it was made.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", help_text="The plan's owner."
+    )
+    session_id = models.CharField(max_length=SESSION_ID_MAX_LENGTH, blank=True, default="")
+    agent = models.CharField(max_length=AGENT_MAX_LENGTH)
+    tool = models.CharField(max_length=TOOL_NAME_MAX_LENGTH)
+    approval = models.ForeignKey(
+        Approval, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", help_text="The remembered call."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="grants_made"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [
+            models.Index(fields=["plan", "agent", "tool"], name="grant_plan_call"),
+            models.Index(
+                fields=["owner", "session_id", "agent", "tool"],
+                name="grant_session_call",
+                condition=Q(scope="session"),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(scope__in=GrantScope.values), name="grant_scope_valid"),
+            models.CheckConstraint(
+                condition=Q(scope=GrantScope.PLAN) | ~Q(session_id=""), name="grant_session_has_session_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} by {self.agent} ({self.scope})"

@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from approvals.grants import grant_applying, grant_make, remember_problem
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import plan_rule, policy_rules, result_from_client, tool_call_rule
 from approvals.rules import Rule
@@ -109,7 +110,8 @@ def approval_request(
 
     An "allow" or "deny" rule decides it at once (channel "policy"), which resumes the
     subtask or starts or cancels the plan, as any decision does; an "allow" waits for the
-    result of a tool that only the client runs.
+    result of a tool that only the client runs. A tool call that one person may decide
+    and that a grant covers (approvals/grants.py) is approved at once (channel "grant").
     """
     if kind == ApprovalKind.PLAN:
         rule = plan_rule(plan)
@@ -132,6 +134,7 @@ def approval_request(
     )
     event_append(plan_id=plan.pk, type="approval.requested", payload=approval_payload(approval))
     if rule is None or rule.decision == "ask":
+        _grant_apply(plan, approval)
         return approval
     if rule.decision == "allow" and subtask is not None and result_from_client(subtask, tool):
         return approval  # one approve by the owner or a decider, with the result, decides it
@@ -146,6 +149,25 @@ def approval_request(
         reason=f"allowed by policy {rule.name}" if approved else rule.reason,
     )
     return approval
+
+
+def _grant_apply(plan: Plan, approval: Approval) -> None:
+    """Approve a pending tool call at once (channel "grant") if a grant covers it and one person may decide it."""
+    if approval.subtask is None or remember_problem(plan, approval, scope=""):
+        return
+    grant = grant_applying(plan, agent=approval.subtask.agent, tool=approval.tool)
+    if grant is None:
+        return
+    by = grant.created_by.get_username() if grant.created_by is not None else "a deleted user"
+    logger.info("Plan %s: tool call approval %s approved by grant %s", plan.pk, approval.pk, grant.pk)
+    _decide(
+        plan,
+        approval,
+        status=ApprovalStatus.APPROVED,
+        user=None,
+        channel=Channel.GRANT,
+        reason=f"remembered for the {grant.scope} by {by}",
+    )
 
 
 def _asked(rule: Rule | None) -> dict[str, Any]:
@@ -254,14 +276,18 @@ def approval_decide(
     arguments: dict[str, Any] | None = None,
     result: Any = None,
     request_changes: bool = False,
+    remember: str | None = None,
     channel: str = Channel.API,
 ) -> Approval:
     """Record a vote once (a decision when a reject or at the quorum), then resume what waited (after commit).
 
     `decided_by` None is the system's own decision, no vote. `request_changes`: a plan
     approval rejected so keeps its plan a draft for its owner to revise
-    (ChangesNotApplicable for anything else).
+    (ChangesNotApplicable for anything else). `remember` ("plan" or "session", approving a
+    tool call only): a grant approves the tool's later calls by the agent (approvals/grants.py).
     """
+    if remember and not approve:
+        raise VoteInvalid("remember", "Only an approving vote can remember a tool call.")
     if request_changes and approve:
         raise ChangesNotApplicable("Changes are requested by rejecting the plan approval, not by approving it.")
     return _decide_by_id(
@@ -273,6 +299,7 @@ def approval_decide(
         arguments=arguments,
         result=result,
         request_changes=request_changes,
+        remember=remember,
     )
 
 
@@ -315,6 +342,7 @@ def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> A
         approval = Approval.objects.select_for_update(of=("self",)).select_related("subtask").get(pk=approval_id)
         approval.plan = plan
         if user is None:
+            decision.pop("remember", None)  # the system remembers nothing
             _decide(plan, approval, user=None, **decision)
         else:
             expired = _vote(plan, approval, user=user, **decision)
@@ -334,6 +362,7 @@ def _vote(
     arguments: dict[str, Any] | None = None,
     result: Any = None,
     request_changes: bool = False,
+    remember: str | None = None,
 ) -> Approval | None:
     """Record one person's vote (the caller holds the plan's and the approval's locks); decide when it settles it.
 
@@ -346,16 +375,8 @@ def _vote(
     if approval.expires_at is not None and approval.expires_at <= timezone.now():
         _expire(plan, approval)
         return approval
-    refusal = vote_refusal(user, approval)
-    if refusal:
-        raise VoteRefused(refusal)
     approved = status == ApprovalStatus.APPROVED
-    if approved and approval.quorum > 1 and arguments is not None:
-        raise VoteInvalid(
-            "arguments", f"A vote may not edit the arguments when {approval.quorum} approvers must agree."
-        )
-    if Vote.objects.filter(approval=approval, user=user).exists():
-        raise AlreadyVoted()
+    _vote_check(plan, approval, user=user, approved=approved, arguments=arguments, remember=remember)
     Vote.objects.create(
         approval=approval,
         user=user,
@@ -378,7 +399,33 @@ def _vote(
         result=result,
         request_changes=request_changes,
     )
+    if remember and approval.status == ApprovalStatus.APPROVED:
+        grant_make(plan, approval, scope=remember, user=user)
     return None
+
+
+def _vote_check(
+    plan: Plan,
+    approval: Approval,
+    *,
+    user: User,
+    approved: bool,
+    arguments: dict[str, Any] | None,
+    remember: str | None,
+) -> None:
+    """Raise why the user's vote on a pending approval is refused (VoteRefused, VoteInvalid, AlreadyVoted), if it is."""
+    refusal = vote_refusal(user, approval)
+    if refusal:
+        raise VoteRefused(refusal)
+    if approved and approval.quorum > 1 and arguments is not None:
+        raise VoteInvalid(
+            "arguments", f"A vote may not edit the arguments when {approval.quorum} approvers must agree."
+        )
+    problem = remember_problem(plan, approval, remember) if remember else ""
+    if problem:
+        raise VoteInvalid("remember", problem)
+    if Vote.objects.filter(approval=approval, user=user).exists():
+        raise AlreadyVoted()
 
 
 def _voted(plan: Plan, approval: Approval, *, user: User, approved: bool) -> int:
@@ -411,7 +458,11 @@ def _decide(
     request_changes: bool = False,
 ) -> None:
     """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
-    actor = user.get_username() if user is not None else "policy" if channel == Channel.POLICY else "system"
+    actor = "system"
+    if user is not None:
+        actor = user.get_username()
+    elif channel in (Channel.POLICY, Channel.GRANT):
+        actor = channel
     approved = status == ApprovalStatus.APPROVED
     if request_changes and approval.kind != ApprovalKind.PLAN:
         raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")

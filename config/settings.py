@@ -261,6 +261,7 @@ SPECTACULAR_SETTINGS = {
         "VoteDecisionEnum": "approvals.models.VoteDecision",
         "RuleDecisionEnum": "approvals.rules.DECISIONS",
         "ChannelEnum": "approvals.models.Channel",
+        "GrantScopeEnum": "approvals.models.GrantScope",
     },
 }
 

@@ -1,4 +1,5 @@
-"""The decision form of the approvals admin: a reason and, for tool calls, edited arguments and the tool's result."""
+"""The decision form of the approvals admin: a reason and, for tool calls, edited arguments, the tool's result and
+whether to remember the call (a grant)."""
 
 import json
 from typing import Any
@@ -57,6 +58,12 @@ class DecisionForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": '{"content": "…"}  or  "done"'}),
         help_text="Optional: the tool's output as JSON, sent to the agent with the approval.",
     )
+    remember = forms.ChoiceField(
+        required=False,
+        label="Remember",
+        choices=[("", "no: ask for each call"), ("plan", "for this plan"), ("session", "for the plan's session")],
+        help_text="Approving: approve this agent's later calls of this tool at once (the plan lists its grants).",
+    )
 
     def __init__(self, *args: Any, approval: Approval, **kwargs: Any) -> None:
         kwargs.setdefault("initial", {"arguments": approval.arguments})
@@ -65,6 +72,7 @@ class DecisionForm(forms.Form):
         if approval.kind != ApprovalKind.TOOL_CALL:
             del self.fields["arguments"]
             del self.fields["result"]
+            del self.fields["remember"]
 
     def clean_arguments(self) -> dict[str, Any] | None:
         arguments = self.cleaned_data.get("arguments")
@@ -72,7 +80,7 @@ class DecisionForm(forms.Form):
             raise forms.ValidationError("The arguments must be a JSON object.")
         return arguments
 
-    def decision(self) -> dict[str, Any]:
+    def decision(self, *, approve: bool = True) -> dict[str, Any]:
         """Return the keyword arguments of approval_decide this form asks for (besides approve)."""
         decision: dict[str, Any] = {"reason": self.cleaned_data.get("reason", "")}
         if self.approval.kind == ApprovalKind.TOOL_CALL:
@@ -80,4 +88,6 @@ class DecisionForm(forms.Form):
             # Unchanged arguments are no edit: the approval keeps edited_arguments empty.
             decision["arguments"] = None if arguments == self.approval.arguments else arguments
             decision["result"] = self.cleaned_data.get("result")
+            if approve:
+                decision["remember"] = self.cleaned_data.get("remember") or None
         return decision

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from approvals.models import Approval, Vote, VoteDecision
+from approvals.models import Approval, GrantScope, Vote, VoteDecision
 from plans.json_values import json_problem
 
 
@@ -77,6 +77,15 @@ class ApproveSerializer(serializers.Serializer):
     )
     result = serializers.JSONField(required=False, allow_null=True, help_text="The tool's output, handed to the agent.")
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    remember = serializers.ChoiceField(
+        choices=GrantScope.choices,
+        required=False,
+        allow_null=True,
+        help_text=(
+            'A tool call: approve the same tool\'s later calls by the same agent at once, in this plan ("plan") or in '
+            "the owner's plans with the same session_id (\"session\"); see the plan's `grants`."
+        ),
+    )
 
     def validate_arguments(self, value: Any) -> Any:
         return _storable(value)
@@ -86,7 +95,12 @@ class ApproveSerializer(serializers.Serializer):
 
     def decision(self) -> dict[str, Any]:
         data = self.validated_data
-        return {"arguments": data.get("arguments"), "result": data.get("result"), "reason": data.get("reason", "")}
+        return {
+            "arguments": data.get("arguments"),
+            "result": data.get("result"),
+            "reason": data.get("reason", ""),
+            "remember": data.get("remember"),
+        }
 
 
 class RejectSerializer(serializers.Serializer):
@@ -140,6 +154,9 @@ class BulkItemSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
     arguments = serializers.DictField(required=False, allow_null=True, help_text="approve: the edited arguments.")
     result = serializers.JSONField(required=False, allow_null=True, help_text="approve: the tool's output.")
+    remember = serializers.ChoiceField(
+        choices=GrantScope.choices, required=False, allow_null=True, help_text="approve: as the approve endpoint's."
+    )
 
     def validate_arguments(self, value: Any) -> Any:
         return _storable(value)
@@ -150,6 +167,8 @@ class BulkItemSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["decision"] == "reject" and not attrs.get("reason", "").strip():
             raise serializers.ValidationError({"reason": ["A rejection needs a reason."]})
+        if attrs["decision"] == "reject" and attrs.get("remember"):
+            raise serializers.ValidationError({"remember": ["Only an approving vote can remember a tool call."]})
         return attrs
 
 
@@ -171,3 +190,14 @@ class BulkOutcomeSerializer(serializers.Serializer):
 
 class BulkResultSerializer(serializers.Serializer):
     results = BulkOutcomeSerializer(many=True)
+
+
+class GrantSerializer(serializers.Serializer):
+    """A grant in force in a plan (approvals/grants.py grant_payload)."""
+
+    id = serializers.UUIDField()
+    tool = serializers.CharField()
+    agent = serializers.CharField()
+    scope = serializers.ChoiceField(choices=GrantScope.choices)
+    created_by = serializers.CharField(allow_null=True, help_text="Who remembered the call (null: a deleted user).")
+    created_at = serializers.DateTimeField()

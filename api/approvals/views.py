@@ -1,5 +1,6 @@
-"""Approval endpoints: list the pending and past approvals, vote to approve or reject one; the rules in force."""
+"""Approval endpoints: list approvals, vote to approve or reject one; the rules in force; revoke a grant."""
 
+import uuid
 from typing import Any
 
 import django_filters
@@ -24,6 +25,7 @@ from api.approvals.serializers import (
     RejectSerializer,
 )
 from api.errors import authenticated_user, error_body, errors
+from approvals.grants import GrantNotFound, grant_revoke
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
@@ -82,7 +84,8 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         description=(
             "Records the caller's vote; the approval is decided when the distinct approving voters reach its `quorum` "
             "(until then it stays `pending`). 403 `permission_denied` with `details.reason` `not_an_approver` or "
-            "`requester_cannot_approve`; 409 `already_voted` or `already_decided`."
+            "`requester_cannot_approve`; 409 `already_voted` or `already_decided`. `remember` (`plan` or `session`, a "
+            "tool call one person decides) approves the agent's later calls of the tool at once (the plan's `grants`)."
         ),
         request=ApproveSerializer,
         responses={200: ApprovalSerializer, **errors(400, 401, 403, 404, 409, 413, 415)},
@@ -122,6 +125,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                     reason=decision.get("reason", ""),
                     arguments=decision.get("arguments") if approve else None,
                     result=decision.get("result") if approve else None,
+                    remember=decision.get("remember") if approve else None,
                 )
             except (DomainError, NotFound) as error:
                 results.append({"id": approval_id, **_outcome(approval_id, error)})
@@ -174,3 +178,23 @@ class PolicyView(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response({"file": settings.APPROVALS_POLICY_FILE or None, "rules": rules_describe(policy_rules())})
+
+
+class GrantView(APIView):
+    """A grant (a remembered tool call, listed in its plan's `grants`): revoked by the plan's owner or a decider."""
+
+    @extend_schema(
+        summary="Revoke a grant: the tool's later calls are asked for again",
+        description=(
+            "The plan's owner or a decider (`approvals.decide_approval`); a designated approver who sees the plan gets "
+            "403 `permission_denied`, anyone else 404. Calls the grant approved stay approved."
+        ),
+        responses={204: None, **errors(401, 403, 404)},
+    )
+    def delete(self, request: Request, pk: str) -> Response:
+        try:
+            grant_id = uuid.UUID(pk)
+        except ValueError:
+            raise GrantNotFound() from None
+        grant_revoke(grant_id=grant_id, user=authenticated_user(request))
+        return Response(status=204)

@@ -6,6 +6,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from api.approvals.serializers import GrantSerializer
+from approvals.grants import grant_payload, grants_of_plan
 from execution.models import Event
 from plans.models import FailurePolicy, Plan, PlanRevision, Subtask
 from plans.revisions import REVISABLE
@@ -179,6 +181,7 @@ class PlanDetailSerializer(PlanSerializer):
     subtasks_count = serializers.SerializerMethodField()
     subtasks_next = serializers.SerializerMethodField()
     subtasks_previous = serializers.SerializerMethodField()
+    grants = serializers.SerializerMethodField()
 
     class Meta(PlanSerializer.Meta):
         fields = [
@@ -188,6 +191,7 @@ class PlanDetailSerializer(PlanSerializer):
             "subtasks_count",
             "subtasks_next",
             "subtasks_previous",
+            "grants",
         ]
 
     @extend_schema_field(serializers.IntegerField(help_text="How many subtasks the plan has, on every page."))
@@ -205,6 +209,14 @@ class PlanDetailSerializer(PlanSerializer):
     )
     def get_subtasks_previous(self, plan: Plan) -> str | None:
         return self.context["page"].previous
+
+    @extend_schema_field(
+        GrantSerializer(
+            many=True, help_text="Tool calls remembered by an approving vote: this plan's, and its session's (owner's)."
+        )
+    )
+    def get_grants(self, plan: Plan) -> Any:
+        return GrantSerializer([grant_payload(grant) for grant in grants_of_plan(plan)], many=True).data
 
     @extend_schema_field(ExecutionSerializer(allow_null=True))
     def get_execution(self, plan: Plan) -> dict[str, Any] | None:

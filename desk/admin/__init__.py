@@ -1,3 +1,3 @@
-"""Admin for plans and subtasks: progress, the DAG picture, history, events, the operator actions, and API tokens."""
+"""Admin for plans and subtasks: progress, the DAG picture, history, events, operator actions, grants, API tokens."""
 
-from desk.admin import approvals, execution, plans, subtasks, tokens  # noqa: F401  (importing registers them)
+from desk.admin import approvals, execution, grants, plans, subtasks, tokens  # noqa: F401  (importing registers them)

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
-from django.db.models import Case, Count, F, Q, QuerySet, Value, When
+from django.contrib.auth.models import User
+from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -20,10 +21,10 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, VoteDecision
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
-from approvals.selectors import approvals_visible_to, can_decide
+from approvals.selectors import approvals_awaiting, approvals_visible_to, can_decide
 from approvals.services import (
     AlreadyDecided,
     AlreadyVoted,
@@ -152,6 +153,41 @@ class PlanFilter(admin.SimpleListFilter):
         return queryset.filter(plan_id=selected) if selected is not None else queryset.none()
 
 
+class AwaitingFilter(admin.SimpleListFilter):
+    """The pending approvals the signed-in user may still vote on (the API's ?awaiting=me)."""
+
+    title = "awaiting"
+    parameter_name = "awaiting"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("me", "awaiting my vote")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Approval]) -> QuerySet[Approval]:
+        if self.value() != "me":
+            return queryset
+        if not isinstance(request.user, User):
+            return queryset.none()
+        return queryset.filter(pk__in=approvals_awaiting(request.user).values("pk"))
+
+
+def still_to_vote(approval: Approval) -> str:
+    """Return who may still vote on a pending approval, in words: named users not yet voted, groups, the defaults."""
+    voted = {vote.user.get_username() for vote in approval.votes.all()}
+    owner = approval.plan.owner.get_username()
+    if approval.approvers is None:
+        whom = ["deciders"] if approval.separate_requester or owner in voted else [owner, "deciders"]
+    else:
+        whom = []
+        for entry in approval.approvers:
+            kind, _, name = entry.partition(":")
+            if kind == "group":
+                whom.append(f"group {name}")
+            elif name not in voted and not (approval.separate_requester and name == owner):
+                whom.append(name)
+    left = ", ".join(whom) or "nobody"
+    return f"{left} (voted: {', '.join(sorted(voted))})" if voted else left
+
+
 @admin.register(Approval)
 class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     list_display = [
@@ -162,13 +198,15 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
         "arguments_start",
         "status_badge",
         "vote_count",
+        "may_still_vote",
+        "policy_rule",
         "age",
         "expires",
         "decided_by",
     ]
     list_display_links = ["subject"]
-    list_filter = ["status", "kind", PlanFilter]
-    list_select_related = ["plan", "subtask", "decided_by"]
+    list_filter = [AwaitingFilter, "status", "kind", PlanFilter]
+    list_select_related = ["plan", "plan__owner", "subtask", "decided_by"]
     search_fields = ["tool", "plan__goal", "plan__session_id", "subtask__key"]
     # The queue first: pending approvals, oldest first; then the others, latest decided first.
     ordering = [
@@ -200,8 +238,9 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
         return (
             approvals_visible_to(request.user)
-            .select_related("plan", "subtask", "decided_by")
+            .select_related("plan", "plan__owner", "subtask", "decided_by")
             .annotate(approve_votes=Count("votes", filter=Q(votes__decision=VoteDecision.APPROVE)))
+            .prefetch_related(Prefetch("votes", queryset=Vote.objects.select_related("user")))
         )
 
     # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
@@ -313,6 +352,10 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
             return "—"
         return f"{getattr(approval, 'approve_votes', 0)} of {approval.quorum}"
 
+    @admin.display(description="may still vote")
+    def may_still_vote(self, approval: Approval) -> str:
+        return still_to_vote(approval) if approval.status == ApprovalStatus.PENDING else "—"
+
     @admin.display(description="votes")
     def votes_table(self, approval: Approval) -> SafeString | str:
         votes = list(approval.votes.select_related("user"))
@@ -383,7 +426,7 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
                         [approval],
                         approve=DECISIONS[decision],
                         request_changes=sending_back,
-                        **form.decision(),
+                        **form.decision(approve=DECISIONS[decision]),
                     )
                     return HttpResponseRedirect(
                         reverse("admin:approvals_approval_changelist") + f"?status__exact={ApprovalStatus.PENDING}"

@@ -57,6 +57,10 @@ class HttpCaller:
         response = self.session.patch(self.base_url + path, json=body, headers=headers, timeout=60)
         return Answer(response.status_code, response.json())
 
+    def delete(self, path: str) -> Answer:
+        response = self.session.delete(self.base_url + path, timeout=60)
+        return Answer(response.status_code, response.json() if response.content else None)
+
 
 class LocalCaller:
     """Calls the API through Django's whole request stack in this process, with the user's own token."""
