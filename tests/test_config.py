@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.database import database_from_url
+from config.results import is_database_backend, result_backend_default
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,3 +86,50 @@ def test_debug_is_off_unless_asked_and_a_secret_is_required():
     result = run_manage("check")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broker", "backend"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"),
+        ("redis://:secret@cache.internal:6380", "redis://:secret@cache.internal:6380/1"),
+        (
+            "rediss://u:p@cache.example:6379/4?ssl_cert_reqs=required",
+            "rediss://u:p@cache.example:6379/5?ssl_cert_reqs=required",
+        ),
+        ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+        ("amqp://guest@127.0.0.1:5672//", "django-db"),
+    ],
+)
+def test_results_go_to_the_brokers_redis_by_default_else_to_postgresql(broker, backend):
+    assert result_backend_default(broker) == backend
+    assert is_database_backend(backend) == (backend == "django-db")
+
+
+@pytest.mark.processes
+def test_a_process_started_with_only_the_urls_uses_redis_results_and_django_db_when_asked():
+    show = (
+        "from django.conf import settings as s; "
+        "print(s.CELERY_RESULT_BACKEND, s.CELERY_RESULT_EXTENDED, s.CELERY_RESULT_EXPIRES)"
+    )
+    command = ["shell", "--verbosity", "0", "-c", show]
+    urls = {"DJANGO_SECRET_KEY": "k" * 50, "CELERY_BROKER_URL": "redis://127.0.0.1:6390/2"}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    default = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env={**clean, **urls},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert default.stdout.split() == ["redis://127.0.0.1:6390/3", "False", "86400"], default.stderr
+    asked = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env={**clean, **urls, "CELERY_RESULT_BACKEND": "django-db"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert asked.stdout.split() == ["django-db", "True", "604800"], asked.stderr

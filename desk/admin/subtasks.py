@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -11,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from config.results import is_database_backend
 from desk.access import StaffReadOnly
 from desk.display import badge, history_table, plan_link, pretty_json, pretty_text, subtask_link
 from plans.models import Subtask
@@ -18,9 +20,11 @@ from plans.selectors import plans_visible_to
 
 
 def task_result_link(subtask: Subtask) -> SafeString | str:
-    """Return a link to the Celery task result of the subtask's current dispatch."""
+    """Return a link to the Celery task result of the subtask's current dispatch (its id where results are in Redis)."""
     if not subtask.task_id:
         return "—"
+    if not is_database_backend(settings.CELERY_RESULT_BACKEND):
+        return subtask.task_id
     url = reverse("admin:django_celery_results_taskresult_changelist") + "?" + urlencode({"task_id": subtask.task_id})
     return format_html('<a href="{}" title="{}">task result</a>', url, subtask.task_id)
 

@@ -186,7 +186,8 @@ def test_plans_cannot_be_added_or_edited_in_the_admin(superuser):
     assert client.get(reverse("admin:plans_plan_operate", args=[plan.pk, "cancel"])).status_code == 405
 
 
-def test_subtask_pages_show_the_tool_call_transcript_and_link_the_task_result(superuser):
+def test_subtask_pages_show_the_tool_call_transcript_and_link_the_task_result(superuser, settings):
+    settings.CELERY_RESULT_BACKEND = "django-db"
     approval = waiting_tool_call(superuser, arguments={"path": "lib/login.dart"})
     edit = approval.subtask
     edit.task_id = "abc-123"
@@ -201,7 +202,8 @@ def test_subtask_pages_show_the_tool_call_transcript_and_link_the_task_result(su
     assert [subtask.key for subtask in listing.context["cl"].result_list] == ["edit"]
 
 
-def test_task_result_links_are_shown_only_to_users_who_may_open_task_results(owner):
+def test_task_result_links_are_shown_only_to_users_who_may_open_task_results(owner, settings):
+    settings.CELERY_RESULT_BACKEND = "django-db"
     approval = waiting_tool_call(owner)
     approval.subtask.__class__.objects.filter(pk=approval.subtask_id).update(task_id="abc-123")
     link = "?task_id=abc-123"
@@ -234,3 +236,12 @@ def test_a_subtask_page_shows_the_model_conversation_and_the_token_usage(superus
     assert "read_file" in html
     assert "[call_1] &lt;b&gt;main.dart&lt;/b&gt;" in html
     assert "30 prompt + 9 completion tokens over 2 model calls" in html
+
+
+def test_with_results_in_redis_a_subtask_shows_its_task_id_without_a_link(superuser, settings):
+    settings.CELERY_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
+    approval = waiting_tool_call(superuser)
+    approval.subtask.__class__.objects.filter(pk=approval.subtask_id).update(task_id="abc-123")
+    html = client_for(superuser).get(reverse("admin:plans_subtask_change", args=[approval.subtask_id])).content.decode()
+    assert "abc-123" in html
+    assert "?task_id=abc-123" not in html

@@ -71,9 +71,8 @@ class FaultStack:
             "FAULTS_POSTGRES_PASSWORD": self.postgres_password,
             "FAULTS_REDIS_PASSWORD": self.redis_password,
             "DATABASE_URL": f"postgresql://postgres:{self.postgres_password}@127.0.0.1:{self.postgres_port}/{DATABASE_NAME}",
+            # Chord counters and results in the broker's Redis (the default): a broker restart loses them too.
             "CELERY_BROKER_URL": f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0",
-            # Chord counters and results in the database, which outlives a broker restart (the default).
-            "CELERY_RESULT_BACKEND": "django-db",
         }
 
 
