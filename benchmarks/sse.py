@@ -51,6 +51,8 @@ CONNECTING = 25
 GAP_S = 0.05
 SAMPLE_S = 0.2
 WATCHERS_GROUP = "benchmark-sse-watchers"
+# The web as make run, the Docker image and Compose start it.
+WEB_SCRIPT = ROOT / "scripts" / "web.sh"
 
 
 class ScriptWebServer(WebServer):
@@ -62,7 +64,7 @@ class ScriptWebServer(WebServer):
         self.log = log_dir / "web-sse.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                ["sh", str(ROOT / "scripts" / "web.sh"), "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
+                ["sh", str(WEB_SCRIPT), "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -122,9 +124,9 @@ def tcp_sockets(pids: list[int]) -> list[tuple[int, int, int]]:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            pid = inodes.get(fields[9])
-            if pid is not None:
-                found.append((pid, int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)))
+            holder = inodes.get(fields[9])
+            if holder is not None:
+                found.append((holder, int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)))
     return found
 
 
@@ -231,6 +233,7 @@ def commit_event(plan_id: str, index: int) -> tuple[int, float]:
     with transaction.atomic():
         Plan.objects.select_for_update().get(pk=plan_id)  # events are numbered under the plan's lock
         seq = event_append(plan_id=plan_id, type="benchmark.ping", payload={"i": index})
+    assert seq is not None
     return seq, time.monotonic()
 
 
@@ -243,6 +246,18 @@ def web_rss_mb(web: ScriptWebServer) -> float:
     return sum(rss(pid) for pid in web.serving()) / 1_000_000
 
 
+def web_threads(web: ScriptWebServer) -> int:
+    """Return the threads of the web processes (a synchronous view's request keeps one while it streams)."""
+    total = 0
+    for pid in web.serving():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:"))
+    return total
+
+
 def one_rep(web: ScriptWebServer, clients: int, events: int, result: Result) -> dict[str, Any]:
     per_user = settings.EVENT_STREAMS_PER_USER
     users = math.ceil(clients / per_user)
@@ -252,12 +267,12 @@ def one_rep(web: ScriptWebServer, clients: int, events: int, result: Result) -> 
         plan_id = owner.submit(layered_plan(no_ops(1, 1), goal="benchmark: sse"))  # a draft: nothing runs
         after = Plan.objects.values_list("last_event_seq", flat=True).get(pk=plan_id)
         for token in tokens[:20]:  # new connections: every web process serves a request and reads the database
-            reader = Api(web.url, token)
-            reader.request("GET", f"/plans/{plan_id}/events/")
-            reader.close()
+            warm = Api(web.url, token)
+            warm.request("GET", f"/plans/{plan_id}/events/")
+            warm.close()
     finally:
         owner.close()
-    rss_before = web_rss_mb(web)
+    rss_before, threads_before = web_rss_mb(web), web_threads(web)
     url = f"{web.url}/api/v1/plans/{plan_id}/events/?after={after}"
     with ConnectionWatch(web) as watch:
         watch.phase = "connecting"
@@ -281,7 +296,7 @@ def one_rep(web: ScriptWebServer, clients: int, events: int, result: Result) -> 
                 last.append((line["last"] - committed) * 1000)
                 median.append((line["median"] - committed) * 1000)
                 time.sleep(GAP_S)
-            rss_open = web_rss_mb(web)
+            rss_open, threads_open = web_rss_mb(web), web_threads(web)
             time.sleep(2 * SAMPLE_S)
         finally:
             reader.close()
@@ -293,6 +308,8 @@ def one_rep(web: ScriptWebServer, clients: int, events: int, result: Result) -> 
     result.add("web_db_connections_connecting", watch.peaks.get("connecting", 0))
     result.add("web_rss_before_mb", rss_before, "MB")
     result.add("web_rss_streams_mb", rss_open, "MB")
+    result.add("web_threads_before", threads_before)
+    result.add("web_threads_streams", threads_open)
     result.add("connect_s", connect_s, "s")
     return {"streams_per_process": held, "users": users}
 
