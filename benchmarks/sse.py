@@ -283,8 +283,8 @@ def one_rep(web: ScriptWebServer, clients: int, events: int, result: Result) -> 
             connect_s = time.monotonic() - began
             if ready["refused"] or ready["ready"] != clients:
                 raise RuntimeError(f"{ready['ready']} of {clients} streams opened; refused: {ready['refused']}")
+            time.sleep(1.0)  # the last streams' first reads (after their `retry:`) count as connecting
             watch.phase = "open"
-            time.sleep(1.0)
             held = streams_per_process(web)
             last: list[float] = []
             median: list[float] = []
