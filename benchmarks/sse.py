@@ -332,11 +332,12 @@ def run(bench: Bench) -> Result:
     web = ScriptWebServer(env, log_dir)
     try:
         web.wait_ready()
-        processes = len(web.serving())
-        result.fact("web_processes", processes)
         result.fact("streams_per_user", settings.EVENT_STREAMS_PER_USER)
         for rep in range(bench.repeat):
             facts = one_rep(web, clients, events, result)
+            # Counted once they have served: the workers start after the port is bound.
+            processes = len(web.serving())
+            result.fact("web_processes", processes)
             result.fact("users", facts["users"])
             result.fact("streams_per_process", facts["streams_per_process"])
             figures = {key: figure.samples[-1] for key, figure in result.figures.items()}
