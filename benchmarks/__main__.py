@@ -32,6 +32,7 @@ from benchmarks import (
     resume,
     revise,
     scaling,
+    sse,
 )
 from benchmarks.bench import Bench
 from benchmarks.profiling import profiled
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,
+    "sse": sse.run,
     "health": health.run,
     "mcp": mcp.run,
     "model_stream": model_stream.run,
