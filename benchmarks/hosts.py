@@ -1,0 +1,187 @@
+"""`hosts`: 400 subtasks of 50 ms on the subtask workers of one network host, then of two.
+
+Each host is a network namespace joined to this one, which holds PostgreSQL and Redis, by a veth
+pair (benchmarks/namespaces.py). Its subtask workers start as docs/processes.md says,
+`celery -A config worker --queues subtasks` (with `--concurrency 2`, as `scaling`'s middle step,
+and a `--hostname` of their own), under `ip netns exec`, with DATABASE_URL, CELERY_BROKER_URL and
+CELERY_RESULT_BACKEND naming the servers at the host's end of its pair. The shared stack's web,
+control worker and beat stay in this namespace; its own subtask worker is stopped meanwhile.
+One host: 2 processes in host 1; two hosts: 2 more in host 2 (the hosts share this machine's
+cores: they stand for machines on a network, not for more CPU). Each run is one plan of
+independent subtasks approved over HTTP; afterwards the invariants the tests check
+(tests/support/invariants.py) must hold on it.
+"""
+
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from celery import current_app
+from django.conf import settings
+from django.db.models import Count
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from benchmarks.bench import Bench, engine_run, scenario_result
+from benchmarks.client import wait_finished
+from benchmarks.harness import SUBTASK_CONCURRENCY
+from benchmarks.namespaces import Host, Hosts, Unavailable
+from benchmarks.report import Result
+from benchmarks.shapes import layered_plan
+from plans.models import Plan, Subtask
+from scripts.processes import Worker, current_database_url
+from tests.support.invariants import assert_invariants
+
+SUBTASKS, SLEEP_MS = 400, 50
+PROCESSES = 2  # subtask worker processes per host
+HOSTS = 2
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def database_server() -> tuple[str, int]:
+    params = conninfo_to_dict(current_database_url())
+    host = str(params.get("host") or "")
+    if not host or host.startswith("/"):
+        raise Unavailable("PostgreSQL is reached over a unix socket here: a namespace needs TCP")
+    return host, int(params.get("port") or 5432)
+
+
+def redis_server(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES or not parts.hostname:
+        raise Unavailable(f"{parts.scheme}: is not Redis over TCP")
+    return parts.hostname, parts.port or 6379
+
+
+def servers(broker_url: str, result_backend: str) -> list[tuple[str, int]]:
+    """Return the servers the subtask workers connect to (host, port), each once."""
+    found = [database_server(), redis_server(broker_url)]
+    if urlsplit(result_backend).scheme in REDIS_SCHEMES:
+        found.append(redis_server(result_backend))
+    return list(dict.fromkeys(found))
+
+
+def through(url: str, host: Host) -> str:
+    """Return a Redis URL as a process on `host` reaches that server."""
+    parts = urlsplit(url)
+    address, port = host.reach(*redis_server(url))
+    login = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{login}@{address}:{port}" if login else f"{address}:{port}"))
+
+
+def host_env(env: dict[str, str], host: Host) -> dict[str, str]:
+    """Return the stack's environment with every server named as `host` reaches it."""
+    database = conninfo_to_dict(current_database_url())
+    database["host"], database["port"] = host.reach(*database_server())
+    backend = env["CELERY_RESULT_BACKEND"]
+    return {
+        **env,
+        "DATABASE_URL": make_conninfo(**database),  # type: ignore[arg-type]
+        "CELERY_BROKER_URL": through(env.get("CELERY_BROKER_URL") or settings.CELERY_BROKER_URL, host),
+        "CELERY_RESULT_BACKEND": through(backend, host) if urlsplit(backend).scheme in REDIS_SCHEMES else backend,
+    }
+
+
+def start_workers(bench: Bench, host: Host) -> Worker:
+    name = f"host{host.number}-subtasks"
+    args = ["worker", "--queues", "subtasks", "--concurrency", str(PROCESSES), "--hostname", f"{name}@%h"]
+    env = host_env(bench.stack.env, host)
+    return Worker(name, args, env, bench.log_dir / "hosts", wrapper=host.wrapper)
+
+
+def wait_ready(workers: list[Worker], timeout: float = 90) -> None:
+    wanted = {worker.hostname for worker in workers}
+    deadline = time.monotonic() + timeout
+    while True:
+        replies = current_app.control.ping(destination=list(wanted), timeout=0.5) or []
+        if wanted <= {name for reply in replies for name in reply}:
+            return
+        dead = [worker.name for worker in workers if worker.process.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            tails = "\n".join(f"--- {worker.name} ---\n{worker.tail()}" for worker in workers)
+            raise RuntimeError(f"the hosts' workers did not start ({dead or 'timeout'}):\n{tails}")
+
+
+def one_run(bench: Bench, count: int) -> tuple[float, str, dict[str, int]]:
+    """Run one plan; return its throughput (subtasks/s), what breaks an invariant, and subtasks run per host."""
+    plan_id = bench.api.submit(layered_plan([[SLEEP_MS] * count], goal="benchmark: hosts"))
+    start = time.time()
+    bench.api.approve_plan(plan_id)
+    seconds = wait_finished([plan_id]) - start
+    try:
+        assert_invariants(Plan.objects.get(pk=plan_id))
+        problem = ""
+    except AssertionError as error:
+        problem = str(error)
+    by_worker = Subtask.objects.filter(plan_id=plan_id).values_list("worker").annotate(n=Count("id"))
+    by_host: dict[str, int] = {}
+    for worker, n in by_worker:
+        by_host[worker.split("-")[0]] = by_host.get(worker.split("-")[0], 0) + n
+    return count / seconds, problem, by_host
+
+
+def measure(bench: Bench, result: Result, hosts: list[Host], count: int) -> None:
+    """Run the plan `repeat` times on host 1's workers, then as often with host 2's too."""
+    workers: list[Worker] = []
+    rates: dict[int, list[float]] = {}
+    problems: list[str] = []
+    try:
+        for used in range(1, HOSTS + 1):
+            workers.append(start_workers(bench, hosts[used - 1]))
+            wait_ready(workers)
+            # A fresh pool process imports and connects on its first tasks.
+            engine_run(bench.api, layered_plan([[SLEEP_MS] * (4 * PROCESSES * used)], goal="benchmark: warm-up"))
+            rates[used] = []
+            for rep in range(bench.repeat):
+                bench.stack.settle()
+                rate, problem, by_host = one_run(bench, count)
+                rates[used].append(rate)
+                result.add("one_host_per_s" if used == 1 else "two_hosts_per_s", rate, "subtasks/s")
+                problems += [problem] if problem else []
+                print(
+                    f"  {used} host(s), rep {rep + 1}: {rate:.1f} subtasks/s (ideal "
+                    f"{used * PROCESSES * 1000 / SLEEP_MS:.0f}/s); ran {by_host}; "
+                    f"invariants {'broken: ' + problem if problem else 'hold'}",
+                    flush=True,
+                )
+            result.fact(f"subtasks_by_host_{used}", by_host)
+    finally:
+        for worker in workers:
+            worker.stop()
+    for one, two in zip(rates[1], rates[2], strict=True):
+        result.add("speedup", two / one, "x")
+    result.fact("invariants_ok", not problems)
+    for problem in problems:
+        result.note(f"invariants: {problem}")
+
+
+def run(bench: Bench) -> Result:
+    count = bench.scaled(SUBTASKS, 4)
+    result = scenario_result(
+        "hosts", f"{count} subtasks of {SLEEP_MS} ms, {PROCESSES} worker processes per network host: 1 host, then 2"
+    )
+    result.fact("processes_per_host", PROCESSES)
+    stack = bench.stack
+    stack.settle()
+    stack.workers["subtasks"].stop()  # only the hosts' workers may take the subtasks
+    try:
+        with Hosts(HOSTS, servers(settings.CELERY_BROKER_URL, stack.result_backend), bench.log_dir / "hosts") as made:
+            result.fact(
+                "hosts",
+                [
+                    {
+                        "namespace": host.name,
+                        "address": host.own_address,
+                        "servers_at": host.address,
+                        "delay_ms_each_way": host.delay_ms,
+                    }
+                    for host in made
+                ],
+            )
+            for host in made:
+                if host.delay_error:
+                    result.note(f"host {host.number}: no delay on its link (netem refused): {host.delay_error}")
+            measure(bench, result, made, count)
+    except Unavailable as error:
+        result.note(f"no figures: {error}")
+    finally:
+        stack.restart_subtasks(SUBTASK_CONCURRENCY)
+    return result
