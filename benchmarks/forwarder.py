@@ -20,7 +20,7 @@ from typing import cast
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 
 class Side(asyncio.Protocol):
@@ -34,7 +34,8 @@ class Side(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        assert self.other is not None and self.other.transport is not None
+        assert self.other is not None
+        assert self.other.transport is not None
         self.other.transport.write(data)
 
     # The other end's buffer is full: stop reading here until it drains.

@@ -13,6 +13,8 @@ independent subtasks approved over HTTP; afterwards the invariants the tests che
 """
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from celery import current_app
@@ -100,22 +102,43 @@ def wait_ready(workers: list[Worker], timeout: float = 90) -> None:
             raise RuntimeError(f"the hosts' workers did not start ({dead or 'timeout'}):\n{tails}")
 
 
-def one_run(bench: Bench, count: int) -> tuple[float, str, dict[str, int]]:
-    """Run one plan; return its throughput (subtasks/s), what breaks an invariant, and subtasks run per host."""
+def machine_cpu() -> tuple[float, float]:
+    """Return the machine's CPU time so far: (busy, all), in clock ticks over every core (/proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+@dataclass
+class Run:
+    """One plan's run: its throughput, what breaks an invariant, who ran it and what it cost."""
+
+    per_s: float
+    problem: str
+    by_host: dict[str, int]
+    busy: float  # share of the machine's CPU time spent (all processes, others' included)
+    forwarder_ms: float  # the forwarders' CPU time per subtask
+
+
+def one_run(bench: Bench, hosts: list[Host], count: int) -> Run:
     plan_id = bench.api.submit(layered_plan([[SLEEP_MS] * count], goal="benchmark: hosts"))
+    forwarders, (busy, total) = sum(host.forwarder_cpu_s() for host in hosts), machine_cpu()
     start = time.time()
     bench.api.approve_plan(plan_id)
     seconds = wait_finished([plan_id]) - start
+    forwarders, (busy, total) = (
+        sum(host.forwarder_cpu_s() for host in hosts) - forwarders,
+        [after - before for after, before in zip(machine_cpu(), (busy, total), strict=True)],
+    )
     try:
         assert_invariants(Plan.objects.get(pk=plan_id))
         problem = ""
     except AssertionError as error:
         problem = str(error)
-    by_worker = Subtask.objects.filter(plan_id=plan_id).values_list("worker").annotate(n=Count("id"))
     by_host: dict[str, int] = {}
-    for worker, n in by_worker:
+    for worker, n in Subtask.objects.filter(plan_id=plan_id).values_list("worker").annotate(n=Count("id")):
         by_host[worker.split("-")[0]] = by_host.get(worker.split("-")[0], 0) + n
-    return count / seconds, problem, by_host
+    return Run(count / seconds, problem, by_host, busy / total, forwarders * 1000 / count)
 
 
 def measure(bench: Bench, result: Result, hosts: list[Host], count: int) -> None:
@@ -130,19 +153,23 @@ def measure(bench: Bench, result: Result, hosts: list[Host], count: int) -> None
             # A fresh pool process imports and connects on its first tasks.
             engine_run(bench.api, layered_plan([[SLEEP_MS] * (4 * PROCESSES * used)], goal="benchmark: warm-up"))
             rates[used] = []
+            name = "one_host" if used == 1 else "two_hosts"
             for rep in range(bench.repeat):
                 bench.stack.settle()
-                rate, problem, by_host = one_run(bench, count)
-                rates[used].append(rate)
-                result.add("one_host_per_s" if used == 1 else "two_hosts_per_s", rate, "subtasks/s")
-                problems += [problem] if problem else []
+                done = one_run(bench, hosts, count)
+                rates[used].append(done.per_s)
+                result.add(f"{name}_per_s", done.per_s, "subtasks/s")
+                result.add(f"{name}_cpu_busy", done.busy, "share")
+                result.add(f"{name}_forwarder_cpu_ms", done.forwarder_ms, "ms/subtask")
+                problems += [done.problem] if done.problem else []
                 print(
-                    f"  {used} host(s), rep {rep + 1}: {rate:.1f} subtasks/s (ideal "
-                    f"{used * PROCESSES * 1000 / SLEEP_MS:.0f}/s); ran {by_host}; "
-                    f"invariants {'broken: ' + problem if problem else 'hold'}",
+                    f"  {used} host(s), rep {rep + 1}: {done.per_s:.1f} subtasks/s (ideal "
+                    f"{used * PROCESSES * 1000 / SLEEP_MS:.0f}/s); ran {done.by_host}; CPU {done.busy:.0%} busy, "
+                    f"forwarders {done.forwarder_ms:.2f} ms/subtask; "
+                    f"invariants {'broken: ' + done.problem if done.problem else 'hold'}",
                     flush=True,
                 )
-            result.fact(f"subtasks_by_host_{used}", by_host)
+            result.fact(f"subtasks_by_host_{used}", done.by_host)
     finally:
         for worker in workers:
             worker.stop()

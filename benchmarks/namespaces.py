@@ -117,10 +117,10 @@ class Host:
         if shutil.which("tc") is None:
             self.delay_error = "no tc (iproute2) on this machine"
             return
+        netem = ["root", "netem", "delay", f"{DELAY_MS}ms"]
         for command in (
-            ["tc", "qdisc", "add", "dev", self.veth, "root", "netem", "delay", f"{DELAY_MS}ms"],
-            ["ip", "netns", "exec", self.name, "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay"]
-            + [f"{DELAY_MS}ms"],
+            ["tc", "qdisc", "add", "dev", self.veth, *netem],
+            ["ip", "netns", "exec", self.name, "tc", "qdisc", "add", "dev", "eth0", *netem],
         ):
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
@@ -146,6 +146,13 @@ class Host:
         assert self.forwarder.stdout is not None
         if self.forwarder.stdout.readline().strip() != b"ready":
             raise Unavailable(f"the forwarder of host {self.number} did not start (see {log.name})")
+
+    def forwarder_cpu_s(self) -> float:
+        """Return the CPU time (user and system) the forwarder has used so far."""
+        if self.forwarder is None:
+            return 0.0
+        fields = Path(f"/proc/{self.forwarder.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def remove(self) -> None:
         if self.forwarder is not None:
