@@ -6,8 +6,9 @@ pair (benchmarks/namespaces.py). Its subtask workers start as docs/processes.md 
 and a `--hostname` of their own), under `ip netns exec`, with DATABASE_URL, CELERY_BROKER_URL and
 CELERY_RESULT_BACKEND naming the servers at the host's end of its pair. The shared stack's web,
 control worker and beat stay in this namespace; its own subtask worker is stopped meanwhile.
-One host: 2 processes in host 1; two hosts: 2 more in host 2 (the hosts share this machine's
-cores: they stand for machines on a network, not for more CPU). Each run is one plan of
+One host: 2 processes in host 1; two hosts: 2 more in host 2, started for each such run and
+stopped after it (the hosts share this machine's cores: they stand for machines on a network,
+not for more CPU). Each run is one plan of
 independent subtasks approved over HTTP; afterwards the invariants the tests check
 (tests/support/invariants.py) must hold on it.
 """
@@ -141,40 +142,59 @@ def one_run(bench: Bench, hosts: list[Host], count: int) -> Run:
     return Run(count / seconds, problem, by_host, busy / total, forwarders * 1000 / count)
 
 
+def warm_up(bench: Bench, hosts: int) -> None:
+    """Run a small plan first: a fresh pool process imports and connects on its first tasks."""
+    engine_run(bench.api, layered_plan([[SLEEP_MS] * (4 * PROCESSES * hosts)], goal="benchmark: warm-up"))
+    bench.stack.settle()
+
+
+def record(result: Result, hosts: int, rep: int, done: Run) -> None:
+    name = "one_host" if hosts == 1 else "two_hosts"
+    result.add(f"{name}_per_s", done.per_s, "subtasks/s")
+    result.add(f"{name}_cpu_busy", done.busy, "share")
+    result.add(f"{name}_forwarder_cpu_ms", done.forwarder_ms, "ms/subtask")
+    result.fact(f"subtasks_by_host_{hosts}", done.by_host)
+    print(
+        f"  {hosts} host(s), rep {rep + 1}: {done.per_s:.1f} subtasks/s (ideal "
+        f"{hosts * PROCESSES * 1000 / SLEEP_MS:.0f}/s); ran {done.by_host}; CPU {done.busy:.0%} busy, "
+        f"forwarders {done.forwarder_ms:.2f} ms/subtask; "
+        f"invariants {'broken: ' + done.problem if done.problem else 'hold'}",
+        flush=True,
+    )
+
+
 def measure(bench: Bench, result: Result, hosts: list[Host], count: int) -> None:
-    """Run the plan `repeat` times on host 1's workers, then as often with host 2's too."""
-    workers: list[Worker] = []
-    rates: dict[int, list[float]] = {}
-    problems: list[str] = []
+    """Each repetition runs the plan on host 1's workers alone, then with host 2's started beside them.
+
+    Alternating (rather than every run on one host, then every run on two) lets the
+    machine's other work weigh on both sides alike.
+    """
+    first = start_workers(bench, hosts[0])
+    second: Worker | None = None
+    runs: dict[int, list[Run]] = {1: [], 2: []}
     try:
-        for used in range(1, HOSTS + 1):
-            workers.append(start_workers(bench, hosts[used - 1]))
-            wait_ready(workers)
-            # A fresh pool process imports and connects on its first tasks.
-            engine_run(bench.api, layered_plan([[SLEEP_MS] * (4 * PROCESSES * used)], goal="benchmark: warm-up"))
-            rates[used] = []
-            name = "one_host" if used == 1 else "two_hosts"
-            for rep in range(bench.repeat):
-                bench.stack.settle()
-                done = one_run(bench, hosts, count)
-                rates[used].append(done.per_s)
-                result.add(f"{name}_per_s", done.per_s, "subtasks/s")
-                result.add(f"{name}_cpu_busy", done.busy, "share")
-                result.add(f"{name}_forwarder_cpu_ms", done.forwarder_ms, "ms/subtask")
-                problems += [done.problem] if done.problem else []
-                print(
-                    f"  {used} host(s), rep {rep + 1}: {done.per_s:.1f} subtasks/s (ideal "
-                    f"{used * PROCESSES * 1000 / SLEEP_MS:.0f}/s); ran {done.by_host}; CPU {done.busy:.0%} busy, "
-                    f"forwarders {done.forwarder_ms:.2f} ms/subtask; "
-                    f"invariants {'broken: ' + done.problem if done.problem else 'hold'}",
-                    flush=True,
-                )
-            result.fact(f"subtasks_by_host_{used}", done.by_host)
+        wait_ready([first])
+        warm_up(bench, 1)
+        for rep in range(bench.repeat):
+            runs[1].append(one_run(bench, hosts, count))
+            record(result, 1, rep, runs[1][-1])
+            if second is None:
+                second = start_workers(bench, hosts[1])
+            else:
+                second.restart()
+            wait_ready([first, second])
+            warm_up(bench, 2)
+            runs[2].append(one_run(bench, hosts, count))
+            record(result, 2, rep, runs[2][-1])
+            second.stop()
+            bench.stack.settle()
     finally:
-        for worker in workers:
-            worker.stop()
-    for one, two in zip(rates[1], rates[2], strict=True):
-        result.add("speedup", two / one, "x")
+        for worker in (first, second):
+            if worker is not None:
+                worker.stop()
+    for one, two in zip(runs[1], runs[2], strict=True):
+        result.add("speedup", two.per_s / one.per_s, "x")
+    problems = [done.problem for done in runs[1] + runs[2] if done.problem]
     result.fact("invariants_ok", not problems)
     for problem in problems:
         result.note(f"invariants: {problem}")
