@@ -13,6 +13,8 @@ independent subtasks approved over HTTP; afterwards the invariants the tests che
 (tests/support/invariants.py) must hold on it.
 """
 
+import itertools
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from benchmarks.client import wait_finished
 from benchmarks.harness import SUBTASK_CONCURRENCY
 from benchmarks.namespaces import Host, Hosts, Unavailable
 from benchmarks.report import Result
-from benchmarks.shapes import layered_plan
+from benchmarks.shapes import MAX_PARALLEL, layered_plan
 from plans.models import Plan, Subtask
 from scripts.processes import Worker, current_database_url
 from tests.support.invariants import assert_invariants
@@ -119,6 +121,25 @@ class Run:
     by_host: dict[str, int]
     busy: float  # share of the machine's CPU time spent (all processes, others' included)
     forwarder_ms: float  # the forwarders' CPU time per subtask
+    gap_ms: float  # median, over the batches, from a batch's last completion to the next one's first start
+
+
+def batch_gap_ms(plan_id: str) -> float:
+    """Return the median time between batches: the last subtask of one done, the first of the next started."""
+    batches: dict[int, list[tuple[float, float]]] = {}
+    rows = Subtask.objects.filter(plan_id=plan_id, started_at__isnull=False, completed_at__isnull=False)
+    for key, started, completed in rows.values_list("key", "started_at", "completed_at"):
+        assert started is not None
+        assert completed is not None
+        batches.setdefault(int(key.rsplit("-", 1)[1]) // MAX_PARALLEL, []).append(
+            (started.timestamp(), completed.timestamp())
+        )
+    ordered = [batches[index] for index in sorted(batches)]
+    gaps = [
+        min(start for start, _ in after) - max(end for _, end in before)
+        for before, after in itertools.pairwise(ordered)
+    ]
+    return statistics.median(gaps) * 1000 if gaps else 0.0
 
 
 def one_run(bench: Bench, hosts: list[Host], count: int) -> Run:
@@ -139,7 +160,7 @@ def one_run(bench: Bench, hosts: list[Host], count: int) -> Run:
     by_host: dict[str, int] = {}
     for worker, n in Subtask.objects.filter(plan_id=plan_id).values_list("worker").annotate(n=Count("id")):
         by_host[worker.split("-")[0]] = by_host.get(worker.split("-")[0], 0) + n
-    return Run(count / seconds, problem, by_host, busy / total, forwarders * 1000 / count)
+    return Run(count / seconds, problem, by_host, busy / total, forwarders * 1000 / count, batch_gap_ms(plan_id))
 
 
 def warm_up(bench: Bench, hosts: int) -> None:
@@ -153,11 +174,12 @@ def record(result: Result, hosts: int, rep: int, done: Run) -> None:
     result.add(f"{name}_per_s", done.per_s, "subtasks/s")
     result.add(f"{name}_cpu_busy", done.busy, "share")
     result.add(f"{name}_forwarder_cpu_ms", done.forwarder_ms, "ms/subtask")
+    result.add(f"{name}_batch_gap_ms", done.gap_ms, "ms")
     result.fact(f"subtasks_by_host_{hosts}", done.by_host)
     print(
         f"  {hosts} host(s), rep {rep + 1}: {done.per_s:.1f} subtasks/s (ideal "
         f"{hosts * PROCESSES * 1000 / SLEEP_MS:.0f}/s); ran {done.by_host}; CPU {done.busy:.0%} busy, "
-        f"forwarders {done.forwarder_ms:.2f} ms/subtask; "
+        f"forwarders {done.forwarder_ms:.2f} ms/subtask; between batches {done.gap_ms:.0f} ms; "
         f"invariants {'broken: ' + done.problem if done.problem else 'hold'}",
         flush=True,
     )
