@@ -20,6 +20,7 @@ from benchmarks import (
     canvas_shapes,
     event_stream,
     health,
+    hosts,
     large_plan,
     many_plans,
     mcp,
@@ -45,6 +46,8 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "uneven": overhead.uneven,
     "parked": parked.run,
     "scaling": scaling.run,
+    # Its own subtask workers in two network namespaces; the shared stack's is stopped meanwhile.
+    "hosts": hosts.run,
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,
     "stream": event_stream.run,

@@ -169,6 +169,9 @@ HEADLINES = [
     ("scaling", "400 x 50 ms, 2 processes (subtasks/s)", "engine_2p_per_s", "raw_2p_per_s", "", ""),
     ("scaling", "400 x 50 ms, 4 processes (subtasks/s)", "engine_4p_per_s", "raw_4p_per_s", "", ""),
     ("scaling", "speedup 4 processes / 1", "speedup_4p", "raw_speedup_4p", "", ">= 3"),
+    ("hosts", "400 x 50 ms, 2 processes on 1 host (subtasks/s)", "one_host_per_s", "", "", ""),
+    ("hosts", "400 x 50 ms, 2 processes on each of 2 hosts (subtasks/s)", "two_hosts_per_s", "", "", ""),
+    ("hosts", "speedup 2 hosts / 1", "speedup", "", "", ">= 1.8"),
     (
         "many_plans",
         "100 plans x 10 no-ops at once (subtasks/s)",

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Worker:
-    """A `celery -A config ...` process (or of another app, from another folder) in its own process group."""
+    """A `celery -A config ...` process (or of another app, from another folder) in its own process group.
+
+    `wrapper` is a command it runs under, such as `ip netns exec NAME` (one that execs it, keeping its pid).
+    """
 
     def __init__(
         self,
@@ -32,9 +35,11 @@ class Worker:
         *,
         app: str = "config",
         cwd: Path = ROOT,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.app, self.cwd = app, cwd
+        self.wrapper = tuple(wrapper)
         self.queues = queues
         self.hostname = f"{name}@{socket.gethostname()}"
         self.log = log_dir / f"{name}.log"
@@ -44,7 +49,7 @@ class Worker:
     def _start(self) -> subprocess.Popen:
         with self.log.open("ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", self.app, *self.args],
+                [*self.wrapper, sys.executable, "-m", "celery", "-A", self.app, *self.args],
                 cwd=self.cwd,
                 env=self.env,
                 stdout=log,

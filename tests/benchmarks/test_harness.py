@@ -38,6 +38,7 @@ REQUIRED = {
     },
     "parked": {"busy_slots", "subtasks_worker_rss_before_mb", "subtasks_worker_rss_after_mb", "engine_s", "raw_s"},
     "scaling": {"engine_1p_per_s", "engine_2p_per_s", "engine_4p_per_s", "speedup_2p", "speedup_4p"},
+    "hosts": {"one_host_per_s", "two_hosts_per_s", "speedup", "invariants_ok"},
     "many_plans": {"engine_subtasks_per_s", "raw_tasks_per_s", "ratio"},
     "canvas": {"per_batch_s", "nested_s", "ratio"},
     "stream": {"p50_ms", "p95_ms"},
@@ -89,4 +90,5 @@ def test_every_scenario_runs_on_throwaway_servers_and_writes_its_figures(tmp_pat
         for key in scenario["samples"]:
             assert len(scenario["samples"][key]) == 1, (name, key)
     assert figures["scenarios"]["parked"]["busy_slots"] == 0
+    assert figures["scenarios"]["hosts"]["invariants_ok"] is True
     assert "median" in done.stdout  # the table
