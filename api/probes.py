@@ -2,8 +2,9 @@
 
 The answers are built here for both ways in: the DRF views (api/service.py: every server,
 staff's details, the schema) and `Probes`, which wraps the ASGI application. Under ASGI,
-Django runs synchronous views one at a time on one thread; a flood of probes would queue the
-API's own requests behind them. `Probes` answers anonymous GETs of /health/, /health/live/ and
+Django runs each synchronous view in a thread and on a database connection of its own, within
+the process's bound (config/admission.py); a flood of probes would queue the API's own requests
+behind them. `Probes` answers anonymous GETs of /health/, /health/live/ and
 /health/ready/ (at the root and under /api/v1/) on the event loop from the cached results, and
 goes to a thread only when a result is stale (at most once a second, or once per ping period).
 Requests that carry credentials go to Django, whose views show staff the details. Probes skip

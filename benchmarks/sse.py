@@ -45,8 +45,9 @@ from scripts.servers import free_port
 
 CLIENTS = 500
 EVENTS = 100
-# Handshakes in flight at once while the clients connect (clients arriving over a moment).
-CONNECTING = 25
+# Handshakes in flight at once while the clients connect: all of them, as after a web restart
+# (each web process works on WEB_MAX_CONCURRENT_REQUESTS at once and queues the others).
+CONNECTING = CLIENTS
 # Between two events: each is measured on its own.
 GAP_S = 0.05
 SAMPLE_S = 0.2

@@ -14,6 +14,10 @@ telemetry.configure("web")
 django_application = get_asgi_application()
 
 # Imported once Django is set up (it reads the settings and the models' apps).
-from api.probes import Probes  # noqa: E402
+from django.conf import settings  # noqa: E402
 
-application = Probes(django_application)
+from api.probes import Probes  # noqa: E402
+from config.admission import Admission  # noqa: E402
+
+# Probes are answered on the event loop, outside the bound on requests worked on at once.
+application = Probes(Admission(django_application, limit=settings.WEB_MAX_CONCURRENT_REQUESTS))

@@ -295,6 +295,11 @@ WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600
 # allowed although they are loopback, link-local or private (e.g. a receiver on the same network).
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 
+# Requests one web process works on at once (config/admission.py), each until its response
+# starts; more wait their turn. Each holds a database connection meanwhile: WEB_CONCURRENCY times
+# this, plus one listener per process, must fit PostgreSQL's max_connections beside the workers.
+WEB_MAX_CONCURRENT_REQUESTS = env.int("WEB_MAX_CONCURRENT_REQUESTS", default=16)
+
 # Live event streams (GET /plans/{id}/events/ as Server-Sent Events): at most this many open
 # at once per user (429 for one more), each ended after EVENT_STREAM_MAX_AGE_S (clients
 # reconnect with Last-Event-ID and go on where they were).
