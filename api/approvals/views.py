@@ -6,7 +6,7 @@ from typing import Any
 import django_filters
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -95,10 +95,10 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         approval = self.get_object()
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval_decide(
+        decided = approval_decide(
             approval_id=approval.pk, decided_by=authenticated_user(request), approve=True, **body.decision()
         )
-        return Response(ApprovalSerializer(self.get_object()).data)
+        return Response(_shown(decided))
 
     @extend_schema(
         summary="Vote on many approvals at once, each as by its own endpoint, independently",
@@ -149,14 +149,20 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         approval = self.get_object()
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval_decide(
+        decided = approval_decide(
             approval_id=approval.pk,
             decided_by=authenticated_user(request),
             approve=False,
             reason=body.validated_data["reason"],
             request_changes=body.validated_data["request_changes"],
         )
-        return Response(ApprovalSerializer(self.get_object()).data)
+        return Response(_shown(decided))
+
+
+def _shown(approval: Approval) -> Any:
+    """Return a voted-on approval as the vote answers it: the locked plan and the subtask it was read with, its votes."""
+    prefetch_related_objects([approval], Prefetch("votes", queryset=Vote.objects.select_related("user")))
+    return ApprovalSerializer(approval).data
 
 
 def _outcome(approval_id: Any, error: Exception) -> dict[str, Any]:
