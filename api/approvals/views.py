@@ -160,7 +160,7 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
 
 def _shown(approval: Approval) -> Any:
-    """Return a voted-on approval as the vote answers it: the locked plan and the subtask it was read with, its votes."""
+    """Return a voted-on approval as a vote answers it: as it was read and decided, with its votes."""
     prefetch_related_objects([approval], Prefetch("votes", queryset=Vote.objects.select_related("user")))
     return ApprovalSerializer(approval).data
 
