@@ -430,7 +430,10 @@ def _vote_check(
 
 def _voted(plan: Plan, approval: Approval, *, user: User, approved: bool) -> int:
     """Announce a vote (approval.voted); return how many distinct voters approve so far."""
-    approvals = Vote.objects.filter(approval=approval, decision=VoteDecision.APPROVE).count()
+    if approval.quorum == 1:  # an earlier approving vote would have decided it: this one is the only one
+        approvals = int(approved)
+    else:
+        approvals = Vote.objects.filter(approval=approval, decision=VoteDecision.APPROVE).count()
     event_append(
         plan_id=plan.pk,
         type="approval.voted",

@@ -6,6 +6,7 @@ from typing import Any
 import django_filters
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
@@ -69,6 +70,14 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             .order_by("requested_at")
         )
 
+    def _visible_id(self) -> Any:
+        """Return the id in the URL if the caller may see that approval (else 404), reading nothing else."""
+        try:
+            found = approvals_visible_to(self.request.user).filter(pk=self.kwargs["pk"]).values_list("pk", flat=True)
+            return found.get()
+        except (Approval.DoesNotExist, ValueError, ValidationError):
+            raise NotFound() from None
+
     @extend_schema(
         summary="List approvals, oldest first", responses={200: ApprovalSerializer(many=True), **errors(400, 401, 404)}
     )
@@ -92,11 +101,11 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
-        approval = self.get_object()
+        approval_id = self._visible_id()
         body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         decided = approval_decide(
-            approval_id=approval.pk, decided_by=authenticated_user(request), approve=True, **body.decision()
+            approval_id=approval_id, decided_by=authenticated_user(request), approve=True, **body.decision()
         )
         return Response(_shown(decided))
 
@@ -146,11 +155,11 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str) -> Response:
-        approval = self.get_object()
+        approval_id = self._visible_id()
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         decided = approval_decide(
-            approval_id=approval.pk,
+            approval_id=approval_id,
             decided_by=authenticated_user(request),
             approve=False,
             reason=body.validated_data["reason"],
