@@ -9,7 +9,8 @@ them through ApprovalsGate, registered in approvals/apps.py.
 """
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -17,12 +18,13 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import plan_rule, policy_rules, result_from_client, tool_call_rule
 from approvals.rules import Rule
-from approvals.selectors import NOT_AN_APPROVER, vote_refusal
+from approvals.selectors import NOT_AN_APPROVER, approvals_visible_to, vote_refusal
 from approvals.states import APPROVAL_TRANSITIONS
 from common.errors import DomainError
 from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
@@ -323,6 +325,70 @@ def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> A
     return approval
 
 
+def approvals_decide_many(
+    *, user: User, decisions: Sequence[Mapping[str, Any]], channel: str = Channel.API
+) -> list[tuple[str | None, DomainError | None]]:
+    """Vote on many approvals, each as approval_decide would and independently; return (status, error) per decision.
+
+    `decisions`: `{"id", "approve", "reason"?, "arguments"?, "result"?}`. An approval the
+    user may not see gets (None, None). One transaction holds every vote, each in a savepoint
+    of its own, so a refused vote undoes only itself; the resumes are sent after the commit.
+    The plans are locked first, then the approvals, each set in the order of its ids in one
+    statement (so two such requests cannot deadlock), and the executions read in one more.
+    """
+    wanted = {decision["id"] for decision in decisions}
+    plan_of = dict(approvals_visible_to(user).filter(pk__in=wanted).values_list("pk", "plan_id"))
+    outcomes: list[tuple[str | None, DomainError | None]] = []
+    with transaction.atomic():
+        locked = Plan.objects.select_for_update().filter(pk__in=set(plan_of.values())).order_by("pk")
+        plans = {plan.pk: plan for plan in locked}
+        prefetch_related_objects(list(plans.values()), "execution")
+        approvals = {
+            approval.pk: approval
+            for approval in Approval.objects.select_for_update(of=("self",))
+            .select_related("subtask")
+            .filter(pk__in=plan_of)
+            .order_by("pk")
+        }
+        touched: set[UUID] = set()  # plans changed (or a change undone) by an earlier vote: read again
+        for decision in decisions:
+            approval_id = decision["id"]
+            if approval_id not in approvals:
+                outcomes.append((None, None))
+                continue
+            plan_id = plan_of[approval_id]
+            if plan_id in touched:
+                plans[plan_id] = plan_lock(plan_id)
+                approvals[approval_id] = Approval.objects.select_related("subtask").get(pk=approval_id)
+            touched.add(plan_id)
+            plan, approval = plans[plan_id], approvals[approval_id]
+            approval.plan = plan
+            approve = decision["approve"]
+            # A tool call's vote and decision write their events in one statement (a plan's start may read counters).
+            batched = events_batched(plan_id=plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
+            try:
+                with transaction.atomic(), batched:
+                    expired = _vote(
+                        plan,
+                        approval,
+                        user=user,
+                        channel=channel,
+                        status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
+                        reason=decision.get("reason", ""),
+                        arguments=decision.get("arguments") if approve else None,
+                        result=decision.get("result") if approve else None,
+                    )
+            except DomainError as error:
+                status = Approval.objects.values_list("status", flat=True).get(pk=approval_id)
+                outcomes.append((status, error))
+                continue
+            if expired is not None:  # its expiry stands, the vote came too late
+                outcomes.append((expired.status, AlreadyDecided(expired)))
+            else:
+                outcomes.append((approval.status, None))
+    return outcomes
+
+
 def _vote(
     plan: Plan,
     approval: Approval,
@@ -383,7 +449,10 @@ def _vote(
 
 def _voted(plan: Plan, approval: Approval, *, user: User, approved: bool) -> int:
     """Announce a vote (approval.voted); return how many distinct voters approve so far."""
-    approvals = Vote.objects.filter(approval=approval, decision=VoteDecision.APPROVE).count()
+    if approval.quorum == 1:  # the first vote decides, so this one is the approval's only vote
+        approvals = 1 if approved else 0
+    else:
+        approvals = Vote.objects.filter(approval=approval, decision=VoteDecision.APPROVE).count()
     event_append(
         plan_id=plan.pk,
         type="approval.voted",

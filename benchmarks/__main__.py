@@ -17,6 +17,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from benchmarks import (
     as_documented,
+    bulk,
     canvas_shapes,
     event_stream,
     health,
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "resume": resume.run,
     "uneven": overhead.uneven,
     "parked": parked.run,
+    "bulk": bulk.run,
     "scaling": scaling.run,
     "many_plans": many_plans.run,
     "canvas": canvas_shapes.run,

@@ -9,7 +9,6 @@ from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,8 +27,7 @@ from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_awaiting, approvals_visible_to
-from approvals.services import approval_decide
-from common.errors import DomainError
+from approvals.services import approval_decide, approvals_decide_many
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -106,28 +104,18 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def decide(self, request: Request) -> Response:
         body = BulkDecisionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user = authenticated_user(request)
-        visible = approvals_visible_to(user)
+        decisions = [
+            {**decision, "approve": decision["decision"] == "approve"} for decision in body.validated_data["decisions"]
+        ]
+        outcomes = approvals_decide_many(user=authenticated_user(request), decisions=decisions)
         results = []
-        for decision in body.validated_data["decisions"]:
-            approval_id = decision["id"]
-            approve = decision["decision"] == "approve"
-            try:
-                if not visible.filter(pk=approval_id).exists():
-                    raise NotFound()
-                approval_decide(
-                    approval_id=approval_id,
-                    decided_by=user,
-                    approve=approve,
-                    reason=decision.get("reason", ""),
-                    arguments=decision.get("arguments") if approve else None,
-                    result=decision.get("result") if approve else None,
-                )
-            except (DomainError, NotFound) as error:
-                results.append({"id": approval_id, **_outcome(approval_id, error)})
-                continue
-            status = Approval.objects.values_list("status", flat=True).get(pk=approval_id)
-            results.append({"id": approval_id, "status": status})
+        for decision, (status, error) in zip(decisions, outcomes, strict=True):
+            entry: dict[str, Any] = {"id": decision["id"], "status": status}
+            if error is not None:
+                entry["error"] = error_body(error.code, error.message, error.details)["error"]
+            elif status is None:
+                entry["error"] = error_body("not_found", "Not found.")["error"]
+            results.append(entry)
         return Response({"results": results})
 
     @extend_schema(
@@ -153,14 +141,6 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             request_changes=body.validated_data["request_changes"],
         )
         return Response(ApprovalSerializer(self.get_object()).data)
-
-
-def _outcome(approval_id: Any, error: Exception) -> dict[str, Any]:
-    """Return a refused vote's entry of POST /approvals/decide/: the approval's status (null if unseen), the error."""
-    if isinstance(error, DomainError):
-        status = Approval.objects.values_list("status", flat=True).filter(pk=approval_id).first()
-        return {"status": status, "error": error_body(error.code, error.message, error.details)["error"]}
-    return {"status": None, "error": error_body("not_found", "Not found.")["error"]}
 
 
 class PolicyView(APIView):
