@@ -47,7 +47,7 @@ class ApprovalFilter(django_filters.FilterSet):
         user = self.request.user if self.request is not None else None
         if not isinstance(user, User):
             return queryset.none()
-        return queryset.filter(pk__in=approvals_awaiting(user).values("pk"))
+        return approvals_awaiting(user, queryset)
 
 
 class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
-from django.db.models import Case, Count, F, Q, QuerySet, Value, When
+from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -20,7 +21,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, VoteDecision
+from approvals.models import QUEUE_ORDER, Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_visible_to, can_decide
@@ -134,12 +135,9 @@ class PlanFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         visible = plans_visible_to(request.user)
-        plans = list(
-            visible.filter(approvals__status=ApprovalStatus.PENDING)
-            .distinct()
-            .order_by("-created_at")
-            .only("pk", "goal")[:PLAN_CHOICES]
-        )
+        # The latest plans first, each checked for a pending approval, rather than every pending approval read.
+        waiting = Approval.objects.filter(plan=OuterRef("pk"), status=ApprovalStatus.PENDING)
+        plans = list(visible.filter(Exists(waiting)).order_by("-created_at").only("pk", "goal")[:PLAN_CHOICES])
         selected = self._selected()
         if selected is not None and all(plan.pk != selected for plan in plans):
             plans += list(visible.filter(pk=selected).only("pk", "goal"))
@@ -170,12 +168,8 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     list_filter = ["status", "kind", PlanFilter]
     list_select_related = ["plan", "subtask", "decided_by"]
     search_fields = ["tool", "plan__goal", "plan__session_id", "subtask__key"]
-    # The queue first: pending approvals, oldest first; then the others, latest decided first.
-    ordering = [
-        Case(When(status=ApprovalStatus.PENDING, then=Value(0)), default=Value(1)).asc(),
-        Case(When(status=ApprovalStatus.PENDING, then=F("requested_at"))).asc(nulls_last=True),
-        F("decided_at").desc(nulls_last=True),
-    ]
+    # The queue first: pending approvals, oldest first; then the others, latest decided first (an index's order).
+    ordering = list(QUEUE_ORDER)
     action_form = DecisionActionForm
     actions = ["approve_selected", "reject_selected"]
     fields = [
@@ -198,10 +192,18 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     # --- who sees and decides what: the API's rules (approvals.selectors)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        # A subquery, not a join and GROUP BY: computed for the page's rows only, and left out of the counts.
+        approving = (
+            Vote.objects.filter(approval=OuterRef("pk"), decision=VoteDecision.APPROVE)
+            .order_by()
+            .values("approval")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
         return (
             approvals_visible_to(request.user)
             .select_related("plan", "subtask", "decided_by")
-            .annotate(approve_votes=Count("votes", filter=Q(votes__decision=VoteDecision.APPROVE)))
+            .annotate(approve_votes=Coalesce(Subquery(approving, output_field=IntegerField()), 0))
         )
 
     # Approvals are created by plans and agents, and change only through a decision (StaffReadOnly).
