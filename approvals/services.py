@@ -330,14 +330,12 @@ def approvals_decide_many(
 ) -> list[tuple[str | None, DomainError | None]]:
     """Vote on many approvals, each as approval_decide would and independently; return (status, error) per decision.
 
-    `decisions`: `{"id", "approve", "reason"?, "arguments"?, "result"?}`. An approval the
-    user may not see gets (None, None). One transaction holds every vote, each in a savepoint
-    of its own, so a refused vote undoes only itself; the resumes are sent after the commit.
-    The plans are locked first, then the approvals, each set in the order of its ids in one
-    statement (so two such requests cannot deadlock), and the executions read in one more.
+    `decisions`: `{"id", "approve", "reason"?, "arguments"?, "result"?}`; (None, None) for one the
+    user may not see. One transaction, a savepoint per vote, the resumes sent after its commit, a
+    tool call's events in one statement; the plans, then the approvals, locked in one statement
+    each in the order of their ids, so no two such requests deadlock.
     """
-    wanted = {decision["id"] for decision in decisions}
-    plan_of = dict(approvals_visible_to(user).filter(pk__in=wanted).values_list("pk", "plan_id"))
+    plan_of = dict(approvals_visible_to(user).filter(pk__in={d["id"] for d in decisions}).values_list("pk", "plan_id"))
     outcomes: list[tuple[str | None, DomainError | None]] = []
     with transaction.atomic():
         locked = Plan.objects.select_for_update().filter(pk__in=set(plan_of.values())).order_by("pk")
@@ -361,32 +359,29 @@ def approvals_decide_many(
                 plans[plan_id] = plan_lock(plan_id)
                 approvals[approval_id] = Approval.objects.select_related("subtask").get(pk=approval_id)
             touched.add(plan_id)
-            plan, approval = plans[plan_id], approvals[approval_id]
-            approval.plan = plan
-            approve = decision["approve"]
-            # A tool call's vote and decision write their events in one statement (a plan's start may read counters).
-            batched = events_batched(plan_id=plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
-            try:
-                with transaction.atomic(), batched:
-                    expired = _vote(
-                        plan,
-                        approval,
-                        user=user,
-                        channel=channel,
-                        status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
-                        reason=decision.get("reason", ""),
-                        arguments=decision.get("arguments") if approve else None,
-                        result=decision.get("result") if approve else None,
-                    )
-            except DomainError as error:
-                status = Approval.objects.values_list("status", flat=True).get(pk=approval_id)
-                outcomes.append((status, error))
-                continue
-            if expired is not None:  # its expiry stands, the vote came too late
-                outcomes.append((expired.status, AlreadyDecided(expired)))
-            else:
-                outcomes.append((approval.status, None))
+            approvals[approval_id].plan = plans[plan_id]
+            outcomes.append(_vote_one(approvals[approval_id], user=user, channel=channel, decision=decision))
     return outcomes
+
+
+def _vote_one(
+    approval: Approval, *, user: User, channel: str, decision: Mapping[str, Any]
+) -> tuple[str | None, DomainError | None]:
+    """Record one vote of many in a savepoint of its own; return the approval's status, and the error if refused."""
+    approve = decision["approve"]
+    fields = {"reason": decision.get("reason", "")}
+    if approve:
+        fields.update(arguments=decision.get("arguments"), result=decision.get("result"))
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    batched = events_batched(plan_id=approval.plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
+    try:
+        with transaction.atomic(), batched:
+            expired = _vote(approval.plan, approval, user=user, channel=channel, status=status, **fields)
+    except DomainError as error:
+        return Approval.objects.values_list("status", flat=True).get(pk=approval.pk), error
+    if expired is not None:  # its expiry stands: the vote came too late
+        return expired.status, AlreadyDecided(expired)
+    return approval.status, None
 
 
 def _vote(
