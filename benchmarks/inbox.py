@@ -135,6 +135,7 @@ class Rows:
         Subtask.objects.filter(plan_id__in=self.plan_ids)._raw_delete(connection.alias)  # type: ignore[attr-defined]
         Plan.objects.filter(pk__in=self.plan_ids)._raw_delete(connection.alias)  # type: ignore[attr-defined]
         User.objects.filter(pk__in=[self.owner.pk, self.decider.pk, self.reviewer.pk]).delete()
+        Group.objects.filter(name=GROUP).delete()
         analyze()
 
 
