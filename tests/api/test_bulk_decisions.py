@@ -1,5 +1,7 @@
 """POST /approvals/decide/: many votes in one transaction, each independent, in a fixed number of statements each."""
 
+import threading
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -133,3 +135,35 @@ def test_a_batch_inside_a_batch_of_the_same_plan_joins_it(owner):
         assert plan.events.count() == before  # nothing written yet
     assert list(plan.events.order_by("seq").values_list("payload__n", flat=True))[-2:] == [1, 2]
     assert len([query for query in queries if "INSERT INTO execution_event" in query["sql"]]) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_deciding_the_same_approvals_in_opposite_orders_decide_each_once(owner, sent):
+    approvals = parked(owner, 4)
+    answers: list[list[str | None]] = []
+    barrier = threading.Barrier(2)
+
+    def decide(order: list[Approval], decision: dict) -> None:
+        try:
+            barrier.wait()
+            body = {"decisions": [{"id": str(approval.pk), **decision} for approval in order]}
+            answer = client_for(owner).post(DECIDE, body, format="json")
+            answers.append([item.get("error", {}).get("code") for item in answer.json()["results"]])
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=decide, args=(approvals, {"decision": "approve"})),
+        threading.Thread(target=decide, args=(approvals[::-1], {"decision": "reject", "reason": "race"})),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(answers) == 2
+    # One request came first and took every approval; the other found each decided.
+    assert sorted(set(codes) for codes in answers) == [{None}, {"already_decided"}]
+    for approval in approvals:
+        assert Event.objects.filter(plan_id=approval.plan_id, type="approval.resolved").count() == 1
+    assert len(sent) == 4
