@@ -9,8 +9,7 @@ them through ApprovalsGate, registered in approvals/apps.py.
 """
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -18,13 +17,12 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import plan_rule, policy_rules, result_from_client, tool_call_rule
 from approvals.rules import Rule
-from approvals.selectors import NOT_AN_APPROVER, approvals_visible_to, vote_refusal
+from approvals.selectors import NOT_AN_APPROVER, vote_refusal
 from approvals.states import APPROVAL_TRANSITIONS
 from common.errors import DomainError
 from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
@@ -323,65 +321,6 @@ def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> A
     if expired is not None:  # committed: the expiry stands, the vote came too late
         raise AlreadyDecided(expired)
     return approval
-
-
-def approvals_decide_many(
-    *, user: User, decisions: Sequence[Mapping[str, Any]], channel: str = Channel.API
-) -> list[tuple[str | None, DomainError | None]]:
-    """Vote on many approvals, each as approval_decide would and independently; return (status, error) per decision.
-
-    `decisions`: `{"id", "approve", "reason"?, "arguments"?, "result"?}`; (None, None) for one the
-    user may not see. One transaction, a savepoint per vote, the resumes sent after its commit, a
-    tool call's events in one statement; the plans, then the approvals, locked in one statement
-    each in the order of their ids, so no two such requests deadlock.
-    """
-    plan_of = dict(approvals_visible_to(user).filter(pk__in={d["id"] for d in decisions}).values_list("pk", "plan_id"))
-    outcomes: list[tuple[str | None, DomainError | None]] = []
-    with transaction.atomic():
-        locked = Plan.objects.select_for_update().filter(pk__in=set(plan_of.values())).order_by("pk")
-        plans = {plan.pk: plan for plan in locked}
-        prefetch_related_objects(list(plans.values()), "execution")
-        approvals = {
-            approval.pk: approval
-            for approval in Approval.objects.select_for_update(of=("self",))
-            .select_related("subtask")
-            .filter(pk__in=plan_of)
-            .order_by("pk")
-        }
-        touched: set[UUID] = set()  # plans changed (or a change undone) by an earlier vote: read again
-        for decision in decisions:
-            approval_id = decision["id"]
-            if approval_id not in approvals:
-                outcomes.append((None, None))
-                continue
-            plan_id = plan_of[approval_id]
-            if plan_id in touched:
-                plans[plan_id] = plan_lock(plan_id)
-                approvals[approval_id] = Approval.objects.select_related("subtask").get(pk=approval_id)
-            touched.add(plan_id)
-            approvals[approval_id].plan = plans[plan_id]
-            outcomes.append(_vote_one(approvals[approval_id], user=user, channel=channel, decision=decision))
-    return outcomes
-
-
-def _vote_one(
-    approval: Approval, *, user: User, channel: str, decision: Mapping[str, Any]
-) -> tuple[str | None, DomainError | None]:
-    """Record one vote of many in a savepoint of its own; return the approval's status, and the error if refused."""
-    approve = decision["approve"]
-    fields = {"reason": decision.get("reason", "")}
-    if approve:
-        fields.update(arguments=decision.get("arguments"), result=decision.get("result"))
-    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
-    batched = events_batched(plan_id=approval.plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
-    try:
-        with transaction.atomic(), batched:
-            expired = _vote(approval.plan, approval, user=user, channel=channel, status=status, **fields)
-    except DomainError as error:
-        return Approval.objects.values_list("status", flat=True).get(pk=approval.pk), error
-    if expired is not None:  # its expiry stands: the vote came too late
-        return expired.status, AlreadyDecided(expired)
-    return approval.status, None
 
 
 def _vote(

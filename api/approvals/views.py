@@ -23,11 +23,12 @@ from api.approvals.serializers import (
     RejectSerializer,
 )
 from api.errors import authenticated_user, error_body, errors
+from approvals.bulk import approvals_decide_many
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_awaiting, approvals_visible_to
-from approvals.services import approval_decide, approvals_decide_many
+from approvals.services import approval_decide
 
 
 class ApprovalFilter(django_filters.FilterSet):

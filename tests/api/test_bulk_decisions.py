@@ -1,4 +1,4 @@
-"""POST /approvals/decide/: many votes in one transaction, each independent, in a fixed number of statements each."""
+"""POST /approvals/decide/: many votes in a few transactions, each independent, in a fixed number of statements each."""
 
 import threading
 
@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from approvals import bulk
 from approvals.models import Approval
 from execution import canvas
 from execution.events import events_append, events_batched
@@ -58,9 +59,11 @@ def test_each_vote_costs_the_same_few_statements_however_many_come(owner):
     assert two - one == three - two == STATEMENTS_PER_VOTE
 
 
+@pytest.mark.parametrize("per_transaction", [50, 2])
 def test_votes_in_one_request_are_independent_and_each_resume_is_sent_once_after_commit(
-    owner, stranger, sent, django_capture_on_commit_callbacks
+    owner, stranger, sent, django_capture_on_commit_callbacks, monkeypatch, per_transaction
 ):
+    monkeypatch.setattr(bulk, "MANY_PER_TRANSACTION", per_transaction)
     approved, rejected = parked(owner, 2)
     strangers = parked(stranger, 1)[0]
     body = {
