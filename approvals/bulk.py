@@ -1,7 +1,8 @@
 """Many votes in one request (POST /approvals/decide/): each as approval_decide makes it, independently, in bulk.
 
 The votes go in transactions of MANY_PER_TRANSACTION, each vote in a savepoint of its own,
-so a refused vote undoes only itself; the resumes are sent after each commit. A transaction
+so a refused vote undoes only itself; the resumes of the committed votes are sent together
+once the last transaction ends (canvas.sends_held), as one transaction's would. A transaction
 locks its plans, then its approvals, each set in one statement in the order of their ids, so
 two such requests cannot deadlock; the executions are read in one statement more.
 """
@@ -19,6 +20,7 @@ from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import approvals_visible_to
 from approvals.services import AlreadyDecided, _vote
 from common.errors import DomainError
+from execution.canvas import sends_held
 from execution.engine.plan_flow import plan_lock
 from execution.events import events_batched
 from plans.models import Plan
@@ -40,9 +42,10 @@ def approvals_decide_many(
     """
     plan_of = dict(approvals_visible_to(user).filter(pk__in={d["id"] for d in decisions}).values_list("pk", "plan_id"))
     outcomes: list[Outcome] = []
-    for start in range(0, len(decisions), MANY_PER_TRANSACTION):
-        chunk = decisions[start : start + MANY_PER_TRANSACTION]
-        outcomes += _decide_together(chunk, plan_of=plan_of, user=user, channel=channel)
+    with sends_held():
+        for start in range(0, len(decisions), MANY_PER_TRANSACTION):
+            chunk = decisions[start : start + MANY_PER_TRANSACTION]
+            outcomes += _decide_together(chunk, plan_of=plan_of, user=user, channel=channel)
     return outcomes
 
 
