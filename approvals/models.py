@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 
 from execution.agents.base import TOOL_NAME_MAX_LENGTH
 from plans.models import Plan, Subtask
@@ -34,6 +34,15 @@ class Channel(models.TextChoices):
     POLICY = "policy"
     EXPIRY = "expiry"
     GRANT = "grant"
+
+
+# The approvals queue's order (the admin's): the pending ones first, oldest first; then the others, latest decided
+# first; the newest id last, as the admin adds it. An index of the same expressions serves it (approval_queue).
+QUEUE_ORDER = (
+    Case(When(status=ApprovalStatus.PENDING, then=Value(0)), default=Value(1)).asc(),
+    Case(When(status=ApprovalStatus.PENDING, then=F("requested_at"))).asc(nulls_last=True),
+    F("decided_at").desc(nulls_last=True),
+)
 
 
 class Approval(models.Model):
@@ -75,6 +84,7 @@ class Approval(models.Model):
             models.Index(fields=["expires_at"], name="approval_pending_expiry", condition=Q(status="pending")),
             models.Index(fields=["plan", "status"], name="approval_plan_status"),
             models.Index(fields=["status", "-requested_at"], name="approval_status_requested"),
+            models.Index(*QUEUE_ORDER, F("id").desc(), name="approval_queue"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=ApprovalStatus.values), name="approval_status_valid"),

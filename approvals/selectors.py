@@ -39,11 +39,16 @@ def plans_visible_to_voters(user: User | AnonymousUser) -> QuerySet[Plan]:
     return Plan.objects.filter(Q(owner=user) | Q(pk__in=Approval.objects.filter(_designating(user)).values("plan_id")))
 
 
-def approvals_awaiting(user: User) -> QuerySet[Approval]:
-    """Return the pending approvals the user may still vote on (the inbox); vote_refusal's rules, in SQL."""
+def approvals_awaiting(user: User, approvals: QuerySet[Approval] | None = None) -> QuerySet[Approval]:
+    """Return the pending approvals (of `approvals`, else all) the user may still vote on: vote_refusal's rules in SQL.
+
+    The conditions go on `approvals` itself, not through a subquery of ids, so the database
+    starts from the pending approvals whatever the other filters are.
+    """
     by_default = Q(approvers__isnull=True) & (Q() if is_approver(user) else Q(plan__owner=user))
     return (
-        Approval.objects.filter(status=ApprovalStatus.PENDING)
+        (Approval.objects.all() if approvals is None else approvals)
+        .filter(status=ApprovalStatus.PENDING)
         .filter(by_default | _designating(user))
         .exclude(separate_requester=True, plan__owner=user)
         .exclude(votes__user=user)

@@ -17,10 +17,12 @@ from kombu.utils.url import maybe_sanitize_url
 
 from benchmarks import (
     as_documented,
+    bulk,
     canvas_shapes,
     event_stream,
     health,
     hosts,
+    inbox,
     large_plan,
     many_plans,
     mcp,
@@ -45,6 +47,8 @@ SCENARIOS: dict[str, Callable[[Bench], Result]] = {
     "resume": resume.run,
     "uneven": overhead.uneven,
     "parked": parked.run,
+    "bulk": bulk.run,
+    "inbox": inbox.run,
     "scaling": scaling.run,
     # Its own subtask workers in two network namespaces; the shared stack's is stopped meanwhile.
     "hosts": hosts.run,

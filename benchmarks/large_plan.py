@@ -91,6 +91,8 @@ def run(bench: Bench) -> Result:
         small_cost = result.figures["small_per_subtask_ms"].samples[-1]
         large_cost = result.figures["large_per_subtask_ms"].samples[-1]
         result.add("per_subtask_ratio", large_cost / small_cost, "x")
+        small_detail = result.figures["small_detail_ms"].samples[-1]
+        result.add("detail_ratio", result.figures["large_detail_ms"].samples[-1] / small_detail, "x")
     same = all(result.facts[f"small_{name}_queries"] == result.facts[f"large_{name}_queries"] for name in READS)
     result.fact("same_query_counts", same)
     return result

@@ -1,4 +1,4 @@
-"""Sample the workers with py-spy while a scenario runs (BENCH_PROFILE=1): where their time goes."""
+"""Sample the workers and the web process with py-spy while a scenario runs (BENCH_PROFILE=1): where their time goes."""
 
 import shutil
 import signal
@@ -15,7 +15,7 @@ WORKERS = ("subtasks", "control")
 
 @contextmanager
 def profiled(bench: Bench, name: str, directory: Path) -> Iterator[None]:
-    """Record each worker (main and pool processes) into `<directory>/<scenario>-<worker>.txt`.
+    """Record each worker (main and pool processes) and the web into `<directory>/<scenario>-<process>.txt`.
 
     The files are py-spy's collapsed stacks (one line per stack, with its sample count): feed
     them to a flame graph tool, or sort them. Profiles slow the workers down, so the figures of
@@ -25,6 +25,9 @@ def profiled(bench: Bench, name: str, directory: Path) -> Iterator[None]:
     if spy is None:
         raise RuntimeError("BENCH_PROFILE needs py-spy (pinned in requirements-dev.txt)")
     directory.mkdir(parents=True, exist_ok=True)
+    pids = {worker: bench.stack.workers[worker].pid for worker in WORKERS}
+    if bench.stack.web is not None:
+        pids["web"] = bench.stack.web.process.pid
     recorders = [
         subprocess.Popen(
             [
@@ -37,14 +40,14 @@ def profiled(bench: Bench, name: str, directory: Path) -> Iterator[None]:
                 "--rate",
                 "200",
                 "--output",
-                str(directory / f"{name}-{worker}.txt"),
+                str(directory / f"{name}-{process}.txt"),
                 "--pid",
-                str(bench.stack.workers[worker].pid),
+                str(pid),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for worker in WORKERS
+        for process, pid in pids.items()
     ]
     try:
         yield

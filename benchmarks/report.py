@@ -165,6 +165,9 @@ HEADLINES = [
         "",
     ),
     ("parked", "1,000 approvals by 8 threads -> all completed (s)", "engine_s", "raw_s", "ratio", ""),
+    ("bulk", "1,000 approvals in one request: the request, per 1,000 (s)", "seconds_per_1000", "", "", "<= 3"),
+    ("bulk", "same: from sending it until every plan completed (s)", "completed_s", "", "", ""),
+    ("inbox", "10,000 vs 100 pending: the slowest list's latency ratio", "ratio", "", "", "<= 2"),
     ("scaling", "400 x 50 ms, 1 process (subtasks/s)", "engine_1p_per_s", "raw_1p_per_s", "", ""),
     ("scaling", "400 x 50 ms, 2 processes (subtasks/s)", "engine_2p_per_s", "raw_2p_per_s", "", ""),
     ("scaling", "400 x 50 ms, 4 processes (subtasks/s)", "engine_4p_per_s", "raw_4p_per_s", "", ""),
@@ -191,7 +194,14 @@ HEADLINES = [
         "ratio <= 1.3",
     ),
     ("large_plan", "status latency 10,000 vs 1,000 (ms)", "large_status_ms", "small_status_ms", "", ""),
-    ("large_plan", "detail latency 10,000 vs 1,000 (ms)", "large_detail_ms", "small_detail_ms", "", ""),
+    (
+        "large_plan",
+        "detail latency 10,000 vs 1,000 (ms)",
+        "large_detail_ms",
+        "small_detail_ms",
+        "detail_ratio",
+        "ratio <= 3",
+    ),
     ("stream", "event commit -> SSE client, p50 (ms)", "p50_ms", "", "", "< 100"),
     ("sse", "500 streams of one plan: commit -> every client, p50 (ms)", "p50_ms", "", "", ""),
     ("sse", "same, p99 (ms)", "p99_ms", "", "", "<= 1000"),
@@ -238,6 +248,16 @@ def markdown(data: dict[str, Any]) -> str:
             f"| large_plan | queries: status, detail at 10,000 vs 1,000 | "
             f"{queries['large_status_queries']}, {queries['large_detail_queries']} | "
             f"{queries['small_status_queries']}, {queries['small_detail_queries']} | | same |"
+        )
+    inbox = data["scenarios"].get("inbox", {})
+    if "admin_queue_small_queries" in inbox:
+        lists = ("api_pending", "api_awaiting_decider", "api_awaiting_group", "admin_queue")
+        rows.append(
+            "| inbox | queries: pending, awaiting (decider, group member), admin queue at 10,000 vs 100 | "
+            + ", ".join(str(inbox[f"{name}_large_queries"]) for name in lists)
+            + " | "
+            + ", ".join(str(inbox[f"{name}_small_queries"]) for name in lists)
+            + " | | same |"
         )
     redrives = {name: s.get("reconciler", {}) for name, s in data["scenarios"].items() if "reconciler" in s}
     busy = {name: r for name, r in redrives.items() if r.get("resent_events") or r.get("log_lines")}

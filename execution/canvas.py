@@ -5,7 +5,12 @@ imports the engine, which uses this module). Each canvas is built when it is sen
 never the whole plan up front, so no message carries the rest of the plan.
 """
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from uuid import UUID
 
 from celery import chain, chord, current_app, group, signature
@@ -22,6 +27,9 @@ DELIVER_WEBHOOK = "execution.deliver_webhook"
 # batch runs take a later step, single runs the default, 0. RabbitMQ ignores it, as the queues
 # declare no x-max-priority (where declared, it takes the higher number first).
 BATCH_PRIORITY = 6
+
+logger = logging.getLogger(__name__)
+_held: ContextVar[list[Callable[[], None]] | None] = ContextVar("sends_held", default=None)
 
 
 @dataclass(frozen=True)
@@ -57,13 +65,45 @@ def advance_signature(plan_id: UUID) -> Signature:
     return signature(ADVANCE_PLAN, kwargs={"plan_id": str(plan_id)}, queue="control", immutable=True)
 
 
+@contextmanager
+def sends_held() -> Iterator[None]:
+    """Hold the runs sent inside this block (by the commits of several transactions) and send them as it ends.
+
+    Many decisions made in a few transactions resume their subtasks together, as one
+    transaction's would. A run reaches the hold only once its transaction has committed.
+    """
+    held: list[Callable[[], None]] = []
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        for send in held:
+            try:
+                send()
+            except Exception:  # as on_commit(robust=True): the reconciler re-sends what stays queued
+                logger.exception("Sending held runs failed")
+
+
+def _hold(send: Callable[[], None]) -> bool:
+    held = _held.get()
+    if held is None:
+        return False
+    held.append(send)
+    return True
+
+
 def send_batch(plan_id: UUID, runs: list[Run]) -> None:
     """Send a batch as one chord: its runs in parallel, then advance the plan."""
+    if _hold(partial(send_batch, plan_id, runs)):
+        return
     chord(group(run_signature(run, priority=BATCH_PRIORITY) for run in runs), advance_signature(plan_id)).apply_async()
 
 
 def send_runs(plan_id: UUID, runs: list[Run], *, countdown: float | None = None) -> None:
     """Send runs one by one (a resume, a retry, a re-dispatch), each followed by an advance."""
+    if _hold(partial(send_runs, plan_id, runs, countdown=countdown)):
+        return
     for run in runs:
         first = run_signature(run)
         if countdown is not None:

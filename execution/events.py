@@ -209,8 +209,13 @@ def events_batched(*, plan_id: UUID) -> Iterator[None]:
 
     For a change made of several steps (a decision: the approval, the subtask, the
     execution) inside one transaction that holds the plan's lock. The counters move at
-    the end too, so nothing inside may read them; a progress event flushes at once.
+    the end too, so nothing inside may read them; a progress event flushes at once. Inside
+    a batch of the same plan, the block's events join that batch.
     """
+    outer = _batch.get()
+    if outer is not None and outer.plan_id == plan_id:
+        yield
+        return
     batch = _Batch(plan_id=plan_id)
     token = _batch.set(batch)
     try:

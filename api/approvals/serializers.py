@@ -145,7 +145,7 @@ class PolicyDocumentSerializer(serializers.Serializer):
     rules = RuleSerializer(many=True)
 
 
-MAX_BULK_DECISIONS = 100
+MAX_BULK_DECISIONS = 1000
 
 
 class BulkItemSerializer(serializers.Serializer):

@@ -26,13 +26,13 @@ from api.approvals.serializers import (
     RejectSerializer,
 )
 from api.errors import authenticated_user, error_body, errors
+from approvals.bulk import approvals_decide_many
 from approvals.grants import GrantNotFound, grant_revoke
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_awaiting, approvals_visible_to
 from approvals.services import approval_decide
-from common.errors import DomainError
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -52,7 +52,7 @@ class ApprovalFilter(django_filters.FilterSet):
         user = self.request.user if self.request is not None else None
         if not isinstance(user, User):
             return queryset.none()
-        return queryset.filter(pk__in=approvals_awaiting(user).values("pk"))
+        return approvals_awaiting(user, queryset)
 
 
 class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -118,29 +118,18 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def decide(self, request: Request) -> Response:
         body = BulkDecisionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user = authenticated_user(request)
-        visible = approvals_visible_to(user)
+        decisions = [
+            {**decision, "approve": decision["decision"] == "approve"} for decision in body.validated_data["decisions"]
+        ]
+        outcomes = approvals_decide_many(user=authenticated_user(request), decisions=decisions)
         results = []
-        for decision in body.validated_data["decisions"]:
-            approval_id = decision["id"]
-            approve = decision["decision"] == "approve"
-            try:
-                if not visible.filter(pk=approval_id).exists():
-                    raise NotFound()
-                approval_decide(
-                    approval_id=approval_id,
-                    decided_by=user,
-                    approve=approve,
-                    reason=decision.get("reason", ""),
-                    arguments=decision.get("arguments") if approve else None,
-                    result=decision.get("result") if approve else None,
-                    remember=decision.get("remember") if approve else None,
-                )
-            except (DomainError, NotFound) as error:
-                results.append({"id": approval_id, **_outcome(approval_id, error)})
-                continue
-            status = Approval.objects.values_list("status", flat=True).get(pk=approval_id)
-            results.append({"id": approval_id, "status": status})
+        for decision, (status, error) in zip(decisions, outcomes, strict=True):
+            entry: dict[str, Any] = {"id": decision["id"], "status": status}
+            if error is not None:
+                entry["error"] = error_body(error.code, error.message, error.details)["error"]
+            elif status is None:
+                entry["error"] = error_body("not_found", "Not found.")["error"]
+            results.append(entry)
         return Response({"results": results})
 
     @extend_schema(
@@ -172,14 +161,6 @@ def _shown(approval: Approval) -> Any:
     """Return a voted-on approval as a vote answers it: as it was read and decided, with its votes."""
     prefetch_related_objects([approval], Prefetch("votes", queryset=Vote.objects.select_related("user")))
     return ApprovalSerializer(approval).data
-
-
-def _outcome(approval_id: Any, error: Exception) -> dict[str, Any]:
-    """Return a refused vote's entry of POST /approvals/decide/: the approval's status (null if unseen), the error."""
-    if isinstance(error, DomainError):
-        status = Approval.objects.values_list("status", flat=True).filter(pk=approval_id).first()
-        return {"status": status, "error": error_body(error.code, error.message, error.details)["error"]}
-    return {"status": None, "error": error_body("not_found", "Not found.")["error"]}
 
 
 class PolicyView(APIView):

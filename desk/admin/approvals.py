@@ -11,7 +11,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.models import User
-from django.db.models import Case, Count, F, Prefetch, Q, QuerySet, Value, When
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -21,7 +22,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
-from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
+from approvals.models import QUEUE_ORDER, Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_awaiting, approvals_visible_to, can_decide
@@ -135,12 +136,9 @@ class PlanFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         visible = plans_visible_to(request.user)
-        plans = list(
-            visible.filter(approvals__status=ApprovalStatus.PENDING)
-            .distinct()
-            .order_by("-created_at")
-            .only("pk", "goal")[:PLAN_CHOICES]
-        )
+        # The latest plans first, each checked for a pending approval, rather than every pending approval read.
+        waiting = Approval.objects.filter(plan=OuterRef("pk"), status=ApprovalStatus.PENDING)
+        plans = list(visible.filter(Exists(waiting)).order_by("-created_at").only("pk", "goal")[:PLAN_CHOICES])
         selected = self._selected()
         if selected is not None and all(plan.pk != selected for plan in plans):
             plans += list(visible.filter(pk=selected).only("pk", "goal"))
@@ -167,7 +165,7 @@ class AwaitingFilter(admin.SimpleListFilter):
             return queryset
         if not isinstance(request.user, User):
             return queryset.none()
-        return queryset.filter(pk__in=approvals_awaiting(request.user).values("pk"))
+        return approvals_awaiting(request.user, queryset)
 
 
 def still_to_vote(approval: Approval) -> str:
@@ -208,12 +206,8 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     list_filter = [AwaitingFilter, "status", "kind", PlanFilter]
     list_select_related = ["plan", "plan__owner", "subtask", "decided_by"]
     search_fields = ["tool", "plan__goal", "plan__session_id", "subtask__key"]
-    # The queue first: pending approvals, oldest first; then the others, latest decided first.
-    ordering = [
-        Case(When(status=ApprovalStatus.PENDING, then=Value(0)), default=Value(1)).asc(),
-        Case(When(status=ApprovalStatus.PENDING, then=F("requested_at"))).asc(nulls_last=True),
-        F("decided_at").desc(nulls_last=True),
-    ]
+    # The queue first: pending approvals, oldest first; then the others, latest decided first (an index's order).
+    ordering = list(QUEUE_ORDER)
     action_form = DecisionActionForm
     actions = ["approve_selected", "reject_selected"]
     fields = [
@@ -236,10 +230,18 @@ class ApprovalAdmin(StaffReadOnly, admin.ModelAdmin):
     # --- who sees and decides what: the API's rules (approvals.selectors)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        # A subquery, not a join and GROUP BY: computed for the page's rows only, and left out of the counts.
+        approving = (
+            Vote.objects.filter(approval=OuterRef("pk"), decision=VoteDecision.APPROVE)
+            .order_by()
+            .values("approval")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
         return (
             approvals_visible_to(request.user)
             .select_related("plan", "plan__owner", "subtask", "decided_by")
-            .annotate(approve_votes=Count("votes", filter=Q(votes__decision=VoteDecision.APPROVE)))
+            .annotate(approve_votes=Coalesce(Subquery(approving, output_field=IntegerField()), 0))
             .prefetch_related(Prefetch("votes", queryset=Vote.objects.select_related("user")))
         )
 

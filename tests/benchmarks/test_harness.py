@@ -35,8 +35,29 @@ REQUIRED = {
         "large_status_queries",
         "small_detail_queries",
         "large_detail_queries",
+        "detail_ratio",
     },
-    "parked": {"busy_slots", "subtasks_worker_rss_before_mb", "subtasks_worker_rss_after_mb", "engine_s", "raw_s"},
+    "parked": {
+        "busy_slots",
+        "subtasks_worker_rss_before_mb",
+        "subtasks_worker_rss_after_mb",
+        "engine_s",
+        "raw_s",
+        "decisions_ratio",
+    },
+    "bulk": {"request_s", "seconds_per_1000", "completed_s"},
+    "inbox": {
+        "ratio",
+        "api_pending_small_queries",
+        "api_pending_large_queries",
+        "api_awaiting_decider_small_queries",
+        "api_awaiting_decider_large_queries",
+        "api_awaiting_group_small_queries",
+        "api_awaiting_group_large_queries",
+        "admin_queue_small_queries",
+        "admin_queue_large_queries",
+        "same_query_counts",
+    },
     "scaling": {"engine_1p_per_s", "engine_2p_per_s", "engine_4p_per_s", "speedup_2p", "speedup_4p"},
     "hosts": {"one_host_per_s", "two_hosts_per_s", "speedup", "invariants_ok"},
     "many_plans": {"engine_subtasks_per_s", "raw_tasks_per_s", "ratio"},
@@ -91,4 +112,5 @@ def test_every_scenario_runs_on_throwaway_servers_and_writes_its_figures(tmp_pat
             assert len(scenario["samples"][key]) == 1, (name, key)
     assert figures["scenarios"]["parked"]["busy_slots"] == 0
     assert figures["scenarios"]["hosts"]["invariants_ok"] is True
+    assert figures["scenarios"]["inbox"]["same_query_counts"] is True
     assert "median" in done.stdout  # the table

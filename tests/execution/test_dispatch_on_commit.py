@@ -1,5 +1,8 @@
 """Dispatch happens only after the transaction commits, and never for rolled-back work."""
 
+from types import SimpleNamespace
+from uuid import uuid4
+
 import pytest
 from django.db import transaction
 
@@ -53,3 +56,20 @@ def test_a_plan_needing_approval_sends_nothing(sent, django_capture_on_commit_ca
         plan = plan_submit(owner=UserFactory(), data=plan_data(subtask("a")))
     assert sent == []
     assert plan.subtasks.get().status == SubtaskStatus.PENDING
+
+
+def test_runs_sent_while_held_go_out_together_when_the_hold_ends(monkeypatch):
+    published: list[str] = []
+
+    def chain(first, then):
+        return SimpleNamespace(apply_async=lambda: published.append(first.kwargs["subtask_id"]))
+
+    monkeypatch.setattr(canvas, "chain", chain)
+    runs = [canvas.Run(subtask_id=uuid4(), attempt=1, task_id=str(uuid4()), timeout_s=10) for _ in range(2)]
+    with canvas.sends_held():
+        canvas.send_runs(uuid4(), runs[:1])
+        canvas.send_runs(uuid4(), runs[1:])
+        assert published == []
+    assert published == [str(run.subtask_id) for run in runs]
+    canvas.send_runs(uuid4(), runs[:1])
+    assert len(published) == 3
