@@ -18,6 +18,9 @@ from django.conf import settings  # noqa: E402
 
 from api.probes import Probes  # noqa: E402
 from config.admission import Admission  # noqa: E402
+from config.database import connections_pooled  # noqa: E402
+
+connections_pooled(settings.WEB_DATABASE_POOL_SIZE, max_idle_s=settings.WEB_DATABASE_POOL_MAX_IDLE_S)
 
 # Probes are answered on the event loop, outside the bound on requests worked on at once.
 application = Probes(Admission(django_application, limit=settings.WEB_MAX_CONCURRENT_REQUESTS))

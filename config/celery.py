@@ -24,6 +24,10 @@ from config import telemetry
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")
+# Redis results, whatever URL names them, through config/redis_results.py (no subscription per sent task).
+app.loader.override_backends.update(
+    redis="config.redis_results:RedisBackend", rediss="config.redis_results:RedisBackend"
+)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -29,3 +29,22 @@ def database_from_url(
     entry["NAME"] = entry["NAME"] or entry["USER"] or getpass.getuser()
     entry["OPTIONS"] = params
     return entry
+
+
+def connections_pooled(max_size: int, *, max_idle_s: float) -> None:
+    """Take this process's PostgreSQL connections from a pool of at most `max_size` (Django's "pool" option).
+
+    For the web: ASGI serves each request on a thread of its own, where a kept connection
+    (CONN_MAX_AGE) would be one per thread, so without a pool every request connected anew,
+    a few milliseconds and a server process each. A request takes a connection at its first
+    query and gives it back as it ends; connections unused for `max_idle_s` are closed, down
+    to one. Call it before the first query. `max_size` 0 leaves the settings as they are.
+    """
+    if max_size <= 0:
+        return
+    from django.db import connections
+
+    for alias in connections:
+        entry = connections.settings[alias]
+        entry["CONN_MAX_AGE"] = 0  # the pool keeps the connections instead
+        entry["OPTIONS"]["pool"] = {"min_size": 1, "max_size": max_size, "max_idle": max_idle_s, "timeout": 30}

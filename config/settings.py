@@ -296,9 +296,15 @@ WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 
 # Requests one web process works on at once (config/admission.py), each until its response
-# starts; more wait their turn. Each holds a database connection meanwhile: WEB_CONCURRENCY times
-# this, plus one listener per process, must fit PostgreSQL's max_connections beside the workers.
+# starts; more wait their turn. Their database connections come from the process's pool
+# (WEB_DATABASE_POOL_SIZE): WEB_CONCURRENCY times that, plus one listener per process, must fit
+# PostgreSQL's max_connections beside the workers.
 WEB_MAX_CONCURRENT_REQUESTS = env.int("WEB_MAX_CONCURRENT_REQUESTS", default=16)
+# The PostgreSQL connections of one web process come from a pool of at most this many
+# (config/database.py; 0: none, each request connects anew unless DATABASE_CONN_MAX_AGE says
+# otherwise); those unused for WEB_DATABASE_POOL_MAX_IDLE_S are closed, down to one.
+WEB_DATABASE_POOL_SIZE = env.int("WEB_DATABASE_POOL_SIZE", default=8)
+WEB_DATABASE_POOL_MAX_IDLE_S = env.float("WEB_DATABASE_POOL_MAX_IDLE_S", default=10.0)
 
 # Live event streams (GET /plans/{id}/events/ as Server-Sent Events): at most this many open
 # at once per user (429 for one more), each ended after EVENT_STREAM_MAX_AGE_S (clients
@@ -418,6 +424,9 @@ CELERY_RESULT_EXTENDED = is_database_backend(CELERY_RESULT_BACKEND)
 CELERY_RESULT_EXPIRES = env.int(
     "CELERY_RESULT_EXPIRES_S", default=7 * 24 * 3600 if is_database_backend(CELERY_RESULT_BACKEND) else 24 * 3600
 )
+# One result backend object (and its Redis connection pool) per process, not one per thread: the
+# web serves each request on a thread of its own, and made a backend and a connection for each.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -3,11 +3,15 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+from celery.app.backends import by_url
 
 from config.database import database_from_url
+from config.celery import app as celery_app
+from config.redis_results import RedisBackend
 from config.results import is_database_backend, result_backend_default
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,3 +137,20 @@ def test_a_process_started_with_only_the_urls_uses_redis_results_and_django_db_w
         timeout=120,
     )
     assert asked.stdout.split() == ["django-db", "True", "604800"], asked.stderr
+
+
+def test_sending_a_task_outside_a_worker_subscribes_to_no_result_channel():
+    # Nothing listens on this port: Celery's own Redis backend would try to subscribe there.
+    backend_class, url = by_url("redis://127.0.0.1:9/1", loader=celery_app.loader)
+    assert backend_class is RedisBackend
+    backend = backend_class(app=celery_app, url=url)
+    backend.on_task_call(producer=None, task_id="a-task")
+    assert backend.result_consumer.subscribed_to == set()
+
+
+def test_every_thread_of_a_process_shares_one_result_backend():
+    backends: list[object] = []
+    thread = threading.Thread(target=lambda: backends.append(celery_app.backend))
+    thread.start()
+    thread.join()
+    assert backends == [celery_app.backend]

@@ -31,6 +31,8 @@ FAST = {
     "EXECUTION_MAX_CONTEXT_BYTES": "150000",
     "EXECUTION_MAX_CONVERSATION_BYTES": "200000",
     "EXECUTION_MAX_TOOL_CALLS_PER_ANSWER": "8",
+    # A web process closes the pooled connections a burst of requests opened soon after it.
+    "WEB_DATABASE_POOL_MAX_IDLE_S": "1",
 }
 
 
