@@ -47,6 +47,10 @@ def run(bench: Bench) -> Result:
         for single, many in zip(throughput[1], throughput[processes], strict=True):
             result.add(f"speedup_{processes}p", many / single, "x")
     result.fact("raw_processes", {f"{processes}p": processes + CONTROL_CONCURRENCY for processes in CONCURRENCIES})
+    result.note(
+        f"raw_Np runs on N + {CONTROL_CONCURRENCY} processes, every one taking sleeps: "
+        f"its ideal is (N + {CONTROL_CONCURRENCY}) x {1000 // SLEEP_MS}/s, the engine's N x {1000 // SLEEP_MS}/s"
+    )
     for processes in CONCURRENCIES[1:]:
         raw_single = result.figures["raw_1p_per_s"].samples
         raw_many = result.figures[f"raw_{processes}p_per_s"].samples
