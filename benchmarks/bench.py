@@ -74,19 +74,20 @@ class Bench:
             raise
         return stack
 
-    def raw_app(self) -> int:
-        """Make sure the raw worker runs with the shared stack's processes (subtask and control); return how many.
+    def raw_app(self, processes: int | None = None) -> int:
+        """Make sure the raw worker runs with `processes` (by default as many as the shared stack's subtask
+        and control workers together); return how many.
 
         A fresh worker is warmed up first: its pool processes import and connect on their first tasks.
         """
-        processes = self.stack.concurrency + CONTROL_CONCURRENCY
+        processes = processes or self.stack.concurrency + CONTROL_CONCURRENCY
         if self.raw_workers.run(processes):
             raw_run(no_ops(3, 8))
         return processes
 
-    def raw_run(self, batches: Levels) -> float:
+    def raw_run(self, batches: Levels, *, processes: int | None = None) -> float:
         """Return the seconds the minimal app takes to run these batches as one chord each, in sequence."""
-        self.raw_app()
+        self.raw_app(processes)
         return raw_run(batches)
 
     def raw_dispatch(self) -> float:
