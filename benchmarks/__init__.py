@@ -1,4 +1,4 @@
-"""Benchmarks: `make bench` measures the engine and raw Celery side by side on the same processes.
+"""Benchmarks: `make bench` measures the engine and raw Celery (a minimal app) side by side on the same broker.
 
 Importing the package first sets Django up for a benchmark run (`python -m benchmarks`):
 the Redis result backend, next to the broker, unless BENCH_RESULT_BACKEND names another.

@@ -90,7 +90,7 @@ def announce(bench: Bench, info: dict, load_before: Any) -> None:
         f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gb']} GB, Python {info['python']}, "
         f"commit {info['commit']}\nload average before: {', '.join(map(str, load_before))}\n"
         f"scale {bench.scale}, {bench.repeat} repetition(s); result backend {maybe_sanitize_url(bench.result_backend)} "
-        "(Redis, shared by the engine and the raw baselines on the same workers)",
+        "(Redis; the raw baselines run in a minimal Celery app on workers of their own, Redis results too)",
         flush=True,
     )
 

@@ -21,17 +21,18 @@ from django.conf import settings
 
 from approvals.models import Approval
 from benchmarks import raw_celery
-from benchmarks.bench import Bench, engine_run, new_key, scenario_result, wait_stamps
+from benchmarks.bench import Bench, engine_run, new_key, raw_dispatch, scenario_result, wait_stamps
 from benchmarks.client import Api, wait_finished
 from benchmarks.harness import broker
+from benchmarks.raw_workers import KEPT, raw_worker
+from benchmarks.raw_workers import wait_ready as wait_raw_ready
 from benchmarks.report import Result
 from benchmarks.shapes import layered_plan, no_ops
 from plans.models import Subtask
-from scripts.processes import ROOT, WebServer, Worker, current_database_url
+from scripts.processes import WebServer, Worker, current_database_url
 
 LEVELS, WIDTH, PROCESSES = 10, 50, 2
 APPROVALS = 30
-KEPT = ("PATH", "HOME", "LANG", "TMPDIR")
 
 
 def documented_env() -> dict[str, str]:
@@ -50,49 +51,32 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         env = documented_env()
-        raw_env = {
-            **{name: os.environ[name] for name in KEPT if name in os.environ},
-            "RAW_BROKER_URL": raw_celery.BROKER,
-        }
         self.workers = [
             *(
                 Worker(f"doc{i}", ["worker", "--concurrency", "1", "--hostname", f"doc{i}@%h"], env, log_dir)
                 for i in (1, 2)
             ),
             Worker("docbeat", ["beat", "--schedule", str(log_dir / "beat-schedule")], env, log_dir),
-            *(
-                Worker(
-                    f"raw{i}",
-                    ["worker", "--queues", raw_celery.QUEUE, "--concurrency", "1", "--hostname", f"raw{i}@%h"],
-                    raw_env,
-                    log_dir,
-                    app="raw_celery",
-                    cwd=ROOT / "benchmarks",
-                )
-                for i in (1, 2)
-            ),
         ]
+        self.raw = [raw_worker(f"raw{i}", 1, log_dir) for i in (1, 2)]
         self.web = WebServer(env, log_dir)
 
     def wait_ready(self, timeout: float = 90) -> None:
         self.web.wait_ready()
-        wanted = {
-            worker.hostname for worker in self.workers if worker.name.startswith("doc") and worker.name != "docbeat"
-        }
-        raw = {worker.hostname for worker in self.workers if worker.name.startswith("raw")}
+        wanted = {worker.hostname for worker in self.workers if worker.name != "docbeat"}
         deadline = time.monotonic() + timeout
         while True:
             seen = {host for reply in current_app.control.ping(timeout=0.5) or [] for host in reply}
-            seen |= {host for reply in raw_celery.app.control.ping(timeout=0.5) or [] for host in reply}
-            if wanted | raw <= seen:
-                return
+            if wanted <= seen:
+                break
             dead = [worker.name for worker in self.workers if worker.process.poll() is not None]
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(f"documented processes did not start ({dead or 'timeout'})")
+        wait_raw_ready(self.raw, max(1.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         self.web.stop()
-        for worker in self.workers:
+        for worker in [*self.workers, *self.raw]:
             worker.stop()
 
 
@@ -101,13 +85,6 @@ def raw_levels(sizes: list[int]) -> float:
     start = time.time()
     raw_celery.send_levels(sizes=sizes, key=key)
     return wait_stamps(key, 1)[0] - start
-
-
-def raw_dispatch() -> float:
-    key = new_key("raw-app-dispatch")
-    sent = time.time()
-    raw_celery.send_stamp(key=key)
-    return wait_stamps(key, 1, timeout=60)[0] - sent
 
 
 def parked(api: Api, count: int) -> list[tuple[str, str, str]]:
@@ -170,6 +147,7 @@ def run(bench: Bench) -> Result:
     result.fact("processes", PROCESSES)
     result.fact("environment", sorted(name for name in documented_env() if name not in KEPT))
     bench.stop_stack()  # the documented workers consume every queue: nothing else may take their tasks
+    bench.raw_workers.stop()  # nor the raw queue's tasks: the raw app's workers here are its own two
     broker().delete(raw_celery.QUEUE)
     processes = Processes(bench.log_dir / "as-documented")
     try:

@@ -11,15 +11,20 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from benchmarks import raw_celery, tasks
 from benchmarks.client import Api, wait_finished
-from benchmarks.harness import Stack, broker
+from benchmarks.harness import CONTROL_CONCURRENCY, Stack, broker
+from benchmarks.raw_workers import RawWorkers
 from benchmarks.report import Result
 from benchmarks.shapes import Levels, layered_plan, no_ops
-from benchmarks.tasks import send_batches
 
 
 class Bench:
-    """One benchmark run: BENCH_SCALE scales every size, BENCH_REPEAT sets the repetitions."""
+    """One benchmark run: BENCH_SCALE scales every size, BENCH_REPEAT sets the repetitions.
+
+    The raw baselines run in the minimal Celery app's worker (`raw_app`), as many processes as the
+    shared stack's workers have together.
+    """
 
     def __init__(self, *, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -30,6 +35,7 @@ class Bench:
         self.stacks: list[Stack] = []
         self._stack: Stack | None = None
         self._api: Api | None = None
+        self.raw_workers = RawWorkers(log_dir / "raw")
 
     def scaled(self, count: int, minimum: int = 1) -> int:
         return max(minimum, round(count * self.scale))
@@ -57,9 +63,9 @@ class Bench:
             api = Api.login(stack.url)
             try:
                 engine_run(api, layered_plan(no_ops(3, 8), goal="benchmark: warm-up"))
-                # A raw chord's counter lives in the sender's result backend: this process's.
+                # An in-app chord's counter lives in the sender's result backend: this process's.
                 if result_backend == self.result_backend:
-                    raw_run(no_ops(3, 8))
+                    raw_in_app_run(no_ops(3, 8))
             finally:
                 api.close()
             stack.settle()
@@ -67,6 +73,27 @@ class Bench:
             stack.stop()
             raise
         return stack
+
+    def raw_app(self, processes: int | None = None) -> int:
+        """Make sure the raw worker runs with `processes` (by default as many as the shared stack's subtask
+        and control workers together); return how many.
+
+        A fresh worker is warmed up first: its pool processes import and connect on their first tasks.
+        """
+        processes = processes or self.stack.concurrency + CONTROL_CONCURRENCY
+        if self.raw_workers.run(processes):
+            raw_run(no_ops(3, 8))
+        return processes
+
+    def raw_run(self, batches: Levels, *, processes: int | None = None) -> float:
+        """Return the seconds the minimal app takes to run these batches as one chord each, in sequence."""
+        self.raw_app(processes)
+        return raw_run(batches)
+
+    def raw_dispatch(self) -> float:
+        """Return the seconds from one raw apply_async to its task's start, in the minimal app."""
+        self.raw_app()
+        return raw_dispatch()
 
     def stop_stack(self) -> None:
         """Stop the shared stack (a scenario that brings its own workers needs the queues to itself)."""
@@ -110,7 +137,8 @@ class Bench:
                 print(f"  {str(error).splitlines()[0]}", flush=True)
 
     def close(self) -> None:
-        """Stop every stack this run started, whatever state a failure left it in."""
+        """Stop every stack and raw worker this run started, whatever state a failure left it in."""
+        self.raw_workers.stop()
         self.stop_stack()
         for stack in self.stacks:
             stack.stop()
@@ -148,10 +176,26 @@ def engine_run(api: Api, plan: dict) -> float:
 
 
 def raw_run(batches: Levels) -> float:
-    """Return the seconds raw Celery takes to run these batches as one chord each, in sequence."""
+    """Return the seconds the minimal app's running workers take to run these batches as one chord each."""
     key = new_key("raw")
     start = time.time()
-    send_batches(batches=batches, key=key)
+    raw_celery.send_batches(batches=batches, key=key)
+    return wait_stamps(key, 1)[0] - start
+
+
+def raw_dispatch() -> float:
+    """Return the seconds from one apply_async of the minimal app to its task's start on its running workers."""
+    key = new_key("raw-dispatch")
+    sent = time.time()
+    raw_celery.send_stamp(key=key)
+    return wait_stamps(key, 1, timeout=60)[0] - sent
+
+
+def raw_in_app_run(batches: Levels) -> float:
+    """Return the seconds the same batches take as raw tasks inside the engine's own workers (benchmarks.tasks)."""
+    key = new_key("raw-in-app")
+    start = time.time()
+    tasks.send_batches(batches=batches, key=key)
     return wait_stamps(key, 1)[0] - start
 
 

@@ -1,48 +1,35 @@
 """`canvas`: one chord per batch built when the previous batch is done (what the engine does)
 against the whole plan nested up front as chain(chord, chord, ...), each carrying the rest.
 
-10 levels x 100 no-op raw tasks on the shared workers, Redis result backend, side by side.
+10 levels x 100 no-op raw tasks in the minimal Celery app (benchmarks/raw_celery.py, Redis
+results) on its worker of as many processes as the engine's workers, side by side.
 """
 
 import time
 
-from celery import chain, chord, group, signature
-
+from benchmarks import raw_celery
 from benchmarks.bench import Bench, new_key, scenario_result, wait_stamps
 from benchmarks.harness import RedisWatch, megabytes
 from benchmarks.report import Result
 from benchmarks.shapes import no_ops
-from benchmarks.tasks import send_batches
 
 LEVELS, WIDTH = 10, 100
-
-
-def per_batch(width: int, key: str) -> None:
-    send_batches(batches=no_ops(LEVELS, width), key=key)
-
-
-def nested(width: int, key: str) -> None:
-    chords = [
-        chord(
-            group(signature("benchmarks.noop", queue="subtasks", immutable=True) for _ in range(width)),
-            signature("benchmarks.noop", queue="control", immutable=True),
-        )
-        for _ in range(LEVELS)
-    ]
-    chain(*chords, signature("benchmarks.stamp", kwargs={"key": key}, queue="control", immutable=True)).apply_async()
 
 
 def run(bench: Bench) -> Result:
     width = bench.scaled(WIDTH, 2)
     result = scenario_result("canvas", f"canvas shape: {LEVELS} levels x {width} no-op raw tasks")
+    result.fact("raw_processes", bench.raw_app())
+    batches = no_ops(LEVELS, width)
     for rep in range(bench.repeat):
         line = []
-        for name, send in (("per_batch", per_batch), ("nested", nested)):
-            bench.stack.settle()
+        for name, send in (("per_batch", raw_celery.send_batches), ("nested", raw_celery.send_nested)):
+            bench.raw_app()
+            bench.raw_workers.settle()
             key = new_key(f"canvas-{name}")
             with RedisWatch() as watch:
                 start = time.time()
-                send(width, key)
+                send(batches=batches, key=key)
                 seconds = wait_stamps(key, 1)[0] - start
             result.add(f"{name}_s", seconds, "s")
             result.add(f"{name}_redis_written_mb", watch.bytes_written / 1e6, "MB")

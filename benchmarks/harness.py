@@ -17,7 +17,7 @@ from scripts.processes import WebServer, Worker, current_database_url
 
 SUBTASK_CONCURRENCY = 4
 CONTROL_CONCURRENCY = 2
-# The raw baselines' tasks run in the very processes that run the engine.
+# overhead's in-app figure (raw_in_app_s) runs raw tasks in the very processes that run the engine.
 INCLUDE = "benchmarks.tasks"
 # The reconciler's repairs, one WARNING line each (execution/engine/reconciler.py).
 REDROVE = {

@@ -2,17 +2,18 @@
 
 The plans are submitted over HTTP by 8 client threads and start at once (no approval); the
 time runs from the first request to the last plan's completion. The raw chords are sent by
-8 threads too, and end with a stamp each.
+8 threads too, and end with a stamp each, in the minimal Celery app (benchmarks/raw_celery.py)
+on a worker of its own with as many processes as the engine's workers.
 """
 
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from benchmarks import raw_celery
 from benchmarks.bench import Bench, new_key, scenario_result, wait_stamps
 from benchmarks.client import Api, in_threads, wait_finished
 from benchmarks.report import Result
 from benchmarks.shapes import layered_plan, no_ops
-from benchmarks.tasks import send_batches
 
 PLANS, SUBTASKS = 100, 10
 THREADS = 8
@@ -32,10 +33,11 @@ def run(bench: Bench) -> Result:
         engine = wait_finished(plan_ids) - start
         bench.stack.settle()
 
+        bench.raw_app()
         key = new_key("many-raw")
         raw_start = time.time()
         with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(lambda _, key=key: send_batches(batches=[[0] * SUBTASKS], key=key), range(count)))
+            list(pool.map(lambda _, key=key: raw_celery.send_batches(batches=[[0] * SUBTASKS], key=key), range(count)))
         raw = max(wait_stamps(key, count)) - raw_start
 
         result.add("engine_subtasks_per_s", total / engine, "subtasks/s")

@@ -3,7 +3,9 @@
 Each plan has one subtask whose python agent (benchmarks.agents.ask_once) stamps every run's
 start in Redis and asks for one tool call on its first run. The latency is from the approve
 response to the resumed run's stamp; the baseline is a raw task's apply_async to its own
-stamp, and the approve POST is set against a trivial authenticated GET, all in the same run.
+stamp in the minimal Celery app (benchmarks/raw_celery.py, on a worker of its own with as
+many processes as the engine's workers), and the approve POST is set against a trivial
+authenticated GET, all in the same run.
 """
 
 import statistics
@@ -14,7 +16,6 @@ from approvals.models import Approval
 from benchmarks.bench import Bench, new_key, scenario_result, wait_stamps
 from benchmarks.client import Api, in_threads, wait_finished
 from benchmarks.report import Result
-from benchmarks.tasks import send_stamp
 
 APPROVALS = 100
 
@@ -63,6 +64,7 @@ def park(api: Api, count: int) -> list[tuple[str, str, str]]:
 
 def one_rep(bench: Bench, count: int) -> dict[str, list[float]]:
     api = bench.api
+    bench.raw_app()
     waiting = park(api, count)
     bench.stack.settle()
     figures: dict[str, list[float]] = {"engine": [], "raw": [], "approve": [], "get": []}
@@ -78,10 +80,7 @@ def one_rep(bench: Bench, count: int) -> dict[str, list[float]]:
         figures["engine"].append(wait_stamps(probe, 2, timeout=60)[1] - answered)
         wait_finished([plan_id], timeout=60, poll=0.005)
 
-        key = new_key("dispatch")
-        sent = time.time()
-        send_stamp(key=key)
-        figures["raw"].append(wait_stamps(key, 1, timeout=60)[0] - sent)
+        figures["raw"].append(bench.raw_dispatch())
     return {name: [value * 1000 for value in values] for name, values in figures.items()}
 
 

@@ -1,11 +1,13 @@
 """`scaling`: 400 subtasks of 50 ms with 1, 2 and 4 subtask worker processes, engine and raw.
 
 One plan of independent subtasks, so the engine runs it in batches of max_parallel; the raw
-baseline runs the same batches as chords in sequence. The subtask worker is restarted with
-each concurrency; the control worker and beat stay as they are.
+baseline runs the same batches as chords in sequence in the minimal Celery app. The subtask
+worker is restarted with each concurrency; the control worker and beat stay as they are. The
+raw worker is restarted with as many processes as the subtask worker has: N processes run the
+sleeps on each side (the raw chords' bodies take a turn among them).
 """
 
-from benchmarks.bench import Bench, engine_run, raw_run, scenario_result
+from benchmarks.bench import Bench, engine_run, scenario_result
 from benchmarks.harness import SUBTASK_CONCURRENCY
 from benchmarks.report import Result
 from benchmarks.shapes import engine_batches, layered_plan
@@ -28,7 +30,7 @@ def run(bench: Bench) -> Result:
                 bench.stack.settle()
                 engine = engine_run(bench.api, layered_plan(levels, goal="benchmark: scaling"))
                 bench.stack.settle()
-                raw = raw_run(engine_batches(levels))
+                raw = bench.raw_run(engine_batches(levels), processes=processes)
                 result.add(f"engine_{processes}p_per_s", count / engine, "subtasks/s")
                 result.add(f"raw_{processes}p_per_s", count / raw, "tasks/s")
                 result.add(f"ratio_{processes}p", engine / raw, "x")
@@ -45,6 +47,7 @@ def run(bench: Bench) -> Result:
     for processes in CONCURRENCIES[1:]:
         for single, many in zip(throughput[1], throughput[processes], strict=True):
             result.add(f"speedup_{processes}p", many / single, "x")
+    result.fact("raw_processes", {f"{processes}p": processes for processes in CONCURRENCIES})
     for processes in CONCURRENCIES[1:]:
         raw_single = result.figures["raw_1p_per_s"].samples
         raw_many = result.figures[f"raw_{processes}p_per_s"].samples

@@ -1,4 +1,8 @@
-"""Raw Celery tasks for the baselines, run by the engine's own workers (--include benchmarks.tasks)."""
+"""Raw Celery tasks run by the engine's own workers (--include benchmarks.tasks): overhead's `raw_in_app_s`.
+
+The baselines themselves run in the minimal app of benchmarks/raw_celery.py; these tell what
+running them in the service's app and processes costs, and mark the resume agent's runs.
+"""
 
 import functools
 import time
@@ -60,7 +64,3 @@ def send_batches(*, batches: list[list[int]], key: str, index: int = 0) -> None:
         immutable=True,
     )
     chord(group(run_signature(ms) for ms in batches[index]), callback).apply_async()
-
-
-def send_stamp(*, key: str, queue: str = "subtasks") -> None:
-    signature("benchmarks.stamp", kwargs={"key": key}, queue=queue).apply_async()
