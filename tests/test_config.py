@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from celery.app.backends import by_url
 
-from config.database import database_from_url
 from config.celery import app as celery_app
+from config.database import database_from_url
 from config.redis_results import RedisBackend
 from config.results import is_database_backend, result_backend_default
 
