@@ -441,10 +441,16 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 # DATABASE_CONN_MAX_AGE says for the web (execution/worker.py): a worker started with nothing
 # set connects once, not once per task.
 WORKER_DATABASE_CONN_MAX_AGE = env.int("WORKER_DATABASE_CONN_MAX_AGE", default=600)
+# A worker checks its kept connection before a task (CONN_HEALTH_CHECKS) only when its last task
+# ended at least this many seconds ago (execution/worker.py); 0 checks before every task.
+WORKER_DATABASE_HEALTH_CHECK_IDLE_S = env.float("WORKER_DATABASE_HEALTH_CHECK_IDLE_S", default=1.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Task events (what Flower shows of each task) cost a Redis publish per task and change of state.
+# As in Celery, workers send them only when asked: Flower asks while it runs (its
+# --enable_events, on by default), and `celery -A config control enable_events` does too.
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_WORKER_SEND_TASK_EVENTS", default=False)
+CELERY_TASK_SEND_SENT_EVENT = env.bool("CELERY_TASK_SEND_SENT_EVENT", default=False)
 # A task's start is not written to the result backend (with django-db, a row per task): Flower sees
 # it from the task events, and the engine records each run's start itself.
 CELERY_TASK_TRACK_STARTED = False

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import psycopg
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, CharField, Value, When
 from django.utils import timezone
 
@@ -563,27 +563,32 @@ def run_finish(
 
 
 def _one(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Run a hot-path statement as a prepared statement, in its own transaction; return its one row."""
+    """Run a hot-path statement, prepared, in its own transaction; return its one row (or None).
+
+    On a connection broken since its last use (execution/worker.py) it runs once more on a new one."""
     assert connection.get_autocommit(), "the hot path's statements are their own transactions"
-    # What Django's cursor() would do first: after a database restart the kept connection
-    # is broken, and the health check replaces it.
-    connection.close_if_health_check_failed()
+    try:
+        return _one_try(sql, params)
+    except DatabaseError:
+        if connection.connection is None or connection.is_usable():
+            raise
+        connection.close()
+        return _one_try(sql, params)
+
+
+def _one_try(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    connection.close_if_health_check_failed()  # as Django's cursor() does, when the check is due
     connection.ensure_connection()
-    # Django's cursors bind on the client, which plans the statement anew every time; the
-    # connection's own server-side binding prepares it once per connection. Django turns
-    # preparing off (prepare_threshold None) for the sake of transaction-pooling proxies,
-    # which the run's session-level lease rules out anyway; its own client-bound cursors
-    # never prepare, so this changes only these statements.
+    # Prepared once per connection (Django turns preparing off for transaction-pooling proxies,
+    # which the run's session-level lease rules out; its own cursors never prepare).
     raw = connection.connection
     if raw.prepare_threshold is None:
         raw.prepare_threshold = PREPARE_THRESHOLD
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         values = cursor.fetchone()
-        if values is None:
-            return None
         names = [column.name for column in cursor.description or ()]
-    return dict(zip(names, values, strict=True))
+    return None if values is None else dict(zip(names, values, strict=True))
 
 
 def _json(value: Any) -> str:

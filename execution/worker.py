@@ -1,10 +1,11 @@
 """What a worker does at start: refuse settings that would let Redis lose or duplicate work, keep its connections."""
 
 import logging
+import time
 from typing import Any
 
 import redis
-from celery.signals import task_prerun, worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 from django.conf import settings
 from django.db import close_old_connections, connections
 
@@ -68,11 +69,32 @@ def connections_kept(max_age: int) -> None:
         connections[alias].settings_dict["CONN_MAX_AGE"] = max_age
 
 
+# When this process's last task ended (time.monotonic()).
+_last_task_end = float("-inf")
+
+
 @task_prerun.connect
 def database_connections_checked(sender: Any = None, **kwargs: Any) -> None:
     """Close connections past DATABASE_CONN_MAX_AGE or broken (a database restart), as Django does per request.
 
     With CELERY_DB_REUSE_MAX set, Celery no longer closes them itself, so a worker keeps
-    its connection from task to task.
+    its connection from task to task. Django then checks a kept connection (`SELECT 1`, with
+    CONN_HEALTH_CHECKS) before the task's first query: a round trip as long as a run's own
+    statements. A connection a task used without an error less than
+    WORKER_DATABASE_HEALTH_CHECK_IDLE_S ago is taken as it is; should the database have
+    restarted meanwhile, the hot path's statements reconnect and run once more
+    (execution/transitions.py; fenced on the subtask's status and attempt, so a first try that
+    did commit changes nothing), and anything else fails its task, which the reconciler repairs.
     """
     close_old_connections()
+    if time.monotonic() - _last_task_end >= settings.WORKER_DATABASE_HEALTH_CHECK_IDLE_S:
+        return
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.errors_occurred:
+            connection.health_check_done = True  # type: ignore[attr-defined]  # (not in the stubs)
+
+
+@task_postrun.connect
+def task_ended(sender: Any = None, **kwargs: Any) -> None:
+    global _last_task_end
+    _last_task_end = time.monotonic()

@@ -30,3 +30,18 @@ def test_a_worker_with_nothing_set_runs_its_tasks_on_one_connection_per_process(
     assert max(runs.values()) > 1, runs
     # Django's default age of 0 would connect anew for every task: one backend per run.
     assert all(len(backends[process]) == 1 for process in backends), dict(backends)
+
+
+def test_a_run_whose_database_connection_was_cut_records_its_outcome_on_a_new_one():
+    # The agent has PostgreSQL end the worker's connection between the run's start and its outcome, as a
+    # restart would; the next task runs right after it, within the time a worker skips its health check.
+    cut = {"callable": "tests.support.agents.connection_cut"}
+    data = plan_data(
+        subtask("cut", agent="python", input=cut),
+        subtask("after", "cut", agent="python", input=SESSION),
+        requires_approval=False,
+    )
+    plan = finished(plan_submit(owner=UserFactory(), data=data))
+    assert plan.status == PlanStatus.COMPLETED
+    runs = dict(plan.subtasks.values_list("key", "attempts"))
+    assert runs == {"cut": 1, "after": 1}, runs

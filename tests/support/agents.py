@@ -6,6 +6,7 @@ import signal
 import time
 from typing import Any
 
+import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
@@ -115,6 +116,16 @@ def superseded_meanwhile(context: dict[str, Any]) -> str:
         plan = plan_lock_for(context["subtask_id"])
         recover_lost_run(plan=plan, subtask=Subtask.objects.get(pk=context["subtask_id"]), reason="taken over")
     return "too late"
+
+
+def connection_cut(context: dict[str, Any]) -> dict[str, int]:
+    """Have PostgreSQL end the connection this process's tasks share, as a database restart would; return its pid."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    return {"process": os.getpid(), "backend": backend}
 
 
 def database_session(context: dict[str, Any]) -> dict[str, int]:
