@@ -37,8 +37,10 @@ def connections_pooled(max_size: int, *, max_idle_s: float) -> None:
     For the web: ASGI serves each request on a thread of its own, where a kept connection
     (CONN_MAX_AGE) would be one per thread, so without a pool every request connected anew,
     a few milliseconds and a server process each. A request takes a connection at its first
-    query and gives it back as it ends; connections unused for `max_idle_s` are closed, down
-    to one. Call it before the first query. `max_size` 0 leaves the settings as they are.
+    query (checked first with an empty query, as CONN_HEALTH_CHECKS asks Django's pool to do:
+    one gone with a database restart is replaced) and gives it back as it ends; connections
+    unused for `max_idle_s` are closed, down to one. Call it before the first query. `max_size`
+    0 leaves the settings as they are.
     """
     if max_size <= 0:
         return

@@ -128,3 +128,20 @@ def test_idle_streams_hold_no_database_connection(web):
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_requests_after_the_database_dropped_the_pooled_connections_are_answered(web):
+    UserFactory(username="pooled", password="pooled-password-1")
+    client = httpx.Client(base_url=web.url, timeout=15)
+    token = client.post("/api/v1/auth/token/", json={"username": "pooled", "password": "pooled-password-1"}).json()
+    client.headers["Authorization"] = f"Token {token['token']}"
+    assert client.get("/api/v1/agents/").status_code == 200
+    # As a database restart would, but leaving the event listener (which reconnects by itself) alone.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query NOT LIKE 'LISTEN%%'",
+            [WebServer.APPLICATION_NAME],
+        )
+        assert any(ended for (ended,) in cursor.fetchall())
+    assert [client.get("/api/v1/agents/").status_code for _ in range(20)] == [200] * 20
