@@ -23,7 +23,7 @@ from approvals.models import Approval
 from benchmarks import raw_celery
 from benchmarks.bench import Bench, engine_run, new_key, raw_dispatch, scenario_result, wait_stamps
 from benchmarks.client import Api, wait_finished
-from benchmarks.harness import broker
+from benchmarks.harness import broker, workers_answering
 from benchmarks.raw_workers import KEPT, raw_worker
 from benchmarks.raw_workers import wait_ready as wait_raw_ready
 from benchmarks.report import Result
@@ -63,16 +63,9 @@ class Processes:
 
     def wait_ready(self, timeout: float = 90) -> None:
         self.web.wait_ready()
-        wanted = {worker.hostname for worker in self.workers if worker.name != "docbeat"}
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = {host for reply in current_app.control.ping(timeout=0.5) or [] for host in reply}
-            if wanted <= seen:
-                break
-            dead = [worker.name for worker in self.workers if worker.process.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f"documented processes did not start ({dead or 'timeout'})")
-        wait_raw_ready(self.raw, max(1.0, deadline - time.monotonic()))
+        served = [worker for worker in self.workers if worker.name != "docbeat"]
+        workers_answering(current_app, served, what="documented processes", timeout=timeout)
+        wait_raw_ready(self.raw, timeout)
 
     def stop(self) -> None:
         self.web.stop()

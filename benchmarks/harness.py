@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import redis
-from celery import current_app
+from celery import Celery, current_app
 from django.conf import settings
 from django.db import connection
 from kombu.exceptions import ChannelError
@@ -44,6 +44,20 @@ def bench_env(*, result_backend: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def workers_answering(app: Celery, workers: list[Worker], *, what: str, timeout: float = 60) -> None:
+    """Wait until every one of these workers answers `app`'s ping; raise, with their logs' tails, if one dies first."""
+    wanted = {worker.hostname for worker in workers}
+    deadline = time.monotonic() + timeout
+    while True:
+        replies = app.control.ping(destination=list(wanted), timeout=0.5) or []
+        if wanted <= {host for reply in replies for host in reply}:
+            return
+        dead = [worker.name for worker in workers if worker.process.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            tails = "\n".join(f"--- {worker.name} ---\n{worker.tail()}" for worker in workers)
+            raise RuntimeError(f"{what} did not start ({dead or 'timeout'}):\n{tails}")
 
 
 class Stack:
@@ -107,15 +121,8 @@ class Stack:
         return f"bench-{name}@{socket.gethostname()}"
 
     def wait_for_workers(self, *names: str, timeout: float = 60) -> None:
-        hosts = {self.hostname(name) for name in names}
-        deadline = time.monotonic() + timeout
-        while True:
-            replies = current_app.control.ping(destination=list(hosts), timeout=0.5) or []
-            if hosts <= {host for reply in replies for host in reply}:
-                return
-            dead = [name for name, worker in self.workers.items() if worker.process.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                raise RuntimeError(f"benchmark workers did not start ({dead or 'timeout'}):\n{self.logs()}")
+        workers = [self.workers[name] for name in names]
+        workers_answering(current_app, workers, what="benchmark workers", timeout=timeout)
 
     def restart_subtasks(self, concurrency: int) -> None:
         """Replace the subtask worker by one with this many processes (the queue waits meanwhile)."""

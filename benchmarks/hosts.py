@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from benchmarks.bench import Bench, engine_run, scenario_result
 from benchmarks.client import wait_finished
-from benchmarks.harness import SUBTASK_CONCURRENCY
+from benchmarks.harness import SUBTASK_CONCURRENCY, workers_answering
 from benchmarks.namespaces import Host, Hosts, Unavailable
 from benchmarks.report import Result
 from benchmarks.shapes import MAX_PARALLEL, layered_plan
@@ -93,16 +93,7 @@ def start_workers(bench: Bench, host: Host) -> Worker:
 
 
 def wait_ready(workers: list[Worker], timeout: float = 90) -> None:
-    wanted = {worker.hostname for worker in workers}
-    deadline = time.monotonic() + timeout
-    while True:
-        replies = current_app.control.ping(destination=list(wanted), timeout=0.5) or []
-        if wanted <= {name for reply in replies for name in reply}:
-            return
-        dead = [worker.name for worker in workers if worker.process.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            tails = "\n".join(f"--- {worker.name} ---\n{worker.tail()}" for worker in workers)
-            raise RuntimeError(f"the hosts' workers did not start ({dead or 'timeout'}):\n{tails}")
+    workers_answering(current_app, workers, what="the hosts' workers", timeout=timeout)
 
 
 def machine_cpu() -> tuple[float, float]:

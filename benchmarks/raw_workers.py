@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from benchmarks import raw_celery
-from benchmarks.harness import queued_messages
+from benchmarks.harness import queued_messages, workers_answering
 from scripts.processes import ROOT, Worker
 
 # The shell's own variables a worker keeps; beside them it is told only the broker's URL.
@@ -32,16 +32,7 @@ def raw_worker(name: str, concurrency: int, log_dir: Path, *extra: str) -> Worke
 
 def wait_ready(workers: list[Worker], timeout: float = 60) -> None:
     """Wait until every one of these raw workers answers a ping."""
-    wanted = {worker.hostname for worker in workers}
-    deadline = time.monotonic() + timeout
-    while True:
-        replies = raw_celery.app.control.ping(destination=list(wanted), timeout=0.5) or []
-        if wanted <= {host for reply in replies for host in reply}:
-            return
-        dead = [worker.name for worker in workers if worker.process.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            tails = "\n".join(f"--- {worker.name} ---\n{worker.tail()}" for worker in workers)
-            raise RuntimeError(f"raw workers did not start ({dead or 'timeout'}):\n{tails}")
+    workers_answering(raw_celery.app, workers, what="raw workers", timeout=timeout)
 
 
 class RawWorkers:
