@@ -1,10 +1,13 @@
 """Many votes in one request (POST /approvals/decide/): each as approval_decide makes it, independently, in bulk.
 
-The votes go in transactions of MANY_PER_TRANSACTION, each vote in a savepoint of its own,
-so a refused vote undoes only itself; the resumes of the committed votes are sent together
-once the last transaction ends (canvas.sends_held), as one transaction's would. A transaction
-locks its plans, then its approvals, each set in one statement in the order of their ids, so
-two such requests cannot deadlock; the executions are read in one statement more.
+The votes go in transactions of MANY_PER_TRANSACTION. A vote is refused (vote_check) before
+it writes anything, so a refused vote leaves the others as they are; should a vote fail
+while it writes (a conflict the locks rule out), its transaction is undone and made again
+with each vote in a savepoint of its own, so that only the failing vote is lost. The resumes
+of the committed votes are sent together once the last transaction ends (canvas.sends_held),
+as one transaction's would. A transaction locks its plans, then its approvals, each set in
+one statement in the order of their ids, so two such requests cannot deadlock; the
+executions are read in one statement more.
 """
 
 from collections.abc import Mapping, Sequence
@@ -16,9 +19,10 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import prefetch_related_objects
 
+from approvals.errors import AlreadyDecided
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import approvals_visible_to
-from approvals.services import AlreadyDecided, _vote
+from approvals.services import vote_check, vote_record
 from common.errors import DomainError
 from execution.canvas import sends_held
 from execution.engine.plan_flow import plan_lock
@@ -45,13 +49,20 @@ def approvals_decide_many(
     with sends_held():
         for start in range(0, len(decisions), MANY_PER_TRANSACTION):
             chunk = decisions[start : start + MANY_PER_TRANSACTION]
-            outcomes += _decide_together(chunk, plan_of=plan_of, user=user, channel=channel)
+            try:
+                outcomes += _decide_together(chunk, plan_of=plan_of, user=user, channel=channel, savepoints=False)
+            except _WriteFailed:
+                outcomes += _decide_together(chunk, plan_of=plan_of, user=user, channel=channel, savepoints=True)
     return outcomes
+
+
+class _WriteFailed(Exception):
+    """A vote failed while it wrote: its transaction is undone, to be made again vote by vote."""
 
 
 @transaction.atomic
 def _decide_together(
-    decisions: Sequence[Mapping[str, Any]], *, plan_of: dict[UUID, UUID], user: User, channel: str
+    decisions: Sequence[Mapping[str, Any]], *, plan_of: dict[UUID, UUID], user: User, channel: str, savepoints: bool
 ) -> list[Outcome]:
     """Make these votes in one transaction (see the module's docstring)."""
     seen = [decision["id"] for decision in decisions if decision["id"] in plan_of]
@@ -78,28 +89,45 @@ def _decide_together(
             approvals[approval_id] = Approval.objects.select_related("subtask").get(pk=approval_id)
         touched.add(plan_id)
         approvals[approval_id].plan = plans[plan_id]
-        outcomes.append(_vote_one(approvals[approval_id], user=user, channel=channel, decision=decision))
+        vote = _vote_one(approvals[approval_id], user=user, channel=channel, decision=decision, savepoint=savepoints)
+        outcomes.append(vote)
     return outcomes
 
 
-def _vote_one(approval: Approval, *, user: User, channel: str, decision: Mapping[str, Any]) -> Outcome:
-    """Record one vote in a savepoint of its own; return the approval's status, and the error if refused.
+def _vote_one(approval: Approval, *, user: User, channel: str, decision: Mapping[str, Any], savepoint: bool) -> Outcome:
+    """Check one vote, then record it (in a savepoint of its own if `savepoint`); return the status and the error.
 
     A tool call's vote and decision write their events in one statement (a plan's start may
     read the plan's counters, so a plan approval's are written as they come).
     """
     approve = decision["approve"]
-    fields = {"reason": decision.get("reason", "")}
-    if approve:
-        fields.update(
-            arguments=decision.get("arguments"), result=decision.get("result"), remember=decision.get("remember")
-        )
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    reason = decision.get("reason", "")
+    arguments, result, remember = (
+        (decision.get("arguments"), decision.get("result"), decision.get("remember")) if approve else (None, None, None)
+    )
+    plan = approval.plan
+    try:
+        vote_check(plan, approval, user=user, status=status, arguments=arguments, remember=remember)
+    except DomainError as error:
+        return approval.status, error  # read under the locks, and nothing was written
     batched = events_batched(plan_id=approval.plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
     try:
-        with transaction.atomic(), batched:
-            expired = _vote(approval.plan, approval, user=user, channel=channel, status=status, **fields)
+        with transaction.atomic() if savepoint else nullcontext(), batched:
+            expired = vote_record(
+                plan,
+                approval,
+                user=user,
+                channel=channel,
+                status=status,
+                reason=reason,
+                arguments=arguments,
+                result=result,
+                remember=remember,
+            )
     except DomainError as error:
+        if not savepoint:
+            raise _WriteFailed() from error
         return Approval.objects.values_list("status", flat=True).get(pk=approval.pk), error
     if expired is not None:  # its expiry stands: the vote came too late
         return expired.status, AlreadyDecided(expired)

@@ -10,6 +10,7 @@ them through ApprovalsGate, registered in approvals/apps.py.
 
 import logging
 from collections.abc import Collection
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -19,18 +20,24 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from approvals.errors import (
+    AlreadyDecided,
+    AlreadyVoted,
+    ApprovalNotFound,
+    ChangesNotApplicable,
+    VoteInvalid,
+    VoteRefused,
+)
 from approvals.grants import grant_applying, grant_make, remember_problem
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import plan_rule, policy_rules, result_from_client, tool_call_rule
 from approvals.rules import Rule
 from approvals.selectors import NOT_AN_APPROVER, vote_refusal
-from approvals.states import APPROVAL_TRANSITIONS
-from common.errors import DomainError
+from approvals.transitions import approval_payload, approval_transition, approvals_transition
 from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
 from execution.engine.waits import subtask_decision_apply
-from execution.events import event_append, events_append, events_batched
+from execution.events import event_append, events_batched
 from execution.services import operation_require
-from execution.states import allowed
 from plans.models import Plan, Subtask
 from plans.revisions import StaleRevision
 from plans.selectors import can_approve
@@ -38,59 +45,6 @@ from plans.selectors import can_approve
 logger = logging.getLogger(__name__)
 
 EXPIRE_BATCH = 200
-
-
-class AlreadyDecided(DomainError):
-    """The approval was decided before; `status` is what it became."""
-
-    code = "already_decided"
-    http_status = 409
-
-    def __init__(self, approval: Approval) -> None:
-        self.status = approval.status
-        super().__init__(f"This approval is already {approval.status}.", details={"status": approval.status})
-
-
-class AlreadyVoted(DomainError):
-    """The user has voted on this approval before."""
-
-    code = "already_voted"
-    http_status = 409
-
-    def __init__(self) -> None:
-        super().__init__("You have already voted on this approval.")
-
-
-class VoteRefused(DomainError):
-    """The user may see the approval but not vote on it; `reason` says why."""
-
-    code = "permission_denied"
-    http_status = 403
-    MESSAGES = {
-        NOT_AN_APPROVER: "You are not one of this approval's approvers.",
-        "requester_cannot_approve": "The plan's owner may not vote on this approval (separate_requester).",
-    }
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(self.MESSAGES.get(reason, "You may not vote on this approval."), details={"reason": reason})
-
-
-class VoteInvalid(DomainError):
-    code = "validation_error"
-    http_status = 400
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", details={field: [message]})
-
-
-class ChangesNotApplicable(DomainError):
-    """Changes were asked for where they cannot be: on a tool call, or with an approval."""
-
-    code = "validation_error"
-    http_status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, details={"request_changes": [message]})
 
 
 # --- Asking, and what the engine calls ----------------------------------------------------------------
@@ -337,15 +291,25 @@ def _expire(plan: Plan, approval: Approval) -> None:
 def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> Approval:
     expired = None
     with transaction.atomic():
-        # The plan first (the one lock order), found through the approval in one query.
-        plan = Plan.objects.select_for_update(of=("self",)).get(approvals__id=approval_id)
-        approval = Approval.objects.select_for_update(of=("self",)).select_related("subtask").get(pk=approval_id)
-        approval.plan = plan
-        if user is None:
-            decision.pop("remember", None)  # the system remembers nothing
-            _decide(plan, approval, user=None, **decision)
-        else:
-            expired = _vote(plan, approval, user=user, **decision)
+        # The plan first (the one lock order), found through the approval; then, under its lock, the
+        # approval with its subtask, plan and execution in one statement: rows read after the lock are current.
+        if not Plan.objects.select_for_update(of=("self",)).filter(approvals__id=approval_id).values_list("pk"):
+            raise ApprovalNotFound()
+        approval = (
+            Approval.objects.select_for_update(of=("self",))
+            .select_related("subtask", "plan__execution")
+            .get(pk=approval_id)
+        )
+        plan = approval.plan
+        # A tool call's vote and decision write their events in one statement (a plan approval's
+        # start may read the plan's counters, so those are written as they come).
+        batched = events_batched(plan_id=plan.pk) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
+        with batched:
+            if user is None:
+                decision.pop("remember", None)  # the system remembers nothing
+                _decide(plan, approval, user=None, **decision)
+            else:
+                expired = _vote(plan, approval, user=user, **decision)
     if expired is not None:  # committed: the expiry stands, the vote came too late
         raise AlreadyDecided(expired)
     return approval
@@ -368,15 +332,90 @@ def _vote(
 
     A reject decides at once; approves decide when the distinct approving voters reach the
     quorum. Return the approval when it was overdue: its `on_expiry` was applied instead,
-    and the caller raises AlreadyDecided once that is committed.
+    and the caller raises AlreadyDecided once that is committed. Refused (vote_check) before
+    anything is written.
+    """
+    vote_check(
+        plan,
+        approval,
+        user=user,
+        status=status,
+        arguments=arguments,
+        request_changes=request_changes,
+        remember=remember,
+    )
+    return vote_record(
+        plan,
+        approval,
+        user=user,
+        channel=channel,
+        status=status,
+        reason=reason,
+        arguments=arguments,
+        result=result,
+        request_changes=request_changes,
+        remember=remember,
+    )
+
+
+def vote_check(
+    plan: Plan,
+    approval: Approval,
+    *,
+    user: User,
+    status: str,
+    arguments: dict[str, Any] | None = None,
+    request_changes: bool = False,
+    remember: str | None = None,
+) -> None:
+    """Raise why the user's vote is refused (AlreadyDecided, VoteRefused, VoteInvalid, AlreadyVoted), reading only.
+
+    An overdue approval passes: vote_record applies its `on_expiry` instead of the vote.
     """
     if approval.status != ApprovalStatus.PENDING:
         raise AlreadyDecided(approval)
-    if approval.expires_at is not None and approval.expires_at <= timezone.now():
+    refusal = vote_refusal(user, approval)
+    if refusal:  # before the expiry: only someone who may vote on it makes an overdue approval expire
+        raise VoteRefused(refusal)
+    if _overdue(approval):
+        return
+    if request_changes and approval.kind != ApprovalKind.PLAN:
+        raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")
+    approved = status == ApprovalStatus.APPROVED
+    if approved and approval.quorum > 1 and arguments is not None:
+        raise VoteInvalid(
+            "arguments", f"A vote may not edit the arguments when {approval.quorum} approvers must agree."
+        )
+    problem = remember_problem(plan, approval, remember) if remember else ""
+    if problem:
+        raise VoteInvalid("remember", problem)
+    # At a quorum of one any earlier vote decided the approval, so a pending one has none.
+    if approval.quorum > 1 and Vote.objects.filter(approval=approval, user=user).exists():
+        raise AlreadyVoted()
+
+
+def _overdue(approval: Approval) -> bool:
+    return approval.expires_at is not None and approval.expires_at <= timezone.now()
+
+
+def vote_record(
+    plan: Plan,
+    approval: Approval,
+    *,
+    user: User,
+    channel: str,
+    status: str,
+    reason: str = "",
+    arguments: dict[str, Any] | None = None,
+    result: Any = None,
+    request_changes: bool = False,
+    remember: str | None = None,
+) -> Approval | None:
+    """Record a vote vote_check let through (see _vote); return the approval if it was overdue and expired instead."""
+    if _overdue(approval):
         _expire(plan, approval)
         return approval
     approved = status == ApprovalStatus.APPROVED
-    _vote_check(plan, approval, user=user, approved=approved, arguments=arguments, remember=remember)
     Vote.objects.create(
         approval=approval,
         user=user,
@@ -402,30 +441,6 @@ def _vote(
     if remember and approval.status == ApprovalStatus.APPROVED:
         grant_make(plan, approval, scope=remember, user=user)
     return None
-
-
-def _vote_check(
-    plan: Plan,
-    approval: Approval,
-    *,
-    user: User,
-    approved: bool,
-    arguments: dict[str, Any] | None,
-    remember: str | None,
-) -> None:
-    """Raise why the user's vote on a pending approval is refused (VoteRefused, VoteInvalid, AlreadyVoted), if it is."""
-    refusal = vote_refusal(user, approval)
-    if refusal:
-        raise VoteRefused(refusal)
-    if approved and approval.quorum > 1 and arguments is not None:
-        raise VoteInvalid(
-            "arguments", f"A vote may not edit the arguments when {approval.quorum} approvers must agree."
-        )
-    problem = remember_problem(plan, approval, remember) if remember else ""
-    if problem:
-        raise VoteInvalid("remember", problem)
-    if Vote.objects.filter(approval=approval, user=user).exists():
-        raise AlreadyVoted()
 
 
 def _voted(plan: Plan, approval: Approval, *, user: User, approved: bool) -> int:
@@ -503,88 +518,3 @@ def _decide(
             reason=reason,
             actor=actor,
         )
-
-
-# --- The one writer of an approval's status ------------------------------------------------------------
-
-
-def approval_transition(*, approval: Approval, to: str, **decision: Any) -> None:
-    """Decide one pending approval (`decision`: as approvals_transition takes it); AlreadyDecided if decided before."""
-    if not approvals_transition(approvals=[approval], to=to, **decision):
-        if approval.status == ApprovalStatus.PENDING:  # decided meanwhile: say how
-            approval.status = Approval.objects.values_list("status", flat=True).get(pk=approval.pk)
-        raise AlreadyDecided(approval)
-
-
-def approvals_transition(
-    *,
-    approvals: list[Approval],
-    to: str,
-    reason: str,
-    decided_by: User | None = None,
-    channel: str = "",
-    edited_arguments: dict[str, Any] | None = None,
-    result: Any = None,
-) -> list[Approval]:
-    """Decide pending approvals of one plan the same way, each only if still pending; return those decided.
-
-    Checked against approvals/states.py and made with a conditional UPDATE on status
-    "pending", so of two decisions arriving at once exactly one wins; the approval.resolved
-    events are written in the same transaction. The caller holds the plan's lock, under
-    which the plan's approvals are decided, so those it read pending are still pending.
-    """
-    pending = [approval for approval in approvals if allowed(APPROVAL_TRANSITIONS, approval.status, to)]
-    if not pending:
-        return []
-    fields: dict[str, Any] = {
-        "status": to,
-        "decided_by": decided_by,
-        "decided_at": timezone.now(),
-        "reason": reason,
-        "channel": channel,
-        "edited_arguments": edited_arguments,
-        "result": result,
-    }
-    with transaction.atomic(savepoint=False):
-        changed = Approval.objects.filter(pk__in=[a.pk for a in pending], status=ApprovalStatus.PENDING).update(
-            **fields
-        )
-        if changed != len(pending):
-            if changed:  # half made: the caller's transaction must not commit it
-                raise AlreadyDecided(pending[0])
-            return []
-        for approval in pending:
-            for name, value in fields.items():
-                setattr(approval, name, value)
-        events_append(
-            plan_id=pending[0].plan_id,
-            events=[("approval.resolved", approval_payload(approval)) for approval in pending],
-        )
-    return pending
-
-
-def approval_payload(approval: Approval) -> dict[str, Any]:
-    """Return what the approval events say about an approval."""
-    payload: dict[str, Any] = {
-        "approval_id": approval.pk,
-        "kind": approval.kind,
-        "status": approval.status,
-    }
-    if approval.policy:
-        payload["policy"] = approval.policy
-    if approval.kind == ApprovalKind.TOOL_CALL and approval.subtask is not None:
-        payload.update(
-            subtask_id=approval.subtask_id,
-            subtask_key=approval.subtask.key,
-            tool=approval.tool,
-            arguments=approval.arguments,
-        )
-    if approval.status == ApprovalStatus.PENDING:
-        payload["expires_at"] = approval.expires_at
-    else:
-        payload.update(
-            reason=approval.reason,
-            decided_by=approval.decided_by.get_username() if approval.decided_by else "system",
-            channel=approval.channel,
-        )
-    return payload

@@ -27,9 +27,10 @@ from rich.prompt import Prompt
 from rich.table import Table
 from rich.text import Text
 
+from approvals.errors import AlreadyDecided, AlreadyVoted, VoteInvalid, VoteRefused
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.selectors import approvals_visible_to, can_decide
-from approvals.services import AlreadyDecided, AlreadyVoted, VoteInvalid, VoteRefused, approval_decide
+from approvals.services import approval_decide
 from common.palette import STATUS_COLOURS, status_colour
 from common.text import printable
 from execution.deltas import DELTA_CHANNEL

@@ -302,8 +302,10 @@ WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 WEB_MAX_CONCURRENT_REQUESTS = env.int("WEB_MAX_CONCURRENT_REQUESTS", default=16)
 # The PostgreSQL connections of one web process come from a pool of at most this many
 # (config/database.py; 0: none, each request connects anew unless DATABASE_CONN_MAX_AGE says
-# otherwise); those unused for WEB_DATABASE_POOL_MAX_IDLE_S are closed, down to one.
-WEB_DATABASE_POOL_SIZE = env.int("WEB_DATABASE_POOL_SIZE", default=8)
+# otherwise); those unused for WEB_DATABASE_POOL_MAX_IDLE_S are closed, down to one. One, as a
+# synchronous worker process has: its views use the CPU one at a time anyway (there is one
+# process per core), and the connections stay one per process however many clients stream.
+WEB_DATABASE_POOL_SIZE = env.int("WEB_DATABASE_POOL_SIZE", default=1)
 WEB_DATABASE_POOL_MAX_IDLE_S = env.float("WEB_DATABASE_POOL_MAX_IDLE_S", default=10.0)
 
 # Live event streams (GET /plans/{id}/events/ as Server-Sent Events): at most this many open

@@ -1,17 +1,18 @@
 """Approval endpoints: list approvals, vote to approve or reject one; the rules in force; revoke a grant."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import django_filters
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +34,7 @@ from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_awaiting, approvals_visible_to
 from approvals.services import approval_decide
+from common.errors import DomainError
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -70,13 +72,25 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             .order_by("requested_at")
         )
 
-    def _visible_id(self) -> Any:
-        """Return the id in the URL if the caller may see that approval (else 404), reading nothing else."""
+    def _url_id(self) -> uuid.UUID:
         try:
-            found = approvals_visible_to(self.request.user).filter(pk=self.kwargs["pk"]).values_list("pk", flat=True)
-            return found.get()
-        except (Approval.DoesNotExist, ValueError, ValidationError):
+            return uuid.UUID(self.kwargs["pk"])
+        except ValueError:
             raise NotFound() from None
+
+    @contextmanager
+    def _hidden_as_not_found(self) -> Iterator[None]:
+        """Answer 404 instead of any refusal (a bad body, a decided approval, a 403) if the caller may not see it.
+
+        A vote reads who may see the approval only when it is refused: a vote that counts costs no query for it.
+        """
+        try:
+            yield
+        except (APIException, DomainError):
+            visible = approvals_visible_to(self.request.user).filter(pk=self._url_id())
+            if not visible.exists():
+                raise NotFound() from None
+            raise
 
     @extend_schema(
         summary="List approvals, oldest first", responses={200: ApprovalSerializer(many=True), **errors(400, 401, 404)}
@@ -101,12 +115,12 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
-        approval_id = self._visible_id()
-        body = ApproveSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        decided = approval_decide(
-            approval_id=approval_id, decided_by=authenticated_user(request), approve=True, **body.decision()
-        )
+        with self._hidden_as_not_found():
+            body = ApproveSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            decided = approval_decide(
+                approval_id=self._url_id(), decided_by=authenticated_user(request), approve=True, **body.decision()
+            )
         return Response(_shown(decided))
 
     @extend_schema(
@@ -144,16 +158,16 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str) -> Response:
-        approval_id = self._visible_id()
-        body = RejectSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        decided = approval_decide(
-            approval_id=approval_id,
-            decided_by=authenticated_user(request),
-            approve=False,
-            reason=body.validated_data["reason"],
-            request_changes=body.validated_data["request_changes"],
-        )
+        with self._hidden_as_not_found():
+            body = RejectSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            decided = approval_decide(
+                approval_id=self._url_id(),
+                decided_by=authenticated_user(request),
+                approve=False,
+                reason=body.validated_data["reason"],
+                request_changes=body.validated_data["request_changes"],
+            )
         return Response(_shown(decided))
 
 

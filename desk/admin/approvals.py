@@ -22,18 +22,12 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince, timeuntil
 
+from approvals.errors import AlreadyDecided, AlreadyVoted, ChangesNotApplicable, VoteInvalid, VoteRefused
 from approvals.models import QUEUE_ORDER, Approval, ApprovalKind, ApprovalStatus, Channel, Vote, VoteDecision
 from approvals.policy import policy_rules
 from approvals.rules import rules_describe
 from approvals.selectors import approvals_awaiting, approvals_visible_to, can_decide
-from approvals.services import (
-    AlreadyDecided,
-    AlreadyVoted,
-    ChangesNotApplicable,
-    VoteInvalid,
-    VoteRefused,
-    approval_decide,
-)
+from approvals.services import approval_decide
 from desk.access import StaffReadOnly
 from desk.admin.plans import plan_picture
 from desk.display import badge, json_text, plan_link, pretty_json, subtask_link

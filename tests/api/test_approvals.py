@@ -1,9 +1,13 @@
 """Approval endpoints: list and filters, decisions, conflicts, and who may see and decide."""
 
 import threading
+from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from approvals.models import Approval
 from approvals.services import approval_request
@@ -169,6 +173,27 @@ class TestPermissions:
             other.post(f"{APPROVALS}{tool_approval.pk}/reject/", {"reason": "x"}, format="json"), 404, "not_found"
         )
         assert Approval.objects.get(pk=tool_approval.pk).status == "pending"
+
+    def test_others_get_404_whatever_else_would_refuse_their_vote(self, plan, tool_approval, stranger, owner):
+        other = client_for(stranger)
+        url = f"{APPROVALS}{tool_approval.pk}/"
+        assert_error(other.post(f"{url}approve/", {"arguments": "not an object"}, format="json"), 404, "not_found")
+        malformed = other.post(f"{url}reject/", "{", content_type="application/json")
+        assert_error(malformed, 404, "not_found")
+        overdue = timezone.now() - timedelta(seconds=1)
+        Approval.objects.filter(pk=tool_approval.pk).update(expires_at=overdue)
+        assert_error(other.post(f"{url}approve/", {}, format="json"), 404, "not_found")
+        assert Approval.objects.get(pk=tool_approval.pk).status == "pending"  # not expired by an outsider's vote
+        assert_error(client_for(owner).post(f"{url}approve/", {}, format="json"), 409, "already_decided")
+        assert_error(other.post(f"{url}approve/", {}, format="json"), 404, "not_found")
+        assert_error(other.post(f"{APPROVALS}{uuid4()}/approve/", {}, format="json"), 404, "not_found")
+        assert_error(client_for(owner).post(f"{APPROVALS}{uuid4()}/reject/", {}, format="json"), 404, "not_found")
+
+    def test_a_vote_that_counts_reads_nothing_about_who_may_see_it(self, tool_approval, owner):
+        with CaptureQueriesContext(connection) as queries:
+            answer = client_for(owner).post(f"{APPROVALS}{tool_approval.pk}/approve/", {}, format="json")
+        assert answer.status_code == 200
+        assert not [query for query in queries if "auth_group" in query["sql"]]
 
     def test_an_approver_decides_anyones_approval(self, tool_approval, approver):
         client = client_for(approver)

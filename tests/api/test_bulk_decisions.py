@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from approvals import bulk
+from approvals.errors import VoteInvalid
 from approvals.models import Approval
 from execution import canvas
 from execution.events import events_append, events_batched
@@ -20,8 +21,9 @@ from tests.support.factories import plan_data, subtask
 pytestmark = pytest.mark.django_db
 
 DECIDE = "/api/v1/approvals/decide/"
-# SAVEPOINT, the earlier vote looked for, the vote, the approval, the subtask, the events, RELEASE.
-STATEMENTS_PER_VOTE = 7
+# The vote, the approval, the subtask, the events: no savepoint (a vote is refused before it writes)
+# and, at a quorum of one, no earlier vote to look for (a pending approval has none).
+STATEMENTS_PER_VOTE = 4
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ def test_a_vote_refused_midway_undoes_only_itself(owner, monkeypatch):
 
     def failing_for_the_second(**kwargs):
         if kwargs["approval_id"] == second.pk:
-            raise services.VoteInvalid("result", "refused for the test")
+            raise VoteInvalid("result", "refused for the test")
         return real(**kwargs)
 
     monkeypatch.setattr(services, "subtask_decision_apply", failing_for_the_second)
@@ -117,6 +119,26 @@ def test_a_vote_refused_midway_undoes_only_itself(owner, monkeypatch):
     assert second.votes.count() == 0
     assert Subtask.objects.get(pk=second.subtask_id).status == "waiting_approval"
     assert first.votes.count() == 1
+    assert Event.objects.filter(plan_id=first.plan_id, type="approval.resolved").count() == 1
+    assert not Event.objects.filter(plan_id=second.plan_id, type__in=["approval.voted", "approval.resolved"]).exists()
+
+
+def test_refused_votes_cost_no_savepoint_and_leave_the_others(owner, stranger):
+    approvals = parked(owner, 3)
+    body = approve_all(approvals)
+    body["decisions"].insert(0, {"id": str(approvals[2].pk), "decision": "reject", "reason": "no"})
+    body["decisions"].insert(2, {"id": str(approvals[0].pk), "decision": "reject", "reason": "too late"})
+    with CaptureQueriesContext(connection) as queries:
+        answer = client_for(owner).post(DECIDE, body, format="json")
+    assert [(item["status"], item.get("error", {}).get("code")) for item in answer.json()["results"]] == [
+        ("rejected", None),
+        ("approved", None),
+        ("approved", "already_decided"),
+        ("approved", None),
+        ("rejected", "already_decided"),
+    ]
+    # One transaction (a savepoint inside the test's own): none per vote.
+    assert [query["sql"].split()[0] for query in queries if "SAVEPOINT" in query["sql"]] == ["SAVEPOINT", "RELEASE"]
 
 
 def test_a_thousand_votes_fit_in_one_request_and_more_are_refused(owner):

@@ -5,9 +5,10 @@ import json
 import pytest
 from django.contrib.auth.models import Group, Permission
 
+from approvals.errors import VoteInvalid
 from approvals.grants import GrantNotFound, GrantRevokeRefused, grant_revoke, grants_of_plan
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Grant
-from approvals.services import VoteInvalid, approval_decide
+from approvals.services import approval_decide
 from execution.services import plan_submit
 from plans.models import Plan, PlanStatus
 from tests.support.factories import UserFactory, plan_data, subtask

@@ -7,17 +7,10 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
+from approvals.errors import AlreadyDecided, AlreadyVoted, VoteInvalid, VoteRefused
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.selectors import approvals_visible_to, plans_visible_to_voters
-from approvals.services import (
-    AlreadyDecided,
-    AlreadyVoted,
-    VoteInvalid,
-    VoteRefused,
-    approval_decide,
-    approvals_expire_overdue,
-    plan_approve,
-)
+from approvals.services import approval_decide, approvals_expire_overdue, plan_approve
 from execution.agents.base import ToolCalls
 from execution.agents.definitions import agent_from_definition
 from execution.services import plan_submit

@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from approvals.errors import AlreadyDecided
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
-from approvals.services import AlreadyDecided, ApprovalsGate, approval_decide, approvals_expire_overdue
+from approvals.services import ApprovalsGate, approval_decide, approvals_expire_overdue
 from execution.engine.approval_gate import approval_gate
 from execution.services import plan_cancel, plan_submit
 from plans.models import Plan, PlanStatus

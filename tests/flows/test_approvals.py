@@ -7,8 +7,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from approvals.errors import AlreadyDecided
 from approvals.models import Approval, ApprovalStatus
-from approvals.services import AlreadyDecided, approval_decide, plan_approve
+from approvals.services import approval_decide, plan_approve
 from execution.models import ExecState, ExecutionState
 from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus

@@ -11,9 +11,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.text import Text
 
+from approvals.errors import AlreadyDecided, AlreadyVoted, VoteRefused
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import can_decide
-from approvals.services import AlreadyDecided, AlreadyVoted, VoteRefused, approval_decide, plan_approve
+from approvals.services import approval_decide, plan_approve
 from cli import console as ui
 from cli.revisions import diff_report
 from common.text import printable
