@@ -293,9 +293,9 @@ def _update(
     queryset = Subtask.objects.filter(pk__in=ids, status=current, attempts=attempts)
     if task_ids is None:
         return queryset.update(**values)
-    # One statement gives each subtask its own task id.
+    # One statement gives each subtask its own task id (a CASE unless there is one: a resume).
     task_id = Case(*(When(pk=pk, then=Value(task_ids[pk])) for pk in ids), output_field=CharField())
-    return queryset.update(**values, task_id=task_id)
+    return queryset.update(**values, task_id=task_id if len(ids) > 1 else task_ids[ids[0]])
 
 
 def _conflict(group: list[Subtask], *, current: str, to: str) -> TransitionConflict:
