@@ -22,7 +22,7 @@ from django.db.models import prefetch_related_objects
 from approvals.errors import AlreadyDecided
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
 from approvals.selectors import approvals_visible_to
-from approvals.services import vote_check, vote_record
+from approvals.services import Ballot, vote_check, vote_record
 from common.errors import DomainError
 from execution.canvas import sends_held
 from execution.engine.plan_flow import plan_lock
@@ -101,30 +101,23 @@ def _vote_one(approval: Approval, *, user: User, channel: str, decision: Mapping
     read the plan's counters, so a plan approval's are written as they come).
     """
     approve = decision["approve"]
-    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
-    reason = decision.get("reason", "")
-    arguments, result, remember = (
-        (decision.get("arguments"), decision.get("result"), decision.get("remember")) if approve else (None, None, None)
+    ballot = Ballot(
+        user=user,
+        status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
+        channel=channel,
+        reason=decision.get("reason", ""),
+        arguments=decision.get("arguments") if approve else None,
+        result=decision.get("result") if approve else None,
+        remember=decision.get("remember") if approve else None,
     )
-    plan = approval.plan
     try:
-        vote_check(plan, approval, user=user, status=status, arguments=arguments, remember=remember)
+        vote_check(approval.plan, approval, ballot)
     except DomainError as error:
         return approval.status, error  # read under the locks, and nothing was written
     batched = events_batched(plan_id=approval.plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
     try:
         with transaction.atomic() if savepoint else nullcontext(), batched:
-            expired = vote_record(
-                plan,
-                approval,
-                user=user,
-                channel=channel,
-                status=status,
-                reason=reason,
-                arguments=arguments,
-                result=result,
-                remember=remember,
-            )
+            expired = vote_record(approval.plan, approval, ballot)
     except DomainError as error:
         if not savepoint:
             raise _WriteFailed() from error

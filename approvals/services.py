@@ -11,6 +11,7 @@ them through ApprovalsGate, registered in approvals/apps.py.
 import logging
 from collections.abc import Collection
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -215,7 +216,7 @@ def plan_approve(
             plan_decision_apply(plan=plan, approved=True, actor=user.get_username())
         else:
             approval.plan = plan
-            expired = _vote(plan, approval, user=user, channel=channel, status=ApprovalStatus.APPROVED)
+            expired = _vote(plan, approval, Ballot(user=user, status=ApprovalStatus.APPROVED, channel=channel))
     if expired is not None:
         raise AlreadyDecided(expired)
     return plan
@@ -309,25 +310,31 @@ def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> A
                 decision.pop("remember", None)  # the system remembers nothing
                 _decide(plan, approval, user=None, **decision)
             else:
-                expired = _vote(plan, approval, user=user, **decision)
+                expired = _vote(plan, approval, Ballot(user=user, **decision))
     if expired is not None:  # committed: the expiry stands, the vote came too late
         raise AlreadyDecided(expired)
     return approval
 
 
-def _vote(
-    plan: Plan,
-    approval: Approval,
-    *,
-    user: User,
-    channel: str,
-    status: str,
-    reason: str = "",
-    arguments: dict[str, Any] | None = None,
-    result: Any = None,
-    request_changes: bool = False,
-    remember: str | None = None,
-) -> Approval | None:
+@dataclass(frozen=True)
+class Ballot:
+    """One person's vote as it was cast: approve or reject (`status`), and what came with it."""
+
+    user: User
+    status: str
+    channel: str = Channel.API
+    reason: str = ""
+    arguments: dict[str, Any] | None = None
+    result: Any = None
+    request_changes: bool = False
+    remember: str | None = None
+
+    @property
+    def approves(self) -> bool:
+        return self.status == ApprovalStatus.APPROVED
+
+
+def _vote(plan: Plan, approval: Approval, ballot: Ballot) -> Approval | None:
     """Record one person's vote (the caller holds the plan's and the approval's locks); decide when it settles it.
 
     A reject decides at once; approves decide when the distinct approving voters reach the
@@ -335,62 +342,33 @@ def _vote(
     and the caller raises AlreadyDecided once that is committed. Refused (vote_check) before
     anything is written.
     """
-    vote_check(
-        plan,
-        approval,
-        user=user,
-        status=status,
-        arguments=arguments,
-        request_changes=request_changes,
-        remember=remember,
-    )
-    return vote_record(
-        plan,
-        approval,
-        user=user,
-        channel=channel,
-        status=status,
-        reason=reason,
-        arguments=arguments,
-        result=result,
-        request_changes=request_changes,
-        remember=remember,
-    )
+    vote_check(plan, approval, ballot)
+    return vote_record(plan, approval, ballot)
 
 
-def vote_check(
-    plan: Plan,
-    approval: Approval,
-    *,
-    user: User,
-    status: str,
-    arguments: dict[str, Any] | None = None,
-    request_changes: bool = False,
-    remember: str | None = None,
-) -> None:
-    """Raise why the user's vote is refused (AlreadyDecided, VoteRefused, VoteInvalid, AlreadyVoted), reading only.
+def vote_check(plan: Plan, approval: Approval, ballot: Ballot) -> None:
+    """Raise why the vote is refused (AlreadyDecided, VoteRefused, VoteInvalid, AlreadyVoted, ...), reading only.
 
     An overdue approval passes: vote_record applies its `on_expiry` instead of the vote.
     """
     if approval.status != ApprovalStatus.PENDING:
         raise AlreadyDecided(approval)
-    refusal = vote_refusal(user, approval)
+    refusal = vote_refusal(ballot.user, approval)
     if refusal:  # before the expiry: only someone who may vote on it makes an overdue approval expire
         raise VoteRefused(refusal)
     if _overdue(approval):
         return
-    if request_changes and approval.kind != ApprovalKind.PLAN:
+    if ballot.request_changes and approval.kind != ApprovalKind.PLAN:
         raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")
-    approved = status == ApprovalStatus.APPROVED
-    if approved and approval.quorum > 1 and arguments is not None:
+    if ballot.approves and approval.quorum > 1 and ballot.arguments is not None:
         raise VoteInvalid(
             "arguments", f"A vote may not edit the arguments when {approval.quorum} approvers must agree."
         )
-    problem = remember_problem(plan, approval, remember) if remember else ""
+    problem = remember_problem(plan, approval, ballot.remember) if ballot.remember else ""
     if problem:
         raise VoteInvalid("remember", problem)
     # At a quorum of one any earlier vote decided the approval, so a pending one has none.
-    if approval.quorum > 1 and Vote.objects.filter(approval=approval, user=user).exists():
+    if approval.quorum > 1 and Vote.objects.filter(approval=approval, user=ballot.user).exists():
         raise AlreadyVoted()
 
 
@@ -398,48 +376,36 @@ def _overdue(approval: Approval) -> bool:
     return approval.expires_at is not None and approval.expires_at <= timezone.now()
 
 
-def vote_record(
-    plan: Plan,
-    approval: Approval,
-    *,
-    user: User,
-    channel: str,
-    status: str,
-    reason: str = "",
-    arguments: dict[str, Any] | None = None,
-    result: Any = None,
-    request_changes: bool = False,
-    remember: str | None = None,
-) -> Approval | None:
+def vote_record(plan: Plan, approval: Approval, ballot: Ballot) -> Approval | None:
     """Record a vote vote_check let through (see _vote); return the approval if it was overdue and expired instead."""
     if _overdue(approval):
         _expire(plan, approval)
         return approval
-    approved = status == ApprovalStatus.APPROVED
+    user = ballot.user
     Vote.objects.create(
         approval=approval,
         user=user,
-        decision=VoteDecision.APPROVE if approved else VoteDecision.REJECT,
-        reason=reason,
-        channel=channel,
+        decision=VoteDecision.APPROVE if ballot.approves else VoteDecision.REJECT,
+        reason=ballot.reason,
+        channel=ballot.channel,
     )
-    approvals = _voted(plan, approval, user=user, approved=approved)
-    if approved and approvals < approval.quorum:
+    approvals = _voted(plan, approval, user=user, approved=ballot.approves)
+    if ballot.approves and approvals < approval.quorum:
         logger.info("Plan %s: approval %s has %d of %d approvals", plan.pk, approval.pk, approvals, approval.quorum)
         return None
     _decide(
         plan,
         approval,
-        status=status,
+        status=ballot.status,
         user=user,
-        channel=channel,
-        reason=reason,
-        arguments=arguments,
-        result=result,
-        request_changes=request_changes,
+        channel=ballot.channel,
+        reason=ballot.reason,
+        arguments=ballot.arguments,
+        result=ballot.result,
+        request_changes=ballot.request_changes,
     )
-    if remember and approval.status == ApprovalStatus.APPROVED:
-        grant_make(plan, approval, scope=remember, user=user)
+    if ballot.remember and approval.status == ApprovalStatus.APPROVED:
+        grant_make(plan, approval, scope=ballot.remember, user=user)
     return None
 
 
