@@ -9,7 +9,8 @@ reads its password from a file at initdb, Redis its settings from a file only it
 
 Each server is an object that can be stopped and started again on the same data, port and
 password (the fault tests restart them), with context managers for the usual start-use-stop.
-Standard ports are never used: the operating system picks free ones.
+Standard ports are never used: free ones are picked below the kernel's ephemeral range, so an
+outgoing connection cannot take a port between the moment it is picked and the moment a server binds it.
 """
 
 from __future__ import annotations
@@ -54,8 +55,25 @@ HBA = (
 )
 
 
+# Ports a server of this kind may have taken although nothing listens on them at this moment.
+WELL_KNOWN = frozenset({3000, 5432, 5555, 5672, 6379, 8000, 8080, 8888, 9000, 15672, 25672, 27017})
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
+    """Return a TCP port on 127.0.0.1 that nothing uses now, outside the range outgoing connections take theirs from.
+
+    A port the kernel hands out for bind(0) comes from the ephemeral range, and so may be taken by any
+    outgoing connection (to PostgreSQL, Redis, ...) before the server it was picked for binds it.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    if low > 12000:
+        candidates = secrets.SystemRandom().sample(range(low - 10000, low), 200)
+        for port in candidates:
+            if port not in WELL_KNOWN and port_is_free(port):
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
