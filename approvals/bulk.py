@@ -7,11 +7,17 @@ with each vote in a savepoint of its own, so that only the failing vote is lost.
 of the committed votes are sent together once the last transaction ends (canvas.sends_held),
 as one transaction's would. A transaction locks its plans, then its approvals, each set in
 one statement in the order of their ids, so two such requests cannot deadlock; the
-executions are read in one statement more.
+executions are read in one statement more. Unless it is made vote by vote, a transaction
+writes what its votes on tool calls change when they are all made, a few statements for
+them all: the decisions, one statement for those alike (approvals_held); the subtasks and
+executions resumed (transitions_held); the events of all its plans (events_batched_across);
+the votes of approvals that one vote decides. Each change is checked as it is made, and
+written fenced as ever; one found changed meanwhile (which the locks rule out) has the
+transaction made again vote by vote.
 """
 
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 from uuid import UUID
 
@@ -20,13 +26,15 @@ from django.db import transaction
 from django.db.models import prefetch_related_objects
 
 from approvals.errors import AlreadyDecided
-from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Channel, Vote
 from approvals.selectors import approvals_visible_to
 from approvals.services import Ballot, vote_check, vote_record
+from approvals.transitions import approvals_flush, approvals_held
 from common.errors import DomainError
 from execution.canvas import sends_held
 from execution.engine.plan_flow import plan_lock
-from execution.events import events_batched
+from execution.events import events_batched, events_batched_across, events_flush, events_unbatched
+from execution.transitions import transitions_flush, transitions_held, transitions_unheld
 from plans.models import Plan
 
 # PostgreSQL keeps 64 subtransactions (savepoints that wrote) per transaction in shared memory;
@@ -78,30 +86,50 @@ def _decide_together(
     }
     outcomes: list[Outcome] = []
     touched: set[UUID] = set()  # plans changed (or a change undone) by an earlier vote: read again
-    for decision in decisions:
-        approval_id = decision["id"]
-        if approval_id not in approvals:
-            outcomes.append((None, None))
-            continue
-        plan_id = plan_of[approval_id]
-        if plan_id in touched:
-            plans[plan_id] = plan_lock(plan_id)
-            approvals[approval_id] = Approval.objects.select_related("subtask").get(pk=approval_id)
-        touched.add(plan_id)
-        approvals[approval_id].plan = plans[plan_id]
-        vote = _vote_one(approvals[approval_id], user=user, channel=channel, decision=decision, savepoint=savepoints)
-        outcomes.append(vote)
+    # Made vote by vote, a vote's savepoint must hold its writes: nothing waits to be written.
+    votes: list[Vote] | None = None if savepoints else []
+    try:
+        with nullcontext() if savepoints else _held_together():
+            for decision in decisions:
+                approval_id = decision["id"]
+                if approval_id not in approvals:
+                    outcomes.append((None, None))
+                    continue
+                plan_id = plan_of[approval_id]
+                if plan_id in touched:  # read again, as written so far
+                    approvals_flush()
+                    transitions_flush()
+                    events_flush(plan_id)
+                    plans[plan_id] = plan_lock(plan_id)
+                    approvals[approval_id] = Approval.objects.select_related("subtask").get(pk=approval_id)
+                touched.add(plan_id)
+                approvals[approval_id].plan = plans[plan_id]
+                ballot = _ballot(decision, user, channel)
+                outcomes.append(_vote_one(approvals[approval_id], ballot=ballot, votes=votes))
+            if votes:
+                Vote.objects.bulk_create(votes)
+    except DomainError as error:  # a held decision found its approval decided (which the locks rule out)
+        raise _WriteFailed() from error
     return outcomes
 
 
-def _vote_one(approval: Approval, *, user: User, channel: str, decision: Mapping[str, Any], savepoint: bool) -> Outcome:
-    """Check one vote, then record it (in a savepoint of its own if `savepoint`); return the status and the error.
+@contextmanager
+def _held_together() -> Iterator[None]:
+    """The decisions, the subtasks' and executions' changes, then the events of all the plans, written at the end."""
+    with events_batched_across(), transitions_held(), approvals_held():
+        yield
 
-    A tool call's vote and decision write their events in one statement (a plan's start may
-    read the plan's counters, so a plan approval's are written as they come).
-    """
+
+@contextmanager
+def _as_they_come() -> Iterator[None]:
+    """Write a block's changes and events as they come, inside _held_together (a plan approval's: see _vote_one)."""
+    with events_unbatched(), transitions_unheld():
+        yield
+
+
+def _ballot(decision: Mapping[str, Any], user: User, channel: str) -> Ballot:
     approve = decision["approve"]
-    ballot = Ballot(
+    return Ballot(
         user=user,
         status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
         channel=channel,
@@ -110,14 +138,26 @@ def _vote_one(approval: Approval, *, user: User, channel: str, decision: Mapping
         result=decision.get("result") if approve else None,
         remember=decision.get("remember") if approve else None,
     )
+
+
+def _vote_one(approval: Approval, *, ballot: Ballot, votes: list[Vote] | None) -> Outcome:
+    """Check one vote, then record it; return the status and the error.
+
+    `votes` None: the vote is made in a savepoint of its own, all it changes written at
+    once. Otherwise its writes wait for the end of the transaction with the others' (see
+    _decide_together), but a plan approval's, made as they come (a plan's start reads the
+    plan's subtasks and counters).
+    """
+    savepoint = votes is None
     try:
         vote_check(approval.plan, approval, ballot)
     except DomainError as error:
         return approval.status, error  # read under the locks, and nothing was written
-    batched = events_batched(plan_id=approval.plan_id) if approval.kind == ApprovalKind.TOOL_CALL else nullcontext()
+    # A tool call's writes join the transaction's, if held; a plan approval's are made as they come.
+    batched = events_batched(plan_id=approval.plan_id) if approval.kind == ApprovalKind.TOOL_CALL else _as_they_come()
     try:
         with transaction.atomic() if savepoint else nullcontext(), batched:
-            expired = vote_record(approval.plan, approval, ballot)
+            expired = vote_record(approval.plan, approval, ballot, votes=votes)
     except DomainError as error:
         if not savepoint:
             raise _WriteFailed() from error

@@ -376,19 +376,27 @@ def _overdue(approval: Approval) -> bool:
     return approval.expires_at is not None and approval.expires_at <= timezone.now()
 
 
-def vote_record(plan: Plan, approval: Approval, ballot: Ballot) -> Approval | None:
-    """Record a vote vote_check let through (see _vote); return the approval if it was overdue and expired instead."""
+def vote_record(plan: Plan, approval: Approval, ballot: Ballot, *, votes: list[Vote] | None = None) -> Approval | None:
+    """Record a vote vote_check let through (see _vote); return the approval if it was overdue and expired instead.
+
+    `votes`: at a quorum of one (where nothing reads the vote back), the Vote goes there for
+    the caller to write with others in one statement before its transaction ends.
+    """
     if _overdue(approval):
         _expire(plan, approval)
         return approval
     user = ballot.user
-    Vote.objects.create(
+    vote = Vote(
         approval=approval,
         user=user,
         decision=VoteDecision.APPROVE if ballot.approves else VoteDecision.REJECT,
         reason=ballot.reason,
         channel=ballot.channel,
     )
+    if votes is not None and approval.quorum == 1:
+        votes.append(vote)
+    else:
+        vote.save(force_insert=True)
     approvals = _voted(plan, approval, user=user, approved=ballot.approves)
     if ballot.approves and approvals < approval.quorum:
         logger.info("Plan %s: approval %s has %d of %d approvals", plan.pk, approval.pk, approvals, approval.quorum)

@@ -148,9 +148,11 @@ def events_append(
     if not events and not progress:
         return []
     batch = _batch.get()
-    if batch is not None and batch.plan_id == plan_id and not progress:
-        batch.add(events, counts)
-        return []
+    if batch is not None and batch.takes(plan_id):
+        if not progress:
+            batch.add(plan_id, events, counts)
+            return []
+        events_flush(plan_id)  # a progress event reads the counters: the plan's waiting events go first
     return _append(plan_id=plan_id, events=events, counts=counts, progress=progress)
 
 
@@ -190,14 +192,29 @@ def event_append(*, plan_id: UUID, type: str, payload: dict[str, Any]) -> int | 
 
 
 @dataclass
-class _Batch:
-    plan_id: UUID
+class _Events:
+    """One plan's events and counter moves, waiting to be written."""
+
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
-    def add(self, events: Sequence[tuple[str, dict[str, Any]]], counts: Mapping[str, int] | None) -> None:
-        self.events.extend(events)
-        self.counts.update(counts or {})
+
+@dataclass
+class _Batch:
+    """Events waiting for the end of a block, by plan: one plan's (events_batched) or any's (events_batched_across)."""
+
+    plan_id: UUID | None
+    plans: dict[UUID, _Events] = field(default_factory=dict)
+
+    def takes(self, plan_id: UUID) -> bool:
+        return self.plan_id is None or self.plan_id == plan_id
+
+    def add(
+        self, plan_id: UUID, events: Sequence[tuple[str, dict[str, Any]]], counts: Mapping[str, int] | None
+    ) -> None:
+        waiting = self.plans.setdefault(plan_id, _Events())
+        waiting.events.extend(events)
+        waiting.counts.update(counts or {})
 
 
 _batch: ContextVar[_Batch | None] = ContextVar("events_batch", default=None)
@@ -209,18 +226,110 @@ def events_batched(*, plan_id: UUID) -> Iterator[None]:
 
     For a change made of several steps (a decision: the approval, the subtask, the
     execution) inside one transaction that holds the plan's lock. The counters move at
-    the end too, so nothing inside may read them; a progress event flushes at once. Inside
-    a batch of the same plan, the block's events join that batch.
+    the end too, so nothing inside may read them; a progress event writes the plan's
+    waiting events, then itself, at once. Inside a batch that takes the plan's events
+    (of the same plan, or events_batched_across), the block's events join that batch.
     """
     outer = _batch.get()
-    if outer is not None and outer.plan_id == plan_id:
+    if outer is not None and outer.takes(plan_id):
         yield
         return
-    batch = _Batch(plan_id=plan_id)
+    with _batched(_Batch(plan_id=plan_id)):
+        yield
+
+
+@contextlib.contextmanager
+def events_batched_across() -> Iterator[None]:
+    """Write the events a block appends to any plan in one statement for them all, when the block ends.
+
+    As events_batched, for changes to many plans in one transaction that holds all their
+    locks (many decisions in one request). Before reading a plan's counters again inside
+    the block, call events_flush(plan_id); events_unbatched() writes a block's events as they come.
+    """
+    with _batched(_Batch(plan_id=None)):
+        yield
+
+
+@contextlib.contextmanager
+def _batched(batch: _Batch) -> Iterator[None]:
     token = _batch.set(batch)
     try:
         yield
     finally:
         _batch.reset(token)
-    if batch.events:
-        _append(plan_id=plan_id, events=batch.events, counts=batch.counts, progress=False)
+    if len(batch.plans) == 1:
+        ((plan_id, waiting),) = batch.plans.items()
+        _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False)
+    elif batch.plans:
+        _append_across(batch.plans)
+
+
+def events_flush(plan_id: UUID) -> None:
+    """Write the plan's events that wait in the current batch now (nothing when none wait)."""
+    batch = _batch.get()
+    waiting = batch.plans.pop(plan_id, None) if batch is not None else None
+    if waiting is not None:
+        _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False)
+
+
+@contextlib.contextmanager
+def events_unbatched() -> Iterator[None]:
+    """Write the events a block appends as they come, inside a batch (whose waiting events stay waiting)."""
+    token = _batch.set(None)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+
+
+# APPEND_SQL for many plans at once (their rows locked by the caller's transaction): one
+# counter row per plan, each event numbered after its own plan's last one.
+_MOVES = ", ".join(f"{name} = p.{name} + m.{name}" for name in COUNTERS)
+APPEND_ACROSS_SQL = f"""
+WITH moves AS (
+    SELECT * FROM unnest(%(plans)s::uuid[], %(added)s::int[], {", ".join(f"%({name})s::int[]" for name in COUNTERS)})
+        AS m(plan_id, added, {", ".join(COUNTERS)})
+), counter AS (
+    UPDATE plans_plan p SET last_event_seq = p.last_event_seq + m.added, {_MOVES}
+    FROM moves m WHERE p.id = m.plan_id
+    RETURNING p.id, p.last_event_seq, p.callback_url, m.added
+), inserted AS (
+    INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
+    SELECT c.id, c.last_event_seq - c.added + event.position, event.type, event.payload, statement_timestamp()
+    FROM unnest(%(event_plans)s::uuid[], %(positions)s::int[], %(types)s::varchar[], %(payloads)s::jsonb[])
+        AS event(plan_id, position, type, payload)
+    JOIN counter c ON c.id = event.plan_id
+), notified AS (
+    SELECT c.id, pg_notify(%(channel)s, c.id::text) FROM counter c
+)
+SELECT c.id, c.last_event_seq, c.callback_url FROM counter c JOIN notified USING (id)
+"""  # nosec
+
+
+def _append_across(plans: Mapping[UUID, _Events]) -> None:
+    """Write many plans' waiting events in one statement (see APPEND_ACROSS_SQL)."""
+    params: dict[str, Any] = {
+        "plans": list(plans),
+        "added": [len(waiting.events) for waiting in plans.values()],
+        "channel": NOTIFY_CHANNEL,
+        "event_plans": [],
+        "positions": [],
+        "types": [],
+        "payloads": [],
+    }
+    for status in S.values:
+        params[counter(status)] = [waiting.counts.get(status, 0) for waiting in plans.values()]
+    for plan_id, waiting in plans.items():
+        for position, (kind, payload) in enumerate(waiting.events, start=1):
+            params["event_plans"].append(plan_id)
+            params["positions"].append(position)
+            params["types"].append(kind)
+            params["payloads"].append(json.dumps({"plan_id": str(plan_id), **payload}, cls=DjangoJSONEncoder))
+    with connection.cursor() as cursor:
+        cursor.execute(APPEND_ACROSS_SQL, params)
+        rows = cursor.fetchall()
+    for plan_id, last, callback_url in rows:
+        if callback_url:
+            total = len(plans[plan_id].events)
+            seqs = list(range(last - total + 1, last + 1))
+            transaction.on_commit(partial(canvas.send_webhooks, plan_id, seqs), robust=True)

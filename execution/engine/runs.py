@@ -2,7 +2,7 @@
 
 A run is one attempt of a subtask, sent as a run_subtask message carrying its attempt
 number. It starts only if the subtask is queued at the attempt before: one statement
-(run_start in execution/transitions.py) locks the plan, takes the run's lease, marks the
+(run_start in execution/run_statements.py) locks the plan, takes the run's lease, marks the
 subtask running and reads the agent's context. The agent is then called outside any
 transaction. A result is recorded by one statement too (run_finish); anything else (a
 failure, a retry, tool calls to wait for) in a transaction under the plan's lock, whose
@@ -61,15 +61,9 @@ from execution.engine.waits import entry_new, subtask_wait
 from execution.limits import deferral_count, hold_back, run_admit, slot_release
 from execution.metrics import resume_observe
 from execution.models import ExecState
+from execution.run_statements import RunStart, run_finish, run_start
 from execution.selectors import execution_of
-from execution.transitions import (
-    RunStart,
-    TransitionConflict,
-    execution_transition,
-    run_finish,
-    run_start,
-    subtask_transition,
-)
+from execution.transitions import TransitionConflict, execution_transition, subtask_transition
 from plans.json_values import json_problem, storable_text, text_problem
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S

@@ -22,6 +22,8 @@ from execution.transitions import (
     plan_transition,
     subtask_transition,
     subtasks_transition,
+    transitions_flush,
+    transitions_held,
 )
 from plans.models import PlanStatus, Subtask, SubtaskStatus
 from tests.support.factories import draft_plan, subtask
@@ -213,3 +215,44 @@ def test_the_hot_path_writes_the_events_the_python_path_writes(worker, outbox):
     # The first after a's result (the hot path), the last after b's failure (the Python path).
     assert [event["done"] for event in progress] == [1, 1]
     assert {key: value for key, value in progress[-1].items() if key != "plan_id"} == plan_progress(plan_id=plan.pk)
+
+
+def test_held_changes_are_checked_when_made_and_written_fenced_when_the_block_ends():
+    plan = draft_plan(None, subtask("a"), subtask("b"))
+    execution = ExecutionState.objects.create(plan=plan, state=ExecState.WAITING_APPROVAL)
+    first, second = plan.subtasks.order_by("key")
+    with transitions_held():
+        subtasks_transition(
+            subtasks=[first, second],
+            to=SubtaskStatus.QUEUED,
+            fields={"input": {"n": 1}},
+            task_ids={first.pk: "task-1", second.pk: "task-2"},
+        )
+        execution_transition(execution=execution, to=ExecState.RESUMED, actor="alice")
+        with pytest.raises(TransitionNotAllowed):  # checked at once, as ever
+            execution_transition(execution=execution, to=ExecState.PREPARING)
+        assert first.status == SubtaskStatus.QUEUED  # the objects changed, the rows not yet
+        assert not plan.subtasks.filter(status=SubtaskStatus.QUEUED).exists()
+        assert not StateTransition.objects.exists()
+    rows = dict(plan.subtasks.filter(status=SubtaskStatus.QUEUED).values_list("key", "task_id"))
+    assert rows == {first.key: "task-1", second.key: "task-2"}
+    assert list(plan.subtasks.filter(key=first.key).values_list("input", flat=True)) == [{"n": 1}]
+    assert ExecutionState.objects.get(pk=execution.pk).state == ExecState.RESUMED
+    assert list(StateTransition.objects.values_list("from_state", "to_state", "actor")) == [
+        ("waiting_approval", "resumed", "alice")
+    ]
+
+    with transaction.atomic(), transitions_held():
+        subtask_transition(subtask=first, to=SubtaskStatus.RUNNING)
+        transitions_flush()
+        assert plan.subtasks.get(pk=first.pk).status == SubtaskStatus.RUNNING
+
+    def cancelled_meanwhile() -> None:
+        with transaction.atomic(), transitions_held():
+            subtask_transition(subtask=plan.subtasks.get(pk=second.pk), to=SubtaskStatus.RUNNING)
+            plan.subtasks.filter(pk=second.pk).update(status=SubtaskStatus.CANCELLED)  # the plan's lock rules it out
+
+    with pytest.raises(TransitionConflict) as caught:
+        cancelled_meanwhile()
+    assert caught.value.current_status == SubtaskStatus.CANCELLED
+    assert plan.subtasks.get(pk=second.pk).status == SubtaskStatus.QUEUED  # the transaction was undone

@@ -17,7 +17,7 @@ from django.utils import timezone
 from execution import canvas
 from execution.engine.plan_flow import plan_advance
 from execution.engine.runs import lease_release, subtask_run
-from execution.transitions import run_start
+from execution.run_statements import run_start
 
 
 @dataclass(frozen=True)
