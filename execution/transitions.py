@@ -404,7 +404,8 @@ def _update_each(
     others come from the list, each value cast to its column's type. Column names come
     from the model, values go as parameters.
     """
-    fields = {field.name: field for field in Subtask._meta.concrete_fields if field.name in names}
+    columns = {field.name: field for field in Subtask._meta.concrete_fields}
+    fields = {name: columns[name] for name in names}  # a name that is no column fails here, not silently
     same = [name for name in names if all(row[name] == rows[0][1][name] for _, row in rows[1:])]
     each = [fields[name] for name in names if name not in same]
     sets = [f"{fields[name].column} = %s" for name in same] + [f"{f.column} = v.{f.column}" for f in each]
