@@ -15,6 +15,7 @@ from django.utils import timezone
 from approvals.errors import AlreadyDecided
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from approvals.states import APPROVAL_TRANSITIONS
+from common.context import context_bound
 from execution.events import events_append
 from execution.states import allowed
 
@@ -41,34 +42,19 @@ def approval_transition(*, approval: Approval, to: str, **decision: Any) -> None
         raise AlreadyDecided(approval)
 
 
-def approvals_transition(
-    *,
-    approvals: list[Approval],
-    to: str,
-    reason: str,
-    decided_by: User | None = None,
-    channel: str = "",
-    edited_arguments: dict[str, Any] | None = None,
-    result: Any = None,
-) -> list[Approval]:
+def approvals_transition(*, approvals: list[Approval], to: str, reason: str, **decision: Any) -> list[Approval]:
     """Decide pending approvals of one plan the same way, each only if still pending; return those decided.
 
-    Checked against approvals/states.py and made with a conditional UPDATE on status
-    "pending", so of two decisions arriving at once exactly one wins; the approval.resolved
-    events are written in the same transaction. The caller holds the plan's lock, under
+    `decision`: decided_by, channel, edited_arguments, result (see _fields). Checked against
+    approvals/states.py and made with a conditional UPDATE on status "pending", so of two
+    decisions arriving at once exactly one wins; the approval.resolved events are written
+    in the same transaction. The caller holds the plan's lock, under
     which the plan's approvals are decided, so those it read pending are still pending.
     """
     pending = [approval for approval in approvals if allowed(APPROVAL_TRANSITIONS, approval.status, to)]
     if not pending:
         return []
-    fields = _fields(
-        to,
-        decided_by=decided_by,
-        reason=reason,
-        channel=channel,
-        edited_arguments=edited_arguments,
-        result=result,
-    )
+    fields = _fields(to, reason=reason, **decision)
     with transaction.atomic(savepoint=False):
         changed = Approval.objects.filter(pk__in=[a.pk for a in pending], status=ApprovalStatus.PENDING).update(
             **fields
@@ -123,11 +109,8 @@ def approvals_held() -> Iterator[None]:
     again inside the block.
     """
     held: list[Approval] = []
-    token = _held.set(held)
-    try:
+    with context_bound(_held, held):
         yield
-    finally:
-        _held.reset(token)
     _write(held)
 
 

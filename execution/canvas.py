@@ -17,6 +17,8 @@ from celery import chain, chord, current_app, group, signature
 from celery.canvas import Signature
 from django.conf import settings
 
+from common.context import context_bound
+
 RUN_SUBTASK = "execution.run_subtask"
 ADVANCE_PLAN = "execution.advance_plan"
 DELIVER_WEBHOOK = "execution.deliver_webhook"
@@ -73,11 +75,10 @@ def sends_held() -> Iterator[None]:
     transaction's would. A run reaches the hold only once its transaction has committed.
     """
     held: list[Callable[[], None]] = []
-    token = _held.set(held)
     try:
-        yield
+        with context_bound(_held, held):
+            yield
     finally:
-        _held.reset(token)
         for send in held:
             try:
                 send()

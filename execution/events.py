@@ -18,6 +18,7 @@ from uuid import UUID
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
+from common.context import context_bound
 from execution import canvas
 from plans.models import SubtaskStatus as S
 
@@ -252,11 +253,8 @@ def events_batched_across() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _batched(batch: _Batch) -> Iterator[None]:
-    token = _batch.set(batch)
-    try:
+    with context_bound(_batch, batch):
         yield
-    finally:
-        _batch.reset(token)
     if len(batch.plans) == 1:
         ((plan_id, waiting),) = batch.plans.items()
         _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False)
@@ -275,11 +273,8 @@ def events_flush(plan_id: UUID) -> None:
 @contextlib.contextmanager
 def events_unbatched() -> Iterator[None]:
     """Write the events a block appends as they come, inside a batch (whose waiting events stay waiting)."""
-    token = _batch.set(None)
-    try:
+    with context_bound(_batch, None):
         yield
-    finally:
-        _batch.reset(token)
 
 
 # APPEND_SQL for many plans at once (their rows locked by the caller's transaction): one

@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from django.db.models import Case, CharField, Value, When
 from django.utils import timezone
 
+from common.context import context_bound
 from common.errors import DomainError
 from execution.events import (
     event_append,
@@ -347,11 +348,8 @@ def transitions_held() -> Iterator[None]:
     transitions_unheld() makes a block's changes as they come.
     """
     held = _Held()
-    token = _held.set(held)
-    try:
+    with context_bound(_held, held):
         yield
-    finally:
-        _held.reset(token)
     _write_held(held)
 
 
@@ -368,11 +366,8 @@ def transitions_flush() -> None:
 @contextlib.contextmanager
 def transitions_unheld() -> Iterator[None]:
     """Make the changes of a block as they come, inside transitions_held (what it holds stays held)."""
-    token = _held.set(None)
-    try:
+    with context_bound(_held, None):
         yield
-    finally:
-        _held.reset(token)
 
 
 def _write_held(held: _Held) -> None:
