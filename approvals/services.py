@@ -9,7 +9,7 @@ them through ApprovalsGate, registered in approvals/apps.py.
 """
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -393,8 +393,10 @@ def vote_record(plan: Plan, approval: Approval, ballot: Ballot, *, votes: list[V
         reason=ballot.reason,
         channel=ballot.channel,
     )
-    if votes is not None and approval.quorum == 1:
-        votes.append(vote)
+    deciding: list[Vote] = []  # at a quorum of one the vote decides: it is written with the decision
+    if approval.quorum == 1:
+        (votes if votes is not None else deciding).append(vote)
+        _votes_known(approval, [vote])
     else:
         vote.save(force_insert=True)
     approvals = _voted(plan, approval, user=user, approved=ballot.approves)
@@ -411,10 +413,25 @@ def vote_record(plan: Plan, approval: Approval, ballot: Ballot, *, votes: list[V
         arguments=ballot.arguments,
         result=ballot.result,
         request_changes=ballot.request_changes,
+        votes=deciding,
     )
     if ballot.remember and approval.status == ApprovalStatus.APPROVED:
         grant_make(plan, approval, scope=ballot.remember, user=user)
     return None
+
+
+def _votes_known(approval: Approval, votes: list[Vote]) -> None:
+    """Give the approval its votes as prefetch_related does, so that showing it reads none.
+
+    At a quorum of one the vote just cast is the approval's only one (an earlier one would have decided it).
+    """
+    known = approval.votes.all()
+    known._result_cache = votes
+    known._prefetch_done = True  # type: ignore[attr-defined]
+    approval._prefetched_objects_cache = {  # type: ignore[attr-defined]
+        **getattr(approval, "_prefetched_objects_cache", {}),
+        "votes": known,
+    }
 
 
 def _voted(plan: Plan, approval: Approval, *, user: User, approved: bool) -> int:
@@ -448,8 +465,12 @@ def _decide(
     arguments: dict[str, Any] | None = None,
     result: Any = None,
     request_changes: bool = False,
+    votes: Sequence[Vote] = (),
 ) -> None:
-    """Record the decision (the caller holds the plan's and the approval's locks) and act on it."""
+    """Record the decision (the caller holds the plan's and the approval's locks) and act on it.
+
+    `votes`: the vote that decides it, not yet written: it is inserted with the decision.
+    """
     actor = "system"
     if user is not None:
         actor = user.get_username()
@@ -460,8 +481,9 @@ def _decide(
         raise ChangesNotApplicable("Only a plan approval can ask for changes; reject a tool call with a reason.")
     if user is not None:  # the system's own decisions (policy, expiry) log lines of their own
         logger.info("Plan %s: %s approval %s %s by %s", plan.pk, approval.kind, approval.pk, status, actor)
+    decision: dict[str, Any] = {"decided_by": user, "reason": reason, "channel": channel, "votes": votes}
     if approval.kind == ApprovalKind.PLAN:
-        approval_transition(approval=approval, to=status, decided_by=user, reason=reason, channel=channel)
+        approval_transition(approval=approval, to=status, **decision)
         if request_changes:
             plan_changes_request(plan=plan, actor=actor, reason=reason, approval_id=approval.pk)
             return
@@ -476,11 +498,9 @@ def _decide(
         approval_transition(
             approval=approval,
             to=status,
-            decided_by=user,
-            reason=reason,
-            channel=channel,
             edited_arguments=arguments if approved else None,
             result=result if approved else None,
+            **decision,
         )
         subtask_decision_apply(
             plan=plan,

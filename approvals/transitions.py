@@ -3,17 +3,17 @@
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from approvals.errors import AlreadyDecided
-from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.states import APPROVAL_TRANSITIONS
 from common.context import context_bound
 from execution.events import events_append
@@ -24,25 +24,28 @@ _held: ContextVar[list[Approval] | None] = ContextVar("approvals_held", default=
 DECISION_FIELDS = ("status", "decided_by", "decided_at", "reason", "channel", "edited_arguments", "result")
 
 
-def approval_transition(*, approval: Approval, to: str, **decision: Any) -> None:
+def approval_transition(*, approval: Approval, to: str, votes: Sequence[Vote] = (), **decision: Any) -> None:
     """Decide one pending approval (`decision`: as approvals_transition takes it); AlreadyDecided if decided before.
 
+    `votes`: new votes on it (the one that decides it), inserted in the decision's statement.
     Inside approvals_held, a tool call's decision is written when the block ends.
     """
     held = _held.get()
-    if held is not None and approval.kind == ApprovalKind.TOOL_CALL:
+    if held is not None and approval.kind == ApprovalKind.TOOL_CALL and not votes:
         if not allowed(APPROVAL_TRANSITIONS, approval.status, to):
             raise AlreadyDecided(approval)
         _decided([approval], _fields(to, **decision))
         held.append(approval)
         return
-    if not approvals_transition(approvals=[approval], to=to, **decision):
+    if not approvals_transition(approvals=[approval], to=to, votes=votes, **decision):
         if approval.status == ApprovalStatus.PENDING:  # decided meanwhile: say how
             approval.status = Approval.objects.values_list("status", flat=True).get(pk=approval.pk)
         raise AlreadyDecided(approval)
 
 
-def approvals_transition(*, approvals: list[Approval], to: str, reason: str, **decision: Any) -> list[Approval]:
+def approvals_transition(
+    *, approvals: list[Approval], to: str, reason: str, votes: Sequence[Vote] = (), **decision: Any
+) -> list[Approval]:
     """Decide pending approvals of one plan the same way, each only if still pending; return those decided.
 
     `decision`: decided_by, channel, edited_arguments, result (see _fields). Checked against
@@ -50,21 +53,62 @@ def approvals_transition(*, approvals: list[Approval], to: str, reason: str, **d
     decisions arriving at once exactly one wins; the approval.resolved events are written
     in the same transaction. The caller holds the plan's lock, under
     which the plan's approvals are decided, so those it read pending are still pending.
+    `votes` are inserted in the same statement, only if the decision is made.
     """
     pending = [approval for approval in approvals if allowed(APPROVAL_TRANSITIONS, approval.status, to)]
     if not pending:
         return []
     fields = _fields(to, reason=reason, **decision)
     with transaction.atomic(savepoint=False):
-        changed = Approval.objects.filter(pk__in=[a.pk for a in pending], status=ApprovalStatus.PENDING).update(
-            **fields
-        )
+        changed = _decide_voting([a.pk for a in pending], fields, votes)
         if changed != len(pending):
             if changed:  # half made: the caller's transaction must not commit it
                 raise AlreadyDecided(pending[0])
             return []
         _decided(pending, fields)
     return pending
+
+
+_DECIDED = [field for field in Approval._meta.concrete_fields if field.name in DECISION_FIELDS]
+_VOTED = [field for field in Vote._meta.concrete_fields if not field.primary_key]
+
+
+def _decide_voting(ids: list[Any], fields: dict[str, Any], votes: Sequence[Vote]) -> int:
+    """Decide the approvals still pending and insert the votes with the decision, in one statement.
+
+    Return how many were decided; the votes are inserted only if one was. Names come from
+    the models, values go as parameters.
+    """
+    sets = ", ".join(f"{field.column} = %s" for field in _DECIDED)
+    params = [field.get_db_prep_save(_column_value(field, fields[field.name]), connection) for field in _DECIDED]
+    params += [ids, ApprovalStatus.PENDING]
+    voted, voted_ids = "", "NULL"
+    if votes:
+        columns = ", ".join(str(field.column) for field in _VOTED)
+        rows = ", ".join(["(" + ", ".join(["%s"] * len(_VOTED)) + ")"] * len(votes))
+        voted = (
+            f", voted AS (INSERT INTO {Vote._meta.db_table} ({columns}) SELECT * FROM (VALUES {rows}) AS vote "  # nosec B608
+            "WHERE EXISTS (SELECT FROM decided) RETURNING id)"
+        )
+        voted_ids = "ARRAY(SELECT id FROM voted)"
+        for vote in votes:
+            params += [field.get_db_prep_save(field.pre_save(vote, True), connection) for field in _VOTED]
+    sql = (
+        f"WITH decided AS (UPDATE {Approval._meta.db_table} SET {sets} "  # nosec B608
+        f"WHERE id = ANY(%s) AND status = %s RETURNING id){voted} SELECT (SELECT count(*) FROM decided), {voted_ids}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    for vote, pk in zip(votes, row[1], strict=True) if row[1] else ():  # none when nothing was decided
+        vote.pk = pk
+        vote._state.adding, vote._state.db = False, connection.alias
+    return row[0]
+
+
+def _column_value(field: Any, value: Any) -> Any:
+    """Return what a field's column holds for a value (a related object: its key)."""
+    return value.pk if field.is_relation and value is not None else value
 
 
 def _fields(

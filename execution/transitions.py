@@ -136,25 +136,50 @@ def execution_transition(
         _execution_event(execution, current=current, to=to, reason=reason, actor=actor)
         execution.state = to
         return record
+    record = StateTransition(
+        execution=execution,
+        from_state=current,
+        to_state=to,
+        reason=reason,
+        actor=actor,
+        metadata=metadata or {},
+        created_at=timezone.now(),
+    )
     with transaction.atomic(savepoint=False):
-        changed = ExecutionState.objects.filter(pk=execution.pk, state=current).update(
-            state=to, updated_at=timezone.now()
-        )
-        if changed:
-            record = StateTransition.objects.create(
-                execution=execution,
-                from_state=current,
-                to_state=to,
-                reason=reason,
-                actor=actor,
-                metadata=metadata or {},
-            )
+        with connection.cursor() as cursor:
+            cursor.execute(EXECUTION_MOVE_SQL, _move_params(record))
+            moved = cursor.fetchone()
+        if moved is not None:
+            record.pk = moved[0]
+            record._state.adding, record._state.db = False, connection.alias
             _execution_event(execution, current=current, to=to, reason=reason, actor=actor)
-    if not changed:
+    if moved is None:
         execution.state = ExecutionState.objects.values_list("state", flat=True).get(pk=execution.pk)
         raise TransitionConflict("execution", execution.state, to, expected=current)
     execution.state = to
     return record
+
+
+_RECORDED = [f for f in StateTransition._meta.concrete_fields if not f.primary_key]
+
+# The change, fenced on the state the caller read, and its StateTransition row in one statement:
+# no row is inserted when the fence holds nothing. Names come from the models, values go as parameters.
+EXECUTION_MOVE_SQL = f"""
+WITH moved AS (
+    UPDATE {ExecutionState._meta.db_table} SET state = %(to_state)s, updated_at = %(created_at)s
+    WHERE id = %(execution)s AND state = %(from_state)s
+    RETURNING id
+)
+INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in _RECORDED)})
+SELECT {", ".join("moved.id" if f.name == "execution" else f"%({f.name})s" for f in _RECORDED)} FROM moved
+RETURNING id
+"""  # nosec B608: the models' names only
+
+
+def _move_params(record: StateTransition) -> dict[str, Any]:
+    params = {f.name: f.get_db_prep_save(getattr(record, f.attname), connection) for f in _RECORDED}
+    params["execution"] = record.execution_id
+    return params
 
 
 def _execution_event(execution: ExecutionState, *, current: str, to: str, reason: str, actor: str) -> None:

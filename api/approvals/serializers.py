@@ -4,11 +4,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from api.model_serializers import ModelSerializer
 from approvals.models import Approval, GrantScope, Vote, VoteDecision
 from plans.json_values import json_problem
 
 
-class VoteSerializer(serializers.ModelSerializer):
+class VoteSerializer(ModelSerializer):
     user = serializers.CharField(source="user.get_username", help_text="The voter's username.")
 
     class Meta:
@@ -21,7 +22,7 @@ class PolicySerializer(serializers.Serializer):
     decision = serializers.ChoiceField(choices=["allow", "deny", "ask"])
 
 
-class ApprovalSerializer(serializers.ModelSerializer):
+class ApprovalSerializer(ModelSerializer):
     plan = serializers.UUIDField(source="plan_id")
     plan_goal = serializers.CharField(source="plan.goal")
     session_id = serializers.CharField(source="plan.session_id")

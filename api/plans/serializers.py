@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.approvals.serializers import GrantSerializer
+from api.model_serializers import ModelSerializer
 from approvals.grants import grant_payload, grants_of_plan
 from execution.models import Event
 from plans.models import FailurePolicy, Plan, PlanRevision, Subtask
@@ -96,7 +97,7 @@ class PlanStatusSerializer(serializers.Serializer):
     completed_at = serializers.DateTimeField(allow_null=True)
 
 
-class SubtaskSerializer(serializers.ModelSerializer):
+class SubtaskSerializer(ModelSerializer):
     depends_on = serializers.SerializerMethodField()
     result = serializers.JSONField(allow_null=True)
     input = serializers.JSONField()
@@ -140,7 +141,7 @@ class ExecutionSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-class PlanSerializer(serializers.ModelSerializer):
+class PlanSerializer(ModelSerializer):
     owner = serializers.CharField(source="owner.get_username")
     execution_state = serializers.SerializerMethodField()
     metadata = serializers.JSONField()
@@ -268,7 +269,7 @@ class ChangeRequestSerializer(serializers.Serializer):
     approval_id = serializers.UUIDField()
 
 
-class RevisionSerializer(serializers.ModelSerializer):
+class RevisionSerializer(ModelSerializer):
     author = serializers.CharField(source="author.get_username", allow_null=True, default=None)
     content = serializers.JSONField(help_text="The submission as accepted, every default filled in.")
     diff = RevisionDiffSerializer(allow_null=True, help_text="From the previous revision; null for revision 1.")
@@ -281,7 +282,7 @@ class RevisionSerializer(serializers.ModelSerializer):
         fields = ["revision", "created_at", "author", "content", "diff", "change_requests"]
 
 
-class EventSerializer(serializers.ModelSerializer):
+class EventSerializer(ModelSerializer):
     payload = serializers.JSONField()
 
     class Meta:

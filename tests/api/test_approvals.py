@@ -9,9 +9,12 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals.models import Approval
+from approvals.errors import AlreadyDecided
+from approvals.models import Approval, Vote
 from approvals.services import approval_request
+from approvals.transitions import approval_transition
 from execution.engine.plan_flow import plan_lock
+from execution.models import ExecState, ExecutionState
 from execution.services import plan_submit
 from plans.models import Subtask
 from tests.api.conftest import client_for
@@ -91,6 +94,34 @@ def test_approve_with_edited_arguments_and_a_result(api, tool_approval):
     assert subtask_row.status == "queued"
     assert subtask_row.tool_calls[0]["approved_arguments"] == {"path": "b.txt"}
     assert subtask_row.tool_calls[0]["result"] == {"bytes": 10}
+
+
+def test_an_approve_at_a_quorum_of_one_writes_its_vote_with_the_decision_and_reads_no_vote_back(owner, tool_approval):
+    # The plan's lock, the approval read, then four writes (decision and vote, subtask, execution
+    # and its record, the events); the answer shows the vote without reading it again.
+    ExecutionState.objects.filter(plan_id=tool_approval.plan_id).update(state=ExecState.WAITING_APPROVAL)
+    with CaptureQueriesContext(connection) as queries:
+        body = client_for(owner).post(f"{APPROVALS}{tool_approval.pk}/approve/", {"reason": "ok"}, format="json").json()
+    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"] and "authtoken" not in q["sql"]]
+    assert len(statements) == 6, "\n".join(statements)
+    last = ExecutionState.objects.get(plan_id=tool_approval.plan_id).transitions.last()
+    assert (last.from_state, last.to_state) == (ExecState.WAITING_APPROVAL, ExecState.RESUMED)
+    assert not [sql for sql in statements if sql.startswith("SELECT") and "approvals_vote" in sql]
+    assert [(vote["user"], vote["decision"], vote["reason"]) for vote in body["votes"]] == [("owner", "approve", "ok")]
+    vote = Vote.objects.get(approval=tool_approval)
+    assert body["votes"][0]["at"] == vote.at.isoformat().replace("+00:00", "Z")
+    assert (vote.user, vote.channel) == (owner, "api")
+
+
+def test_a_decision_found_made_meanwhile_writes_no_vote(owner, tool_approval):
+    stale = Approval.objects.select_related("subtask").get(pk=tool_approval.pk)
+    Approval.objects.filter(pk=tool_approval.pk).update(status="rejected")
+    vote = Vote(approval=stale, user=owner, decision="approve", channel="api")
+    with pytest.raises(AlreadyDecided):
+        approval_transition(approval=stale, to="approved", votes=[vote], reason="", decided_by=owner, channel="api")
+    assert stale.status == "rejected"
+    assert not Vote.objects.exists()
+    assert vote.pk is None
 
 
 def test_reject_needs_a_reason(api, tool_approval):

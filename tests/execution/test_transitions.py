@@ -40,13 +40,14 @@ def test_tables_name_only_known_states(table):
 def test_allowed_transition_is_recorded_with_an_event():
     plan = draft_plan()
     execution = ExecutionState.objects.create(plan=plan)
-    execution_transition(
+    returned = execution_transition(
         execution=execution, to=ExecState.RUNNING, reason="started", actor="alice", metadata={"batch": 0}
     )
 
     execution.refresh_from_db()
     assert execution.state == ExecState.RUNNING
     record = StateTransition.objects.get(execution=execution)
+    assert (returned.pk, returned.created_at, returned._state.adding) == (record.pk, record.created_at, False)
     assert (record.from_state, record.to_state, record.reason, record.actor, record.metadata) == (
         "preparing",
         "running",
