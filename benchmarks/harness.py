@@ -169,6 +169,21 @@ class Stack:
         """Return the resident memory of each worker: its main process and its pool processes."""
         return {name: tree_rss(self.workers[name].pid) for name in ("subtasks", "control")}
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """Return the CPU time the web, each worker and PostgreSQL have used so far (processes and children).
+
+        PostgreSQL's is its postmaster's tree, found from this process's connection: 0 when it
+        runs on another host (or as a user whose processes this one cannot read).
+        """
+        assert self.web is not None
+        used = {name: tree_cpu_s(self.workers[name].pid) for name in ("subtasks", "control")}
+        used["web"] = tree_cpu_s(self.web.process.pid)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (backend,) = cursor.fetchone()
+        used["postgres"] = tree_cpu_s(parent_pid(backend)) if parent_pid(backend) else 0.0
+        return used
+
     def settle(self, timeout: float = 120) -> None:
         """Wait until nothing is queued or running (twice in a row), so measurements do not overlap.
 
@@ -220,20 +235,46 @@ def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def tree_rss(pid: int) -> int:
+def _stat(pid: int) -> list[str]:
+    """Return the fields of /proc/<pid>/stat after the command's name (field 3 first); [] once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+
+
+def parent_pid(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[1]) if fields else 0
+
+
+def _tree(pid: int) -> list[int]:
+    """Return a process and all its descendants."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
+        fields = _stat(int(stat.parent.name))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += rss(current)
+        found.append(current)
         todo.extend(children.get(current, []))
-    return total
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    return sum(rss(current) for current in _tree(pid))
+
+
+def tree_cpu_s(pid: int) -> float:
+    """Return the CPU time (user and system) of a process tree: its live processes and the children they reaped."""
+    ticks = 0
+    for current in _tree(pid):
+        fields = _stat(current)
+        if fields:
+            ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class RedisWatch:

@@ -3,7 +3,8 @@
 1,000 plans each wait on a tool-call approval: `celery inspect active` must show no busy
 slot, and the workers' memory should not grow with them. Then 8 client threads approve all
 of them over HTTP: the time until every plan has completed, against 1,000 raw dispatches
-sent by 8 threads to the same queue.
+sent by 8 threads to the same queue, and the CPU time each decision costs the web, the
+workers and PostgreSQL (what the machine's cores spend, until every plan has completed).
 """
 
 import time
@@ -83,11 +84,13 @@ def run(bench: Bench) -> Result:
         busy, slots = busy_run_slots(bench)
         rss_after = bench.stack.worker_rss()
 
+        cpu_before = bench.stack.cpu_seconds()
         start = time.time()
         in_threads(bench.api, approval_ids, Api.approve, threads=THREADS)
         requests_s = time.time() - start
         engine = wait_finished(plan_ids) - start
         bench.stack.settle()
+        cpu = {name: (used - cpu_before[name]) * 1000 / count for name, used in bench.stack.cpu_seconds().items()}
         raw = raw_dispatches(bench, count)
 
         result.add("busy_slots", busy, "slots")
@@ -95,6 +98,8 @@ def run(bench: Bench) -> Result:
         for name in ("subtasks", "control"):
             result.add(f"{name}_worker_rss_before_mb", rss_before[name] / 1e6, "MB")
             result.add(f"{name}_worker_rss_after_mb", rss_after[name] / 1e6, "MB")
+        for name, ms in cpu.items():
+            result.add(f"cpu_ms_per_decision_{name}", ms, "ms")
         result.add("approve_requests_s", requests_s, "s")
         result.add("engine_s", engine, "s")
         result.add("raw_s", raw, "s")
@@ -103,7 +108,8 @@ def run(bench: Bench) -> Result:
         print(
             f"  rep {rep + 1}: {count} parked in {park_s:.1f} s; busy slots {busy} (last sample {slots}); worker RSS "
             f"{megabytes(sum(rss_before.values()))} -> {megabytes(sum(rss_after.values()))}; all approved "
-            f"{requests_s:.1f} s, completed {engine:.1f} s after the first approval; raw {raw:.2f} s",
+            f"{requests_s:.1f} s, completed {engine:.1f} s after the first approval; raw {raw:.2f} s; CPU per "
+            f"decision (ms) {', '.join(f'{name} {ms:.1f}' for name, ms in cpu.items())}",
             flush=True,
         )
     result.fact("plans", count)

@@ -44,6 +44,10 @@ REQUIRED = {
         "engine_s",
         "raw_s",
         "decisions_ratio",
+        "cpu_ms_per_decision_web",
+        "cpu_ms_per_decision_subtasks",
+        "cpu_ms_per_decision_control",
+        "cpu_ms_per_decision_postgres",
     },
     "bulk": {"request_s", "seconds_per_1000", "completed_s"},
     "inbox": {
@@ -111,6 +115,7 @@ def test_every_scenario_runs_on_throwaway_servers_and_writes_its_figures(tmp_pat
         for key in scenario["samples"]:
             assert len(scenario["samples"][key]) == 1, (name, key)
     assert figures["scenarios"]["parked"]["busy_slots"] == 0
+    assert figures["scenarios"]["parked"]["cpu_ms_per_decision_web"] > 0  # the decisions' requests were counted
     assert figures["scenarios"]["hosts"]["invariants_ok"] is True
     assert figures["scenarios"]["inbox"]["same_query_counts"] is True
     assert "median" in done.stdout  # the table
