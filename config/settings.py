@@ -83,8 +83,6 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    # The admin's pages with control and bidirectional characters written out (after Django's escaping).
-    "desk.middleware.AdminTextShown",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -92,8 +90,13 @@ MIDDLEWARE = [
     # The plan, subtask or approval a request is about, for its log lines (LOG_FORMAT=json).
     "config.middleware.LogContextMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
-    # Last: turns django-axes' lockout into its answer (429 with Retry-After).
+    # Turns django-axes' lockout into its answer (429 with Retry-After).
     "axes.middleware.AxesMiddleware",
+    # The admin's pages with control and bidirectional characters written out (after Django's
+    # escaping). Innermost and synchronous only, so that under ASGI the whole stack runs in
+    # synchronous mode in the request's thread: above an async-capable middleware Django would
+    # run Django's own middleware in async mode, switching threads for each of their hooks.
+    "desk.middleware.AdminTextShown",
 ]
 
 AUTHENTICATION_BACKENDS = [

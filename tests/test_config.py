@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from celery.app.backends import by_url
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
 
 from config.celery import app as celery_app
 from config.database import database_from_url
@@ -154,3 +157,21 @@ def test_every_thread_of_a_process_shares_one_result_backend():
     thread.start()
     thread.join()
     assert backends == [celery_app.backend]
+
+
+def test_under_asgi_every_middleware_runs_in_the_requests_thread(monkeypatch):
+    # Django runs a middleware in async mode when the one inside it is async-capable; Django's
+    # own (MiddlewareMixin) then switch to a thread and back for each hook. The innermost being
+    # synchronous only, all of them run synchronously: one switch into the stack for a request.
+    modes: dict[str, bool] = {}
+    adapt = BaseHandler.adapt_method_mode
+
+    def spied(self, is_async, method, method_is_async=None, debug=False, name=None):
+        if name is not None and name.startswith("middleware "):
+            modes[name.removeprefix("middleware ")] = is_async
+        return adapt(self, is_async, method, method_is_async, debug, name)
+
+    monkeypatch.setattr(BaseHandler, "adapt_method_mode", spied)
+    ASGIHandler()
+    assert set(modes) == set(settings.MIDDLEWARE)
+    assert not [name for name, is_async in modes.items() if is_async]
