@@ -175,8 +175,7 @@ def _write(held: list[Approval]) -> None:
         alike[json.dumps(same, cls=DjangoJSONEncoder, sort_keys=True)].append(approval)
     for group in alike.values():
         fields = {name: getattr(group[0], name) for name in DECISION_FIELDS}
-        ids = [approval.pk for approval in group]
-        if Approval.objects.filter(pk__in=ids, status=ApprovalStatus.PENDING).update(**fields) != len(ids):
+        if _decide_voting([approval.pk for approval in group], fields, ()) != len(group):
             raise AlreadyDecided(group[0])
         for approval in group:
             approval.decided_at = fields["decided_at"]

@@ -181,7 +181,8 @@ class Stack:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             (backend,) = cursor.fetchone()
-        used["postgres"] = tree_cpu_s(parent_pid(backend)) if parent_pid(backend) else 0.0
+        postmaster = parent_pid(backend)
+        used["postgres"] = tree_cpu_s(postmaster) if postmaster else 0.0
         return used
 
     def settle(self, timeout: float = 120) -> None:
