@@ -4,6 +4,8 @@ from types import SimpleNamespace
 from uuid import uuid4
 
 import pytest
+from celery import chain
+from django.conf import settings
 from django.db import transaction
 
 from execution import canvas
@@ -61,10 +63,10 @@ def test_a_plan_needing_approval_sends_nothing(sent, django_capture_on_commit_ca
 def test_runs_sent_while_held_go_out_together_when_the_hold_ends(monkeypatch):
     published: list[str] = []
 
-    def chain(first, then):
-        return SimpleNamespace(apply_async=lambda: published.append(first.kwargs["subtask_id"]))
+    def run_signature(run, **options):
+        return SimpleNamespace(apply_async=lambda **sent: published.append(str(run.subtask_id)))
 
-    monkeypatch.setattr(canvas, "chain", chain)
+    monkeypatch.setattr(canvas, "run_signature", run_signature)
     runs = [canvas.Run(subtask_id=uuid4(), attempt=1, task_id=str(uuid4()), timeout_s=10) for _ in range(2)]
     with canvas.sends_held():
         canvas.send_runs(uuid4(), runs[:1])
@@ -73,3 +75,34 @@ def test_runs_sent_while_held_go_out_together_when_the_hold_ends(monkeypatch):
     assert published == [str(run.subtask_id) for run in runs]
     canvas.send_runs(uuid4(), runs[:1])
     assert len(published) == 3
+
+
+def test_a_single_run_goes_out_as_the_message_of_its_chain_with_the_advance(monkeypatch):
+    # send_runs gives Celery the run with its advance in the "chain" option rather than a canvas
+    # to build: the message must be the one chain(run, advance) sends, with the limits and queues.
+    published: list[tuple[str, dict, dict]] = []
+
+    def capture(producer, name, message, **options):
+        _args, kwargs, embed = message.body
+        published.append((name, kwargs, {**options, "chain": embed["chain"], "headers": message.headers}))
+
+    amqp = canvas.current_app.amqp
+    monkeypatch.setattr(amqp, "send_task_message", capture)
+    run = canvas.Run(subtask_id=uuid4(), attempt=2, task_id=str(uuid4()), timeout_s=10, agent="script")
+    plan_id = uuid4()
+    canvas.send_runs(plan_id, [run])
+    chain(canvas.run_signature(run), canvas.advance_signature(plan_id)).apply_async()
+    sent, built = published
+    for name, kwargs, options in (sent, built):
+        assert name == canvas.RUN_SUBTASK
+        assert kwargs == {"subtask_id": str(run.subtask_id), "attempt": 2, "agent": "script"}
+        assert options["queue"].name == "subtasks"
+        assert options["headers"]["id"] == run.task_id
+        assert list(options["headers"]["timelimit"]) == [10 + settings.EXECUTION_HARD_LIMIT_GRACE_S, 10]
+        [advance] = options["chain"]
+        assert (advance["task"], advance["kwargs"], advance["options"]["queue"]) == (
+            canvas.ADVANCE_PLAN,
+            {"plan_id": str(plan_id)},
+            "control",
+        )
+        assert advance["immutable"]
