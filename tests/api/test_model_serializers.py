@@ -39,6 +39,22 @@ def test_each_serializer_gets_fields_of_its_own_bound_to_it():
     assert type(first.fields["status"]) is type(PlainApprovalSerializer().fields["status"])
 
 
+def test_no_two_serializers_share_a_nested_serializer_or_a_child():
+    # Plain fields are shallow copies; a nested serializer or a ListField binds its child to
+    # itself, so those are copied whole: a child shared would point at another request's parent.
+    first, second = ApprovalSerializer(), ApprovalSerializer()
+    for name in ("votes", "approvers", "policy"):
+        assert first.fields[name] is not second.fields[name]
+        assert first.fields[name].parent is first
+    assert first.fields["votes"].child is not second.fields["votes"].child
+    assert first.fields["votes"].child.parent is first.fields["votes"]
+    assert first.fields["approvers"].child is not second.fields["approvers"].child
+    assert first.fields["approvers"].child.parent is first.fields["approvers"]
+    vote_user = first.fields["votes"].child.fields["user"]
+    assert vote_user is not second.fields["votes"].child.fields["user"]
+    assert vote_user.parent is first.fields["votes"].child
+
+
 def test_the_mapping_is_kept_per_class():
     class Listed(ModelSerializer):
         class Meta:
