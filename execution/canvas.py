@@ -111,7 +111,7 @@ def send_runs(plan_id: UUID, runs: list[Run], *, countdown: float | None = None)
             first.set(countdown=countdown)
         # The message chain(first, advance) sends: the run carries its advance in its "chain"
         # field, which the worker sends when the run succeeds (a retry keeps it). Given so,
-        # Celery skips building and freezing the canvas, a third of the cost of sending.
+        # Celery skips building and freezing the canvas, about a quarter of the cost of sending.
         first.apply_async(chain=[advance_signature(plan_id)])
 
 
