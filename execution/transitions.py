@@ -326,8 +326,13 @@ def _update(
     Each with its own task id, if given (a dispatch). The statement is _update_each's: made
     without the ORM, which took as long to compile an UPDATE as PostgreSQL to run it.
     """
-    rows = [(subtask, values if task_ids is None else {**values, "task_id": task_ids[subtask.pk]}) for subtask in group]
+    rows = [(subtask, _row(subtask, values, task_ids)) for subtask in group]
     return _update_each(rows, names=tuple(rows[0][1]), current=current, attempts=attempts)
+
+
+def _row(subtask: Subtask, values: dict[str, Any], task_ids: Mapping[UUID, str] | None) -> dict[str, Any]:
+    """What a subtask's change writes: the values, and its own task id if given."""
+    return values if task_ids is None else {**values, "task_id": task_ids[subtask.pk]}
 
 
 def _conflict(group: list[Subtask], *, current: str, to: str) -> TransitionConflict:
@@ -396,7 +401,7 @@ def transitions_unheld() -> Iterator[None]:
 def _write_held(held: _Held) -> None:
     alike: dict[tuple[str, int, tuple[str, ...]], list[tuple[Subtask, dict[str, Any]]]] = defaultdict(list)
     for subtask, current, attempts, values, task_ids in held.subtasks:
-        row = {**values, **({"task_id": task_ids[subtask.pk]} if task_ids is not None else {})}
+        row = _row(subtask, values, task_ids)
         alike[current, attempts, tuple(row)].append((subtask, row))
     for (current, attempts, names), rows in alike.items():
         if _update_each(rows, names=names, current=current, attempts=attempts) != len(rows):
