@@ -35,6 +35,8 @@ from approvals.policy import plan_rule, policy_rules, result_from_client, tool_c
 from approvals.rules import Rule
 from approvals.selectors import NOT_AN_APPROVER, vote_refusal
 from approvals.transitions import approval_payload, approval_transition, approvals_transition
+from common.compiled import CompiledGet
+from common.prepared import prepared_cursor
 from execution.engine.plan_flow import plan_changes_request, plan_decision_apply, plan_lock
 from execution.engine.waits import subtask_decision_apply
 from execution.events import event_append, events_batched
@@ -52,6 +54,10 @@ EXPIRE_BATCH = 200
 PLAN_OF_APPROVAL_LOCK_SQL = (
     f"SELECT p.id FROM {Plan._meta.db_table} p JOIN {Approval._meta.db_table} a ON a.plan_id = p.id "  # nosec B608
     "WHERE a.id = %s FOR UPDATE OF p"
+)
+# Then the approval, locked, with its subtask, plan and execution (compiled once: see common/compiled.py).
+APPROVAL_LOCKED = CompiledGet(
+    Approval.objects.select_for_update(of=("self",)).select_related("subtask", "plan__execution")
 )
 
 
@@ -301,15 +307,11 @@ def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> A
     with transaction.atomic():
         # The plan first (the one lock order), found through the approval; then, under its lock, the
         # approval with its subtask, plan and execution in one statement: rows read after the lock are current.
-        with connection.cursor() as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(PLAN_OF_APPROVAL_LOCK_SQL, [approval_id])
             if cursor.fetchone() is None:
                 raise ApprovalNotFound()
-        approval = (
-            Approval.objects.select_for_update(of=("self",))
-            .select_related("subtask", "plan__execution")
-            .get(pk=approval_id)
-        )
+        approval = APPROVAL_LOCKED.get(approval_id)
         plan = approval.plan
         # A tool call's vote and decision write their events in one statement (a plan approval's
         # start may read the plan's counters, so those are written as they come).

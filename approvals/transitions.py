@@ -16,6 +16,7 @@ from approvals.errors import AlreadyDecided
 from approvals.models import Approval, ApprovalKind, ApprovalStatus, Vote
 from approvals.states import APPROVAL_TRANSITIONS
 from common.context import context_bound
+from common.prepared import prepared_cursor
 from execution.events import events_append
 from execution.states import allowed
 
@@ -97,7 +98,7 @@ def _decide_voting(ids: list[Any], fields: dict[str, Any], votes: Sequence[Vote]
         f"WITH decided AS (UPDATE {Approval._meta.db_table} SET {sets} "  # nosec B608
         f"WHERE id = ANY(%s) AND status = %s RETURNING id){voted} SELECT (SELECT count(*) FROM decided), {voted_ids}"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     for vote, pk in zip(votes, row[1], strict=True) if row[1] else ():  # none when nothing was decided

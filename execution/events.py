@@ -19,6 +19,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
 from common.context import context_bound
+from common.prepared import prepared_cursor
 from execution import canvas
 from plans.models import SubtaskStatus as S
 
@@ -116,7 +117,7 @@ WITH counter AS (
     SELECT event.type, event.payload, event.position
     FROM unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
     UNION ALL
-    SELECT %(progress_type)s, {progress_sql("c", "%(plan_text)s")}, %(count)s
+    SELECT %(progress_type)s::varchar, {progress_sql("c", "%(plan_text)s::text")}, %(count)s
     FROM counter c WHERE %(progress)s
 ), inserted AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
@@ -177,7 +178,7 @@ def _append(
     }
     for status in S.values:
         params[counter(status)] = (counts or {}).get(status, 0)
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(APPEND_SQL, params)
         last, callback_url = cursor.fetchone()
     seqs = list(range(last - total + 1, last + 1))

@@ -13,10 +13,10 @@ from functools import partial
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 
+from common.prepared import prepared_cursor
 from execution import canvas
 from execution.events import COUNTERS, NOTIFY_CHANNEL, PROGRESS_EVENT, counter, progress_sql
 from execution.transitions import NOW, SUBTASK_EVENTS, SUBTASK_PAYLOAD, SUBTASK_STAMPS
@@ -49,7 +49,6 @@ RUN_COLUMNS = (
     "usage",
     "agent_state",
 )
-PREPARE_THRESHOLD = 5
 _JSONB_COLUMNS = ("plan_metadata", "input", "tool_calls", "conversation", "usage", "agent_state")
 
 
@@ -288,15 +287,9 @@ def _one(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _one_try(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    connection.close_if_health_check_failed()  # as Django's cursor() does, when the check is due
-    connection.ensure_connection()
-    # Prepared once per connection (Django turns preparing off for transaction-pooling proxies,
-    # which the run's session-level lease rules out; its own cursors never prepare).
-    raw = connection.connection
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = PREPARE_THRESHOLD
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
+    # Prepared once per connection (common/prepared.py).
+    with prepared_cursor(connection) as cursor:
+        cursor.execute(sql, params)
         values = cursor.fetchone()
         names = [column.name for column in cursor.description or ()]
     return None if values is None else dict(zip(names, values, strict=True))

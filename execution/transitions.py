@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from common.context import context_bound
 from common.errors import DomainError
+from common.prepared import prepared_cursor
 from execution.events import (
     event_append,
     events_append,
@@ -145,7 +146,7 @@ def execution_transition(
         created_at=timezone.now(),
     )
     with transaction.atomic(savepoint=False):
-        with connection.cursor() as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(EXECUTION_MOVE_SQL, _move_params(record))
             moved = cursor.fetchone()
         if moved is not None:
@@ -442,6 +443,6 @@ def _update_each(
         f"FROM (VALUES {', '.join([casts] * len(rows))}) AS v({listed}) "
         "WHERE s.id = v.id AND s.status = %s AND s.attempts = %s"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, [*params, current, attempts])
         return cursor.rowcount

@@ -1,0 +1,50 @@
+"""Cursors whose statements PostgreSQL parses and plans once per connection, for statements run on every request.
+
+Django's cursors bind parameters on the client (its default for psycopg 3): PostgreSQL then
+parses and plans each statement anew, which for the few statements of a decision takes
+about as long as running them. A prepared cursor binds them on the server, and psycopg
+prepares a statement from its PREPARE_THRESHOLD-th use on a connection; Django's own
+cursors are unchanged. Each parameter needs a type PostgreSQL can tell: a column it is
+compared with or assigned to, or a cast (%s::uuid) where it stands alone (in a function's
+arguments, in a VALUES list).
+"""
+
+import psycopg
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.postgresql.base import CursorDebugWrapper
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.backends.utils import CursorWrapper
+from psycopg.pq import Format
+
+PREPARE_THRESHOLD = 5
+
+
+def prepared_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
+    """Return a cursor on `connection` (PostgreSQL) that prepares the statements it runs often; use it as Django's.
+
+    Its statements are logged as Django's are (connection.queries, CaptureQueriesContext),
+    with their values written in; /metrics does not count them. Prepared statements belong
+    to the connection's session: behind PgBouncer in transaction mode they need PgBouncer
+    1.21 or later with `max_prepared_statements` set.
+    """
+    connection.close_if_health_check_failed()  # as Django's cursor() does, when the check is due
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = PREPARE_THRESHOLD
+    with connection.wrap_database_errors:
+        cursor = psycopg.Cursor(raw)
+    # Datetimes in the connection's time zone, as Django's create_cursor() gives its cursors.
+    loader = raw.adapters.get_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT)
+    if connection.timezone != loader.timezone:
+        register_tzloader(connection.timezone, cursor)
+    return _LoggedCursor(cursor, connection) if connection.queries_logged else connection.make_cursor(cursor)  # type: ignore[arg-type]
+
+
+class _LoggedCursor(CursorDebugWrapper):
+    """Logs a statement with its values written in, as Django logs its own when the server binds them."""
+
+    def debug_sql(self, sql=None, params=None, use_last_executed_query=False, many=False):  # type: ignore[no-untyped-def]
+        if use_last_executed_query and not many:
+            sql, use_last_executed_query = self.db.ops.compose_sql(sql, params), False
+        return super().debug_sql(sql, params, use_last_executed_query, many)

@@ -1,0 +1,119 @@
+"""CompiledGet reads what the ORM's get() reads; prepared cursors prepare, log and convert as Django's cursors."""
+
+import threading
+import uuid
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Value
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+
+from approvals.models import Approval
+from approvals.services import APPROVAL_LOCKED
+from common.compiled import CompiledGet
+from common.prepared import PREPARE_THRESHOLD, prepared_cursor
+from execution.models import ExecutionState
+from execution.services import plan_submit
+from plans.models import Plan
+from tests.api.test_approvals import waiting_tool_call
+from tests.support.factories import UserFactory, plan_data, subtask
+
+pytestmark = pytest.mark.django_db
+
+WITH_RELATED = Approval.objects.select_related("subtask", "plan__execution", "decided_by")
+
+
+def values(obj) -> dict:
+    return {name: value for name, value in vars(obj).items() if not name.startswith("_")}
+
+
+@pytest.fixture
+def approval():
+    plan = plan_submit(owner=UserFactory(), data=plan_data(subtask("a"), requires_approval=False))
+    return waiting_tool_call(plan, arguments={"path": "a.txt", "nested": {"n": [1, 2]}})
+
+
+def test_the_object_and_its_related_objects_are_the_orms(approval):
+    expected = WITH_RELATED.get(pk=approval.pk)
+    got = CompiledGet(WITH_RELATED).get(str(approval.pk))
+    assert type(got) is Approval
+    assert values(got) == values(expected)
+    assert got.arguments == {"path": "a.txt", "nested": {"n": [1, 2]}}  # JSON converted, as the ORM does
+    assert got.requested_at.tzinfo is not None
+    assert (got._state.adding, got._state.db) == (False, "default")
+    with CaptureQueriesContext(connection) as queries:
+        assert values(got.subtask) == values(expected.subtask)
+        assert values(got.plan) == values(expected.plan)
+        assert values(got.plan.execution) == values(expected.plan.execution)
+        assert got.decided_by is None
+    assert not queries, "the related objects were read with it"
+    assert got.get_deferred_fields() == set()
+
+
+def test_a_missing_related_row_is_known_missing_without_a_query(approval):
+    ExecutionState.objects.filter(plan_id=approval.plan_id).delete()
+    got = CompiledGet(WITH_RELATED).get(approval.pk)
+    with CaptureQueriesContext(connection) as queries, pytest.raises(Plan.execution.RelatedObjectDoesNotExist):
+        got.plan.execution  # noqa: B018
+    assert not queries
+
+
+def test_no_row_raises_does_not_exist_and_a_bad_key_a_validation_error(approval):
+    read = CompiledGet(WITH_RELATED)
+    with pytest.raises(Approval.DoesNotExist):
+        read.get(uuid.uuid4())
+    with pytest.raises(ValidationError, match="not a valid UUID"):
+        read.get("not-a-uuid")
+    assert read.get(approval.pk).pk == approval.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locking_read_needs_a_transaction_and_locks(approval):
+    with pytest.raises(TransactionManagementError):
+        APPROVAL_LOCKED.get(approval.pk)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert APPROVAL_LOCKED.get(approval.pk).plan.pk == approval.plan_id
+    assert "FOR UPDATE" in queries[-1]["sql"]
+    assert approval.pk.hex in queries[-1]["sql"].replace("-", ""), "logged with its value written in"
+
+
+def test_a_filtered_or_annotated_queryset_is_refused():
+    with pytest.raises(ValueError, match="no filter"):
+        CompiledGet(Approval.objects.filter(tool="x")).get(uuid.uuid4())
+    with pytest.raises(ValueError, match="no annotation"):
+        CompiledGet(Approval.objects.annotate(one=Value(1))).get(uuid.uuid4())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_threads_share_one_compiled_read(approval):
+    read = CompiledGet(WITH_RELATED)
+    read.get(approval.pk)  # compiled in this thread
+    seen: list[object] = []
+
+    def in_thread() -> None:
+        try:
+            seen.append(read.get(approval.pk).subtask.key)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=in_thread) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == ["a", "a", "a"]
+
+
+def test_a_statement_run_often_is_prepared_on_the_connection():
+    sql = "SELECT %s::int + 1, now()"
+    with prepared_cursor(connection) as cursor:
+        for number in range(PREPARE_THRESHOLD + 1):
+            cursor.execute(sql, [number])
+            total, now = cursor.fetchone()
+    assert total == PREPARE_THRESHOLD + 1
+    assert now.tzinfo is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%$1::int + 1%"])
+        assert cursor.fetchone()[0] == 1
