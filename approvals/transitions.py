@@ -98,7 +98,8 @@ def _decide_voting(ids: list[Any], fields: dict[str, Any], votes: Sequence[Vote]
         f"WITH decided AS (UPDATE {Approval._meta.db_table} SET {sets} "  # nosec B608
         f"WHERE id = ANY(%s) AND status = %s RETURNING id){voted} SELECT (SELECT count(*) FROM decided), {voted_ids}"
     )
-    with prepared_cursor(connection) as cursor:
+    # Prepared for one vote or none (a decision's); many votes' text varies with their number (see _update_each).
+    with prepared_cursor(connection) if len(votes) <= 1 else connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     for vote, pk in zip(votes, row[1], strict=True) if row[1] else ():  # none when nothing was decided

@@ -6,7 +6,8 @@ about as long as running them. A prepared cursor binds them on the server, and p
 prepares a statement from its PREPARE_THRESHOLD-th use on a connection; Django's own
 cursors are unchanged. Each parameter needs a type PostgreSQL can tell: a column it is
 compared with or assigned to, or a cast (%s::uuid) where it stands alone (in a function's
-arguments, in a VALUES list).
+arguments, in a VALUES list). For statements of a fixed text: one whose text varies with the
+number of its rows gains nothing, and the server takes 65,535 parameters at most.
 """
 
 import psycopg

@@ -443,6 +443,8 @@ def _update_each(
         f"FROM (VALUES {', '.join([casts] * len(rows))}) AS v({listed}) "
         "WHERE s.id = v.id AND s.status = %s AND s.attempts = %s"
     )
-    with prepared_cursor(connection) as cursor:
+    # One subtask's change is prepared (a decision's, a retry's); a statement of many rows, whose text
+    # varies with their number, is not (nor bound by the server, which takes 65,535 parameters at most).
+    with prepared_cursor(connection) if len(rows) == 1 else connection.cursor() as cursor:
         cursor.execute(sql, [*params, current, attempts])
         return cursor.rowcount
