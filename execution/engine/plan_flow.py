@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.compiled import CompiledGet
 from execution import canvas
 from execution.engine.approval_gate import approval_gate
 from execution.events import event_append
@@ -30,13 +31,16 @@ from plans.services import revision_changes_request
 # --- The lock -------------------------------------------------------------------------------
 
 
+PLAN_LOCKED = CompiledGet(Plan.objects.select_for_update())  # compiled once (common/compiled.py)
+
+
 def plan_lock(plan_id: UUID) -> Plan:
     """Lock a plan's row for the rest of the transaction and return it.
 
     Only the plan is selected: after waiting for the lock PostgreSQL re-reads the locked
     row but not rows joined to it, so the execution is read afterwards (execution_of).
     """
-    return Plan.objects.select_for_update().get(pk=plan_id)
+    return PLAN_LOCKED.get(plan_id)
 
 
 def plan_lock_for(subtask_id: UUID) -> Plan:
