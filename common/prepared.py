@@ -33,6 +33,7 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
     raw = connection.connection
     if raw.prepare_threshold is None:
         raw.prepare_threshold = PREPARE_THRESHOLD
+    connection.validate_thread_sharing()
     with connection.wrap_database_errors:
         cursor = psycopg.Cursor(raw)
     # Datetimes in the connection's time zone, as Django's create_cursor() gives its cursors.
