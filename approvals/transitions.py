@@ -99,7 +99,7 @@ def _decide_voting(ids: list[Any], fields: dict[str, Any], votes: Sequence[Vote]
         f"WHERE id = ANY(%s) AND status = %s RETURNING id){voted} SELECT (SELECT count(*) FROM decided), {voted_ids}"
     )
     # Prepared for one vote or none (a decision's); many votes' text varies with their number (see _update_each).
-    with prepared_cursor(connection) if len(votes) <= 1 else connection.cursor() as cursor:
+    with prepared_cursor(connection, prepare=len(votes) <= 1) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     for vote, pk in zip(votes, row[1], strict=True) if row[1] else ():  # none when nothing was decided

@@ -20,14 +20,18 @@ from psycopg.pq import Format
 PREPARE_THRESHOLD = 5
 
 
-def prepared_cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
+def prepared_cursor(connection: BaseDatabaseWrapper, *, prepare: bool = True) -> CursorWrapper:
     """Return a cursor on `connection` (PostgreSQL) that prepares the statements it runs often; use it as Django's.
+
+    `prepare` False gives Django's own cursor, for a statement whose text varies (see above).
 
     Its statements are logged as Django's are (connection.queries, CaptureQueriesContext),
     with their values written in; /metrics does not count them. Prepared statements belong
     to the connection's session: behind PgBouncer in transaction mode they need PgBouncer
     1.21 or later with `max_prepared_statements` set.
     """
+    if not prepare:
+        return connection.cursor()
     connection.close_if_health_check_failed()  # as Django's cursor() does, when the check is due
     connection.ensure_connection()
     raw = connection.connection

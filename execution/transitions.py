@@ -445,6 +445,6 @@ def _update_each(
     )
     # One subtask's change is prepared (a decision's, a retry's); a statement of many rows, whose text
     # varies with their number, is not (nor bound by the server, which takes 65,535 parameters at most).
-    with prepared_cursor(connection) if len(rows) == 1 else connection.cursor() as cursor:
+    with prepared_cursor(connection, prepare=len(rows) == 1) as cursor:
         cursor.execute(sql, [*params, current, attempts])
         return cursor.rowcount

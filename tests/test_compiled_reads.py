@@ -117,3 +117,13 @@ def test_a_statement_run_often_is_prepared_on_the_connection():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%$1::int + 1%"])
         assert cursor.fetchone()[0] == 1
+
+
+def test_a_statement_of_varying_text_stays_on_djangos_cursor():
+    sql = "SELECT %s::int + 2"
+    with prepared_cursor(connection, prepare=False) as cursor:
+        for number in range(PREPARE_THRESHOLD + 1):
+            cursor.execute(sql, [number])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%::int + 2%"])
+        assert cursor.fetchone()[0] == 0
