@@ -19,7 +19,9 @@ from django.db import DatabaseError, connection, transaction
 from common.prepared import prepared_cursor
 from execution import canvas
 from execution.events import COUNTERS, NOTIFY_CHANNEL, PROGRESS_EVENT, counter, progress_sql
-from execution.transitions import NOW, SUBTASK_EVENTS, SUBTASK_PAYLOAD, SUBTASK_STAMPS
+from execution.models import ExecState, StateTransition
+from execution.states import EXECUTION_TRANSITIONS, allowed
+from execution.transitions import EXECUTION_EVENT, NOW, SUBTASK_EVENTS, SUBTASK_PAYLOAD, SUBTASK_STAMPS
 from plans.models import PlanStatus
 from plans.models import SubtaskStatus as S
 
@@ -80,6 +82,12 @@ def _payload_sql(row: str, *, previous: str, to: str, extra: str = "") -> str:
     )
 
 
+# The execution states a decision leaves behind until its subtask runs again (execution/engine/waits.py).
+EXECUTION_RESUMING = (ExecState.RESUMED, ExecState.WAITING_APPROVAL)
+assert all(allowed(EXECUTION_TRANSITIONS, state, ExecState.RUNNING) for state in EXECUTION_RESUMING)
+# The reason of that change, "subtask 'key' running": a key holds no quote (plans/shape.py KEY_PATTERN).
+_RUNNING_REASON = "'subtask ''' || started.key || ''' running'"
+
 # Column names are constants; values go as parameters (hence the bandit exemption at its end).
 START_SQL = f"""
 WITH plan AS (
@@ -87,7 +95,7 @@ WITH plan AS (
     WHERE p.id = (SELECT plan_id FROM plans_subtask WHERE id = %(id)s)
     FOR UPDATE
 ), execution AS (
-    SELECT e.state FROM execution_executionstate e WHERE e.plan_id = (SELECT id FROM plan) FOR UPDATE
+    SELECT e.id, e.state FROM execution_executionstate e WHERE e.plan_id = (SELECT id FROM plan) FOR UPDATE
 ), lease AS (
     -- A volatile function: the CTE runs once, and only for a plan in progress.
     SELECT pg_try_advisory_lock(hashtext(%(key)s), %(attempt)s) AS held
@@ -111,22 +119,40 @@ WITH plan AS (
     FROM started JOIN context ON context.bytes <= %(max_context)s
         JOIN plans_subtaskdependency link ON link.subtask_id = started.id
         JOIN plans_subtask d ON d.id = link.depends_on_id
+), resumed AS (
+    -- A run started after a decision shows its execution running again, as execution_transition
+    -- would in a transaction of its own: the change, its StateTransition row and its event.
+    UPDATE execution_executionstate e SET state = {_literal(ExecState.RUNNING)}, updated_at = %(now)s
+    FROM started, execution
+    WHERE e.id = execution.id AND execution.state IN ({", ".join(_literal(state) for state in EXECUTION_RESUMING)})
+    RETURNING e.id, execution.state AS previous, {_RUNNING_REASON} AS reason
+), transition AS (
+    INSERT INTO {StateTransition._meta.db_table}
+        (execution_id, from_state, to_state, reason, actor, metadata, created_at)
+    SELECT resumed.id, resumed.previous, {_literal(ExecState.RUNNING)}, resumed.reason, 'system', '{{}}'::jsonb, %(now)s
+    FROM resumed
 ), counter AS (
     UPDATE plans_plan p
-    SET last_event_seq = p.last_event_seq + 1, {_counts_sql(S.QUEUED, S.RUNNING)}
+    SET last_event_seq = p.last_event_seq + 1 + (SELECT count(*) FROM resumed), {_counts_sql(S.QUEUED, S.RUNNING)}
     FROM started WHERE p.id = started.plan_id
-    RETURNING p.last_event_seq, p.callback_url
+    RETURNING p.last_event_seq, p.callback_url, (SELECT count(*) FROM resumed) AS resumed
 ), event AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
-    SELECT started.plan_id, counter.last_event_seq, {_literal(SUBTASK_EVENTS[S.RUNNING])},
+    SELECT started.plan_id, counter.last_event_seq - counter.resumed, {_literal(SUBTASK_EVENTS[S.RUNNING])},
         {_payload_sql("started", previous=S.QUEUED, to=S.RUNNING)}, statement_timestamp()
     FROM started, counter
+    UNION ALL
+    SELECT started.plan_id, counter.last_event_seq, {_literal(EXECUTION_EVENT)},
+        jsonb_build_object('execution_id', resumed.id, 'previous_state', resumed.previous,
+            'new_state', {_literal(ExecState.RUNNING)}, 'reason', resumed.reason, 'actor', 'system'),
+        statement_timestamp()
+    FROM started, counter, resumed
 ), notified AS (
     SELECT pg_notify('{NOTIFY_CHANNEL}', started.plan_id::text) FROM started, counter
 )
 SELECT plan.status AS plan_status, plan.goal AS plan_goal, plan.metadata AS plan_metadata,
-       plan.session_id AS plan_session_id, execution.state AS execution_state, lease.held,
-       counter.last_event_seq, counter.callback_url, (SELECT count(*) FROM notified) AS notified,
+       plan.session_id AS plan_session_id, lease.held, counter.last_event_seq, counter.callback_url,
+       counter.resumed, (SELECT count(*) FROM notified) AS notified,
        context.bytes AS context_bytes, gathered.dependencies, started.*
 FROM plan LEFT JOIN execution ON true LEFT JOIN lease ON true LEFT JOIN started ON true LEFT JOIN counter ON true
     LEFT JOIN context ON true LEFT JOIN gathered ON true
@@ -184,7 +210,6 @@ class RunStart:
     plan_goal: str
     plan_metadata: dict[str, Any]
     plan_session_id: str
-    execution_state: str | None
     leased: bool
     row: dict[str, Any] | None
     dependencies: dict[str, Any]
@@ -197,7 +222,8 @@ def run_start(
     """Start attempt `attempt` of a queued subtask; None when its plan is gone.
 
     The run's lease is taken when the plan is in progress (`leased`); the subtask starts
-    (`row`) only if it is queued at the attempt before. The caller releases a lease it got
+    (`row`) only if it is queued at the attempt before, and its execution, if a decision left
+    it resumed or waiting for approval, runs again. The caller releases a lease it got
     without a start. The dependencies' results are read only when they add up to at most
     `max_context` bytes (`context_bytes` says how many they are).
     """
@@ -220,13 +246,13 @@ def run_start(
             found[name] = json.loads(found[name])
     started = found["id"] is not None
     if started and found["callback_url"]:
-        _webhooks(found["plan_id"], [found["last_event_seq"]])
+        last = found["last_event_seq"]
+        _webhooks(found["plan_id"], list(range(last - found["resumed"], last + 1)))
     return RunStart(
         plan_status=found["plan_status"],
         plan_goal=found["plan_goal"],
         plan_metadata=found["plan_metadata"],
         plan_session_id=found["plan_session_id"],
-        execution_state=found["execution_state"],
         leased=bool(found["held"]),
         row={name: found[name] for name in RUN_COLUMNS} if started else None,
         dependencies=found["dependencies"] or {},

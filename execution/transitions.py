@@ -182,10 +182,13 @@ def _move_params(record: StateTransition) -> dict[str, Any]:
     return params
 
 
+EXECUTION_EVENT = "agent.execution.state_changed"
+
+
 def _execution_event(execution: ExecutionState, *, current: str, to: str, reason: str, actor: str) -> None:
     event_append(
         plan_id=execution.plan_id,
-        type="agent.execution.state_changed",
+        type=EXECUTION_EVENT,
         payload={
             "execution_id": execution.pk,
             "previous_state": current,

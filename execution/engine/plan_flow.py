@@ -19,7 +19,7 @@ from django.utils import timezone
 from common.compiled import CompiledGet
 from execution import canvas
 from execution.engine.approval_gate import approval_gate
-from execution.events import event_append
+from execution.events import event_append, events_batched
 from execution.models import ExecState, ExecutionState
 from execution.selectors import execution_of, plan_progress
 from execution.states import EXECUTION_FINISHED, SUBTASK_IN_FLIGHT, SUBTASK_UNSETTLED
@@ -241,15 +241,16 @@ def plan_finish(plan: Plan, execution: ExecutionState) -> None:
     """End a plan none of whose subtasks is left to run: completed, or failed if one failed."""
     progress = plan_progress(plan_id=plan.pk)
     failed = progress["failed"] > 0
-    if execution.state == ExecState.WAITING_APPROVAL:
-        execution_transition(execution=execution, to=ExecState.RUNNING, reason="no approval pending")
-    plan_transition(plan=plan, to=PlanStatus.FAILED if failed else PlanStatus.COMPLETED)
-    execution_transition(
-        execution=execution,
-        to=ExecState.FAILED if failed else ExecState.COMPLETED,
-        reason=f"{progress['failed']} subtask(s) failed" if failed else "all subtasks done",
-    )
-    announce_end(plan, execution, progress)
+    with events_batched(plan_id=plan.pk):  # the end's three or four events in one statement
+        if execution.state == ExecState.WAITING_APPROVAL:
+            execution_transition(execution=execution, to=ExecState.RUNNING, reason="no approval pending")
+        plan_transition(plan=plan, to=PlanStatus.FAILED if failed else PlanStatus.COMPLETED)
+        execution_transition(
+            execution=execution,
+            to=ExecState.FAILED if failed else ExecState.COMPLETED,
+            reason=f"{progress['failed']} subtask(s) failed" if failed else "all subtasks done",
+        )
+        announce_end(plan, execution, progress)
 
 
 def failure_policy_apply(plan: Plan, subtask: Subtask) -> None:

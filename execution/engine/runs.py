@@ -60,10 +60,8 @@ from execution.engine.plan_flow import dispatch, failure_policy_apply, plan_lock
 from execution.engine.waits import entry_new, subtask_wait
 from execution.limits import deferral_count, hold_back, run_admit, slot_release
 from execution.metrics import resume_observe
-from execution.models import ExecState
 from execution.run_statements import RunStart, run_finish, run_start
-from execution.selectors import execution_of
-from execution.transitions import TransitionConflict, execution_transition, subtask_transition
+from execution.transitions import TransitionConflict, subtask_transition
 from plans.json_values import json_problem, storable_text, text_problem
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
@@ -222,8 +220,6 @@ def _start(*, subtask_id: UUID, attempt: int, worker: str) -> Started | None:
     subtask = Subtask(**found.row, status=S.RUNNING, worker=worker, started_at=now)
     log_context_push(plan_id=subtask.plan_id)  # the task's log lines name the plan too (until the task ends)
     resume_observe(subtask.tool_calls)  # a run resuming after a decision: its latency, for /metrics
-    if found.execution_state in (ExecState.RESUMED, ExecState.WAITING_APPROVAL):
-        _execution_running(subtask)
     return Started(subtask=subtask, context=_context(found, subtask), refusal=_context_refusal(found))
 
 
@@ -236,15 +232,6 @@ def _context_refusal(found: RunStart) -> str:
         f"The results of this subtask's dependencies add up to {found.context_bytes} bytes, "
         f"over the limit of {limit} a run may gather (EXECUTION_MAX_CONTEXT_BYTES)."
     )
-
-
-def _execution_running(subtask: Subtask) -> None:
-    """Show the execution running again now that a subtask runs (after a decision)."""
-    with transaction.atomic():
-        plan = plan_lock_for(subtask.pk)
-        execution = execution_of(plan)
-        if execution is not None and execution.state in (ExecState.RESUMED, ExecState.WAITING_APPROVAL):
-            execution_transition(execution=execution, to=ExecState.RUNNING, reason=f"subtask {subtask.key!r} running")
 
 
 def _not_started(*, subtask_id: UUID, attempt: int, leased: bool) -> None:

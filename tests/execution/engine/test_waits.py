@@ -2,9 +2,13 @@
 
 from uuid import UUID
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
 from approvals.models import Approval, ApprovalStatus
 from approvals.services import approval_decide
-from execution.models import ExecState
+from execution import canvas
+from execution.models import ExecState, ExecutionState
 from execution.services import plan_pause, plan_resume
 from plans.models import Plan
 from plans.models import SubtaskStatus as S
@@ -97,3 +101,59 @@ def test_a_decision_while_the_plan_is_paused_is_held_until_it_resumes(worker, ou
     plan_resume(plan_id=plan.pk, actor="op")
     [run] = outbox.runs()
     assert (run.attempt, run.task_id) == (2, plan.subtasks.get().task_id)
+
+
+def test_the_resumed_run_s_start_shows_the_execution_running_in_the_same_statement(worker, outbox, monkeypatch):
+    plan = waiting(worker, outbox, subtask("a", input=DEPLOY))
+    Plan.objects.filter(pk=plan.pk).update(callback_url="https://hooks.example.com/plan")
+    approval_decide(approval_id=Approval.objects.get(plan=plan).pk, decided_by=None, approve=True, result="ok")
+    [resume] = [message for message in outbox.take() if message.kind == "run"]
+    hooked: list[int] = []
+    monkeypatch.setattr(canvas, "send_webhooks", lambda plan_id, seqs: hooked.extend(seqs))
+    before = Plan.objects.get(pk=plan.pk).last_event_seq
+
+    with CaptureQueriesContext(connection) as queries:
+        assert worker.run(resume.runs[0]) is None  # started and finished; the advance is not delivered
+
+    # One statement starts the run and records the execution's change (no transaction of its own).
+    [recorded] = [query["sql"] for query in queries if "execution_statetransition" in query["sql"]]
+    assert "pg_try_advisory_lock" in recorded
+
+    execution = ExecutionState.objects.get(plan=plan)
+    assert execution.state == ExecState.RUNNING
+    last = execution.transitions.order_by("-id").first()
+    assert (last.from_state, last.to_state, last.reason, last.actor, last.metadata) == (
+        ExecState.RESUMED,
+        ExecState.RUNNING,
+        "subtask 'a' running",
+        "system",
+        {},
+    )
+    started, running = plan.events.filter(seq__in=[before + 1, before + 2]).order_by("seq")
+    assert (started.type, started.payload["status"]) == ("subtask.started", "running")
+    assert (running.type, running.payload) == (
+        "agent.execution.state_changed",
+        {
+            "execution_id": str(execution.pk),
+            "previous_state": "resumed",
+            "new_state": "running",
+            "reason": "subtask 'a' running",
+            "actor": "system",
+        },
+    )
+    assert hooked[:2] == [before + 1, before + 2]  # each event goes to the plan's webhook
+    seqs = list(plan.events.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, Plan.objects.get(pk=plan.pk).last_event_seq + 1))
+
+
+def test_a_run_that_does_not_start_leaves_the_execution_as_the_decision_left_it(worker, outbox):
+    plan = waiting(worker, outbox, subtask("a", input=DEPLOY))
+    approval_decide(approval_id=Approval.objects.get(plan=plan).pk, decided_by=None, approve=True, result="ok")
+    [resume] = [message for message in outbox.take() if message.kind == "run"]
+    run = resume.runs[0]
+    before = Plan.objects.get(pk=plan.pk).last_event_seq
+
+    assert worker.run(run.__class__(run.subtask_id, run.attempt + 1, run.task_id, run.timeout_s)) is None  # stale
+
+    assert ExecutionState.objects.get(plan=plan).state == ExecState.RESUMED
+    assert Plan.objects.get(pk=plan.pk).last_event_seq == before
