@@ -1,6 +1,7 @@
 """Dispatch: one chord per dependency batch, in order, with real workers."""
 
 import pytest
+from celery.result import AsyncResult
 
 from execution.models import Event
 from execution.services import plan_submit
@@ -77,3 +78,18 @@ def test_a_diamond_plan_keeps_every_invariant():
     plan = start(subtask("a"), subtask("b", "a"), subtask("c", "a"), subtask("d", "b", "c"))
     assert_invariants(plan)
     assert Plan.objects.get(pk=plan.pk).status == PlanStatus.COMPLETED
+
+
+def test_runs_that_succeed_store_no_celery_result_and_their_chords_still_advance():
+    plan = run_plan(
+        subtask("a", input={"result": "A"}),
+        subtask("b", "a", max_retries=1, input={"fail_times": 1, "result": "B"}),
+        subtask("c", "a", input={"echo": True}),
+        subtask("d", "b", "c"),
+    )
+
+    assert plan.status == PlanStatus.COMPLETED
+    states = {task.key: (task.attempts, AsyncResult(task.task_id).state) for task in plan.subtasks.all()}
+    # Nothing reads a run's return value (the engine keeps it): with Redis results none is written
+    # (Celery reports an unknown task as PENDING); the retry of "b" is kept, as errors are.
+    assert states == {"a": (1, "PENDING"), "b": (2, "RETRY"), "c": (1, "PENDING"), "d": (1, "PENDING")}
