@@ -424,19 +424,18 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379
 # The broker's Redis server by default (config/results.py); `django-db` keeps each task's result in
 # PostgreSQL, shown in the admin, at about 3 ms more per subtask.
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or result_backend_default(CELERY_BROKER_URL)
+_results_in_database = is_database_backend(CELERY_RESULT_BACKEND)  # where the admin shows them
 # Task names and arguments are stored with the results only where the admin shows them.
-CELERY_RESULT_EXTENDED = is_database_backend(CELERY_RESULT_BACKEND)
-CELERY_RESULT_EXPIRES = env.int(
-    "CELERY_RESULT_EXPIRES_S", default=7 * 24 * 3600 if is_database_backend(CELERY_RESULT_BACKEND) else 24 * 3600
-)
+CELERY_RESULT_EXTENDED = _results_in_database
+CELERY_RESULT_EXPIRES = env.int("CELERY_RESULT_EXPIRES_S", default=7 * 24 * 3600 if _results_in_database else 24 * 3600)
 # A run's return value is read by no one (the engine keeps each outcome in its own tables), so
 # where results are not shown (the admin shows django-db's) a run that succeeds stores nothing:
 # the read-then-write Celery makes of every stored result took about a quarter of a no-op run's
-# time in a worker's profile. Its chord still counts it (on_chord_part_return needs no stored result), and its
-# failures, retries and revocations are still stored (AsyncResult(task_id).state tells them).
+# time in a worker's profile. Its chord still counts it (on_chord_part_return needs no stored
+# result), and its failures, retries and revocations are still stored (AsyncResult(task_id).state).
 CELERY_TASK_ANNOTATIONS = (
     {}
-    if is_database_backend(CELERY_RESULT_BACKEND)
+    if _results_in_database
     else {"execution.run_subtask": {"ignore_result": True, "store_errors_even_if_ignored": True}}
 )
 # One result backend object (and its Redis connection pool) per process, not one per thread: the

@@ -20,7 +20,7 @@ from common.prepared import prepared_cursor
 from execution import canvas
 from execution.events import COUNTERS, NOTIFY_CHANNEL, PROGRESS_EVENT, counter, progress_sql
 from execution.models import ExecState, StateTransition
-from execution.states import EXECUTION_TRANSITIONS, allowed
+from execution.states import EXECUTION_RESUMING
 from execution.transitions import EXECUTION_EVENT, NOW, SUBTASK_EVENTS, SUBTASK_PAYLOAD, SUBTASK_STAMPS
 from plans.models import PlanStatus
 from plans.models import SubtaskStatus as S
@@ -82,9 +82,6 @@ def _payload_sql(row: str, *, previous: str, to: str, extra: str = "") -> str:
     )
 
 
-# The execution states a decision leaves behind until its subtask runs again (execution/engine/waits.py).
-EXECUTION_RESUMING = (ExecState.RESUMED, ExecState.WAITING_APPROVAL)
-assert all(allowed(EXECUTION_TRANSITIONS, state, ExecState.RUNNING) for state in EXECUTION_RESUMING)
 # The reason of that change, "subtask 'key' running": a key holds no quote (plans/shape.py KEY_PATTERN).
 _RUNNING_REASON = "'subtask ''' || started.key || ''' running'"
 
@@ -124,7 +121,7 @@ WITH plan AS (
     -- would in a transaction of its own: the change, its StateTransition row and its event.
     UPDATE execution_executionstate e SET state = {_literal(ExecState.RUNNING)}, updated_at = %(now)s
     FROM started, execution
-    WHERE e.id = execution.id AND execution.state IN ({", ".join(_literal(state) for state in EXECUTION_RESUMING)})
+    WHERE e.id = execution.id AND execution.state IN ({", ".join(map(_literal, sorted(EXECUTION_RESUMING)))})
     RETURNING e.id, execution.state AS previous, {_RUNNING_REASON} AS reason
 ), transition AS (
     INSERT INTO {StateTransition._meta.db_table}
@@ -133,9 +130,9 @@ WITH plan AS (
     FROM resumed
 ), counter AS (
     UPDATE plans_plan p
-    SET last_event_seq = p.last_event_seq + 1 + (SELECT count(*) FROM resumed), {_counts_sql(S.QUEUED, S.RUNNING)}
-    FROM started WHERE p.id = started.plan_id
-    RETURNING p.last_event_seq, p.callback_url, (SELECT count(*) FROM resumed) AS resumed
+    SET last_event_seq = p.last_event_seq + 1 + moved.resumed, {_counts_sql(S.QUEUED, S.RUNNING)}
+    FROM started, (SELECT count(*) AS resumed FROM resumed) moved WHERE p.id = started.plan_id
+    RETURNING p.last_event_seq, p.callback_url, moved.resumed
 ), event AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
     SELECT started.plan_id, counter.last_event_seq - counter.resumed, {_literal(SUBTASK_EVENTS[S.RUNNING])},

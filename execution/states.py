@@ -8,6 +8,7 @@ from plans.models import SubtaskStatus as S
 __all__ = [
     "EXECUTION_ACTIVE",
     "EXECUTION_FINISHED",
+    "EXECUTION_RESUMING",
     "EXECUTION_TRANSITIONS",
     "PLAN_FINISHED",
     "PLAN_TRANSITIONS",
@@ -63,8 +64,13 @@ SUBTASK_IN_FLIGHT = frozenset({S.QUEUED, S.RUNNING})
 SUBTASK_STOPPED = frozenset({S.SKIPPED, S.CANCELLED})
 EXECUTION_ACTIVE = frozenset({E.RUNNING, E.WAITING_APPROVAL, E.RESUMED})
 EXECUTION_FINISHED = frozenset({E.COMPLETED, E.FAILED, E.CANCELLED})
+# What a decision leaves an execution in until its subtask runs again (then running: run_statements.py).
+EXECUTION_RESUMING = frozenset({E.RESUMED, E.WAITING_APPROVAL})
 
 
 def allowed(table: dict[str, frozenset[str]], current: str, target: str) -> bool:
     """Return whether `table` allows the change from `current` to `target`."""
     return target in table.get(current, frozenset())
+
+
+assert all(allowed(EXECUTION_TRANSITIONS, state, E.RUNNING) for state in EXECUTION_RESUMING)
