@@ -2,7 +2,7 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 from config import telemetry
 
@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Before the application is built: the Django instrumentation adds its middleware.
 telemetry.configure("web")
 
-django_application = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
 
 # Imported once Django is set up (it reads the settings and the models' apps).
 from django.conf import settings  # noqa: E402
@@ -19,7 +19,9 @@ from django.conf import settings  # noqa: E402
 from api.probes import Probes  # noqa: E402
 from config.admission import Admission  # noqa: E402
 from config.database import connections_pooled  # noqa: E402
+from config.handler import SynchronousChainHandler  # noqa: E402
 
+django_application = SynchronousChainHandler()
 connections_pooled(settings.WEB_DATABASE_POOL_SIZE, max_idle_s=settings.WEB_DATABASE_POOL_MAX_IDLE_S)
 
 # Probes are answered on the event loop, outside the bound on requests worked on at once.

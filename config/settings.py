@@ -93,9 +93,8 @@ MIDDLEWARE = [
     # Turns django-axes' lockout into its answer (429 with Retry-After).
     "axes.middleware.AxesMiddleware",
     # The admin's pages with control and bidirectional characters written out (after Django's
-    # escaping). Innermost and synchronous only, so that under ASGI the whole stack runs in
-    # synchronous mode in the request's thread: above an async-capable middleware Django would
-    # run Django's own middleware in async mode, switching threads for each of their hooks.
+    # escaping). Synchronous, as every middleware here: the web's ASGI handler runs the chain as
+    # WSGI does, in the request's thread, entered once (config/handler.py).
     "desk.middleware.AdminTextShown",
 ]
 
