@@ -10,8 +10,6 @@ connection), the request_started and request_finished signals, and the response,
 stream's asynchronous body included, written out on the event loop.
 """
 
-from typing import Any
-
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
@@ -26,5 +24,4 @@ class SynchronousChainHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        response: Any = await sync_to_async(self.get_response, thread_sensitive=True)(request)
-        return response
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
