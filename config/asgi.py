@@ -22,7 +22,8 @@ from config.database import connections_pooled  # noqa: E402
 from config.handler import SynchronousChainHandler  # noqa: E402
 
 # As many threads as requests are let in at once (with no bound, as many as Python's executors take at most).
-django_application = SynchronousChainHandler(threads=settings.WEB_MAX_CONCURRENT_REQUESTS or 32)
+_admitted = settings.WEB_MAX_CONCURRENT_REQUESTS
+django_application = SynchronousChainHandler(threads=_admitted if _admitted > 0 else 32)
 connections_pooled(settings.WEB_DATABASE_POOL_SIZE, max_idle_s=settings.WEB_DATABASE_POOL_MAX_IDLE_S)
 
 # Probes are answered on the event loop, outside the bound on requests worked on at once.

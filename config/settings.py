@@ -298,16 +298,17 @@ WEBHOOK_RETRY_BACKOFF_MAX_S = env.int("WEBHOOK_RETRY_BACKOFF_MAX_S", default=600
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 
 # Requests one web process works on at once (config/admission.py), each until its response
-# starts; more wait their turn. As many threads serve them (config/handler.py), each request's
-# middleware and view in one call on one of them. Their database connections come from the process's pool
-# (WEB_DATABASE_POOL_SIZE): WEB_CONCURRENCY times that, plus one listener per process, must fit
-# PostgreSQL's max_connections beside the workers.
+# starts; more wait their turn. As many threads serve them (config/handler.py), a request's
+# middleware and view in one call on one of them. Their database connections come from the
+# process's pool (WEB_DATABASE_POOL_SIZE): WEB_CONCURRENCY times that, plus one listener per
+# process, must fit PostgreSQL's max_connections beside the workers.
 WEB_MAX_CONCURRENT_REQUESTS = env.int("WEB_MAX_CONCURRENT_REQUESTS", default=16)
 # The PostgreSQL connections of one web process come from a pool of at most this many
-# (config/database.py; 0: none, each request connects anew, or each request thread keeps its own
-# as DATABASE_CONN_MAX_AGE says); those unused for WEB_DATABASE_POOL_MAX_IDLE_S are closed, down to one. One, as a
-# synchronous worker process has: its views use the CPU one at a time anyway (there is one
-# process per core), and the connections stay one per process however many clients stream.
+# (config/database.py; 0: none, each request connects anew, or each request thread keeps its
+# own as DATABASE_CONN_MAX_AGE says); those unused for WEB_DATABASE_POOL_MAX_IDLE_S are closed,
+# down to one. One, as a synchronous worker process has: its views use the CPU one at a time
+# anyway (there is one process per core), and the connections stay one per process however
+# many clients stream.
 WEB_DATABASE_POOL_SIZE = env.int("WEB_DATABASE_POOL_SIZE", default=1)
 WEB_DATABASE_POOL_MAX_IDLE_S = env.float("WEB_DATABASE_POOL_MAX_IDLE_S", default=10.0)
 
