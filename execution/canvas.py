@@ -2,7 +2,9 @@
 
 Tasks are referenced by name, so this module does not import the task module (which
 imports the engine, which uses this module). Each canvas is built when it is sent:
-never the whole plan up front, so no message carries the rest of the plan.
+never the whole plan up front, so no message carries the rest of the plan. Runs sent one
+by one (a decision's resumes, those held by sends_held) and webhook deliveries go out
+through one producer in one kombu publish batch: on Redis, one pipeline for all of them.
 """
 
 import logging
@@ -16,6 +18,7 @@ from uuid import UUID
 from celery import chord, current_app, group, signature
 from celery.canvas import Signature
 from django.conf import settings
+from kombu import Producer
 
 from common.context import context_bound
 
@@ -32,6 +35,7 @@ BATCH_PRIORITY = 6
 
 logger = logging.getLogger(__name__)
 _held: ContextVar[list[Callable[[], None]] | None] = ContextVar("sends_held", default=None)
+_producer: ContextVar[Producer | None] = ContextVar("publishing", default=None)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,23 @@ def advance_signature(plan_id: UUID) -> Signature:
 
 
 @contextmanager
+def publishing() -> Iterator[Producer]:
+    """Send the messages published in this block through one producer, in one batch, as the block ends.
+
+    kombu's publish batch: on Redis, the block's LPUSHes go out in one pipeline, a third of
+    the CPU of sending each on its own (other transports publish each at once). A batch that
+    cannot be sent is lost as a whole, as a lost publish is: the reconciler re-sends the
+    queued subtasks whose message never came. Nested blocks join the outermost one's batch.
+    """
+    producer = _producer.get()
+    if producer is not None:
+        yield producer
+        return
+    with current_app.producer_or_acquire() as producer, producer.batch(), context_bound(_producer, producer):
+        yield producer
+
+
+@contextmanager
 def sends_held() -> Iterator[None]:
     """Hold the runs sent inside this block (by the commits of several transactions) and send them as it ends.
 
@@ -79,11 +100,16 @@ def sends_held() -> Iterator[None]:
         with context_bound(_held, held):
             yield
     finally:
-        for send in held:
-            try:
-                send()
-            except Exception:  # as on_commit(robust=True): the reconciler re-sends what stays queued
-                logger.exception("Sending held runs failed")
+        # As on_commit(robust=True): a send that fails is logged; the reconciler re-sends what stays queued.
+        try:
+            with publishing():
+                for send in held:
+                    try:
+                        send()
+                    except Exception:
+                        logger.exception("Sending held runs failed")
+        except Exception:  # the batch itself
+            logger.exception("Sending held runs failed")
 
 
 def _hold(send: Callable[[], None]) -> bool:
@@ -98,6 +124,7 @@ def send_batch(plan_id: UUID, runs: list[Run]) -> None:
     """Send a batch as one chord: its runs in parallel, then advance the plan."""
     if _hold(partial(send_batch, plan_id, runs)):
         return
+    # Not in a publish batch: chord.apply_async publishes its runs with a producer of its own.
     chord(group(run_signature(run, priority=BATCH_PRIORITY) for run in runs), advance_signature(plan_id)).apply_async()
 
 
@@ -105,14 +132,15 @@ def send_runs(plan_id: UUID, runs: list[Run], *, countdown: float | None = None)
     """Send runs one by one (a resume, a retry, a re-dispatch), each followed by an advance."""
     if _hold(partial(send_runs, plan_id, runs, countdown=countdown)):
         return
-    for run in runs:
-        first = run_signature(run)
-        if countdown is not None:
-            first.set(countdown=countdown)
-        # The message chain(first, advance) sends: the run carries its advance in its "chain"
-        # field, which the worker sends when the run succeeds (a retry keeps it). Given so,
-        # Celery skips building and freezing the canvas, about a quarter of the cost of sending.
-        first.apply_async(chain=[advance_signature(plan_id)])
+    with publishing() as producer:
+        for run in runs:
+            first = run_signature(run)
+            if countdown is not None:
+                first.set(countdown=countdown)
+            # The message chain(first, advance) sends: the run carries its advance in its "chain"
+            # field, which the worker sends when the run succeeds (a retry keeps it). Given so,
+            # Celery skips building and freezing the canvas, about a quarter of the cost of sending.
+            first.apply_async(chain=[advance_signature(plan_id)], producer=producer)
 
 
 def send_advance(plan_id: UUID) -> None:
@@ -121,8 +149,10 @@ def send_advance(plan_id: UUID) -> None:
 
 def send_webhooks(plan_id: UUID, seqs: list[int]) -> None:
     """Send one webhook delivery per event (queue "webhooks")."""
-    for seq in seqs:
-        signature(DELIVER_WEBHOOK, kwargs={"plan_id": str(plan_id), "seq": seq}, queue="webhooks").apply_async()
+    with publishing() as producer:
+        for seq in seqs:
+            delivery = signature(DELIVER_WEBHOOK, kwargs={"plan_id": str(plan_id), "seq": seq}, queue="webhooks")
+            delivery.apply_async(producer=producer)
 
 
 def revoke(task_ids: list[str]) -> None:

@@ -1,11 +1,14 @@
 """Dispatch happens only after the transaction commits, and never for rolled-back work."""
 
+import json
 from types import SimpleNamespace
 from uuid import uuid4
 
 import pytest
+import redis
 from celery import chain
-from django.conf import settings
+from celery.app.defaults import DEFAULTS
+from django.conf import LazySettings, settings
 from django.db import transaction
 
 from execution import canvas
@@ -106,3 +109,66 @@ def test_a_single_run_goes_out_as_the_message_of_its_chain_with_the_advance(monk
             "control",
         )
         assert advance["immutable"]
+
+
+@pytest.fixture
+def subtasks_queue():
+    """The broker's lists of the "subtasks" queue (one per priority step); what a test leaves there is taken out."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    taken: set[str] = set()
+
+    def queued() -> dict[str, tuple[bytes, bytes]]:
+        found = {}
+        for key in client.scan_iter(match="subtasks*"):
+            for raw in client.lrange(key, 0, -1):
+                found[json.loads(raw)["headers"]["id"]] = (key, raw)
+        return found
+
+    yield SimpleNamespace(queued=queued, taken=taken)
+    for task_id, (key, raw) in queued().items():
+        if task_id in taken:
+            client.lrem(key, 1, raw)
+    client.close()
+
+
+def test_the_messages_of_one_publishing_block_reach_the_broker_together_as_it_ends(subtasks_queue):
+    runs = [canvas.Run(subtask_id=uuid4(), attempt=1, task_id=str(uuid4()), timeout_s=10) for _ in range(3)]
+    task_ids = {run.task_id for run in runs}
+    subtasks_queue.taken.update(task_ids)
+
+    with canvas.publishing():
+        canvas.send_runs(uuid4(), runs[:2])  # resumes
+        with canvas.sends_held():
+            canvas.send_runs(uuid4(), runs[2:])  # held, then sent in the same batch
+        assert task_ids.isdisjoint(subtasks_queue.queued())
+
+    assert task_ids <= subtasks_queue.queued().keys()
+
+
+def test_a_send_outside_any_block_reaches_the_broker_as_it_returns(subtasks_queue):
+    run = canvas.Run(subtask_id=uuid4(), attempt=1, task_id=str(uuid4()), timeout_s=10)
+    subtasks_queue.taken.add(run.task_id)
+
+    canvas.send_runs(uuid4(), [run])
+
+    assert run.task_id in subtasks_queue.queued()
+
+
+def test_celery_reads_each_of_its_settings_from_djangos_once(monkeypatch):
+    conf = canvas.current_app.conf
+    assert conf.task_default_queue == settings.CELERY_TASK_DEFAULT_QUEUE  # loaded, as Django's settings say
+    missed: list[str] = []
+    original = LazySettings.__getattr__
+
+    def counted(self, name):
+        missed.append(name)  # Django caches what it finds: only names it does not have come here
+        return original(self, name)
+
+    monkeypatch.setattr(LazySettings, "__getattr__", counted)
+    values = {key: conf[key] for key in DEFAULTS}
+
+    assert missed == []
+    assert (values["task_routes"], values["worker_prefetch_multiplier"]) == (
+        settings.CELERY_TASK_ROUTES,
+        settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
+    )
