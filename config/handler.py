@@ -11,10 +11,6 @@ the request's database connection back before the bytes go out on the event loop
 response (an event stream's asynchronous body, a file) gives its connection back as its view
 returns, is sent as Django sends it, listening for the client's disconnect, and is closed
 after its last chunk; while it streams it holds no thread.
-
-The runs and webhook deliveries a request's transactions send once they commit (a decision's
-resume) are kept until its response has gone out, then sent in one publish batch, whether or not
-the client is still there: the answer does not wait for the broker.
 """
 
 import asyncio
@@ -29,8 +25,6 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.db import close_old_connections
 from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
-
-from execution import canvas
 
 
 class SynchronousChainHandler(ASGIHandler):
@@ -57,39 +51,27 @@ class SynchronousChainHandler(ASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        held: list[Any] = []  # what the request sent (runs, webhook deliveries), kept until it is answered
         try:
-            response = await self.in_thread(self.serve)(scope, body_file, held)
+            response = await self.in_thread(self.serve)(scope, body_file)
             if response.streaming:
-                await self.release(held)
                 await self.stream(response, receive, send)
             else:
                 await self.send_response(response, send)
         finally:
             body_file.close()
-            await self.release(held)
-
-    async def release(self, held: list[Any]) -> None:
-        """Send what the request kept (committed already), on a request thread; a client gone changes nothing."""
-        if held:
-            await self.in_thread(canvas.sends_release)(held)
 
     def in_thread(self, call: Any) -> Any:
         """Return `call` as a coroutine function run on one of the handler's threads (with the caller's context)."""
         return sync_to_async(call, thread_sensitive=False, executor=self.executor)
 
-    def serve(self, scope: dict[str, Any], body_file: Any, held: list[Any]) -> HttpResponseBase:
-        """On a request thread: request_started, the middleware and the view, and a whole response closed.
-
-        What the view sends once its transactions commit is kept in `held` (canvas.sends_kept).
-        """
+    def serve(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        """On a request thread: request_started, the middleware and the view, and a whole response closed."""
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, refusal = self.create_request(scope, body_file)  # a request, or the answer refusing it
         if request is None:
             response = cast(HttpResponseBase, refusal)
         else:
-            with canvas.sends_kept(held):
-                response = self.get_response(request)
+            response = self.get_response(request)
             response._handler_class = self.__class__  # type: ignore[attr-defined]
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size  # the server chunks what it sends

@@ -5,7 +5,6 @@ imports the engine, which uses this module). Each canvas is built when it is sen
 never the whole plan up front, so no message carries the rest of the plan. Runs sent one
 by one (a decision's resumes, those held by sends_held) and webhook deliveries go out
 through one producer in one kombu publish batch: on Redis, one pipeline for all of them.
-What a web request sends is kept until its response has gone out (sends_kept, sends_release).
 """
 
 import logging
@@ -90,46 +89,27 @@ def publishing() -> Iterator[Producer]:
 
 
 @contextmanager
-def sends_kept(held: list[Callable[[], None]]) -> Iterator[None]:
-    """Keep in `held`, for sends_release, the runs, batches and webhook deliveries sent inside this block.
-
-    A send reaches `held` only once its transaction has committed. Inside an outer block, what
-    this one's release sends is kept again, by the outer one.
-    """
-    with context_bound(_held, held):
-        yield
-
-
-def sends_release(held: list[Callable[[], None]]) -> None:
-    """Send what a sends_kept block kept, in one publish batch, and empty `held`."""
-    sends, held[:] = list(held), []
-    if not sends:
-        return
-    # As on_commit(robust=True): a send that fails is logged; the reconciler re-sends what stays queued.
-    try:
-        with publishing():
-            for send in sends:
-                try:
-                    send()
-                except Exception:
-                    logger.exception("Sending kept messages failed")
-    except Exception:  # the batch itself
-        logger.exception("Sending kept messages failed")
-
-
-@contextmanager
 def sends_held() -> Iterator[None]:
-    """Hold what is sent inside this block (by the commits of several transactions) and send it as the block ends.
+    """Hold the runs sent inside this block (by the commits of several transactions) and send them as it ends.
 
     Many decisions made in a few transactions resume their subtasks together, as one
-    transaction's would.
+    transaction's would. A run reaches the hold only once its transaction has committed.
     """
     held: list[Callable[[], None]] = []
     try:
-        with sends_kept(held):
+        with context_bound(_held, held):
             yield
     finally:
-        sends_release(held)
+        # As on_commit(robust=True): a send that fails is logged; the reconciler re-sends what stays queued.
+        try:
+            with publishing():
+                for send in held:
+                    try:
+                        send()
+                    except Exception:
+                        logger.exception("Sending held runs failed")
+        except Exception:  # the batch itself
+            logger.exception("Sending held runs failed")
 
 
 def _hold(send: Callable[[], None]) -> bool:
@@ -169,8 +149,6 @@ def send_advance(plan_id: UUID) -> None:
 
 def send_webhooks(plan_id: UUID, seqs: list[int]) -> None:
     """Send one webhook delivery per event (queue "webhooks")."""
-    if _hold(partial(send_webhooks, plan_id, seqs)):
-        return
     with publishing() as producer:
         for seq in seqs:
             delivery = signature(DELIVER_WEBHOOK, kwargs={"plan_id": str(plan_id), "seq": seq}, queue="webhooks")

@@ -7,19 +7,15 @@ Tests that use them are marked `processes`; the others (make test-fast) run the 
 in this process, its messages captured (tests/support/outbox.py: outbox, worker).
 """
 
-import json
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import redis
 from celery import current_app
-from django.conf import settings
 
 from execution.models import Event
 from execution.services import plan_cancel
@@ -112,26 +108,6 @@ def web(django_db_setup, django_db_blocker, tmp_path_factory, test_agents) -> It
     env.pop("DJANGO_DEBUG", None)
     with WebServer.running(env, workdir) as server:
         yield server
-
-
-@pytest.fixture
-def subtasks_queue():
-    """The broker's lists of the "subtasks" queue (one per priority step); what a test leaves there is taken out."""
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    taken: set[str] = set()
-
-    def queued() -> dict[str, tuple[bytes, bytes]]:
-        found = {}
-        for key in client.scan_iter(match="subtasks*"):
-            for raw in client.lrange(key, 0, -1):
-                found[json.loads(raw)["headers"]["id"]] = (key, raw)
-        return found
-
-    yield SimpleNamespace(queued=queued, taken=taken)
-    for task_id, (key, raw) in queued().items():
-        if task_id in taken:
-            client.lrem(key, 1, raw)
-    client.close()
 
 
 @pytest.fixture(autouse=True)

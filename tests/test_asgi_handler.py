@@ -4,23 +4,19 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
-from types import SimpleNamespace
 from typing import Any
-from uuid import uuid4
 
 import pytest
 from asgiref.sync import AsyncToSync
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
-from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.db import connection
+from django.http import HttpRequest, StreamingHttpResponse
 from django.test import override_settings
-from django.urls import include, path
+from django.urls import path
 from rest_framework.authtoken.models import Token
 
 from config.handler import SynchronousChainHandler
-from execution import canvas
 from plans.models import Plan
 from tests.support.factories import UserFactory
 
@@ -39,13 +35,11 @@ def _request(
     sent: list[dict[str, Any]] | None = None,
     after_body: Receive | None = None,
     query: bytes = b"",
-    as_sent: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> tuple[int, dict, bytes]:
     """Send one HTTP request through an ASGI app on an event loop of its own; return its status, headers and body.
 
     `sent` collects what the app sends as it sends it; `after_body` is what `receive` answers
-    once the body is read (by default the client stays connected); `as_sent` sees each message
-    as the app sends it, and may raise as a server does when the client is gone.
+    once the body is read (by default the client stays connected).
     """
     headers = [(b"host", b"localhost"), (b"content-type", b"application/json")]
     if token:
@@ -77,8 +71,6 @@ def _request(
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
-        if as_sent is not None:
-            await as_sent(message)
 
     asyncio.run(app(scope, receive, send))
     start = sent[0]
@@ -167,14 +159,10 @@ def test_a_request_django_cannot_read_is_refused_and_finished_in_one_call(token,
 
 served_by: list[SynchronousChainHandler] = []  # the app under test, for the views below
 closed: list[str] = []
-is_queued: list[Callable[[], bool]] = []  # the check of the broker for the run a sending test's view sends
-queued_when_streamed: list[bool] = []  # what it said as a stream's first chunk had gone out
 
 
 async def _two_chunks() -> AsyncIterator[bytes]:
     yield b"one"
-    if is_queued:
-        queued_when_streamed.append(is_queued[0]())
     # The request's thread is free while the response streams, its connection given back.
     [app] = served_by
     given_back = await asyncio.wrap_future(app.executor.submit(lambda: connection.connection is None))
@@ -190,31 +178,13 @@ async def _until_disconnected() -> AsyncIterator[bytes]:
         closed.append("stream")
 
 
-def _sends_a_run(request: HttpRequest) -> None:
-    """Send a run (task id: the query's `task`) once a transaction commits, as a decision resumes one."""
-    run = canvas.Run(subtask_id=uuid4(), attempt=1, task_id=request.GET.get("task", str(uuid4())), timeout_s=10)
-    with transaction.atomic():
-        Plan.objects.exists()  # the view uses a connection
-        transaction.on_commit(partial(canvas.send_runs, uuid4(), [run]), robust=True)
-
-
 def _streaming(request: HttpRequest) -> StreamingHttpResponse:
-    _sends_a_run(request)
+    Plan.objects.exists()  # the view uses a connection
     body = _until_disconnected() if "disconnect" in request.path else _two_chunks()
     return StreamingHttpResponse(body, content_type="text/plain")
 
 
-def _sending(request: HttpRequest) -> HttpResponse:
-    _sends_a_run(request)
-    return HttpResponse(b"decided")
-
-
-urlpatterns = [
-    path("stream/", _streaming),
-    path("stream/disconnect/", _streaming),
-    path("send/", _sending),
-    path("", include("config.urls")),  # the admin's, which the service's middleware looks up
-]
+urlpatterns = [path("stream/", _streaming), path("stream/disconnect/", _streaming)]
 
 
 @pytest.fixture
@@ -222,11 +192,9 @@ def streaming_app():
     app = SynchronousChainHandler(threads=1)
     served_by[:] = [app]
     closed.clear()
-    queued_when_streamed.clear()
     with override_settings(ROOT_URLCONF=__name__):
         yield app
     served_by.clear()
-    is_queued.clear()
 
 
 def test_a_streaming_response_gives_its_connection_back_as_its_view_returns_and_is_closed_after_its_end(
@@ -256,48 +224,3 @@ def test_a_stream_the_client_leaves_is_ended_and_closed(streaming_app, seen):
     assert (status, body) == (200, b"one")
     assert closed == ["stream"]
     assert seen == [("started", "request_0"), ("finished", "request_0", True)]
-
-
-# --- What a request sends, kept until it is answered -------------------------------------------------
-
-
-@pytest.fixture
-def sending(streaming_app, subtasks_queue):
-    """The test app, and the task id of the run its views send (taken out of the broker after the test)."""
-    task_id = str(uuid4())
-    subtasks_queue.taken.add(task_id)
-    is_queued[:] = [lambda: task_id in subtasks_queue.queued()]
-    return SimpleNamespace(app=streaming_app, task_id=task_id, query=f"task={task_id}".encode(), queued=is_queued[0])
-
-
-def test_a_run_sent_by_a_request_reaches_the_broker_after_the_response_has_gone_out(sending, seen):
-    answered: list[bool] = []
-
-    async def as_sent(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            answered.append(sending.queued())
-
-    status, _, body = _request(sending.app, "GET", "/send/", query=sending.query, as_sent=as_sent)
-
-    assert (status, body) == (200, b"decided")
-    assert answered == [False]  # kept while the response went out...
-    assert sending.queued()  # ...and sent after it
-    assert seen == [("started", "request_0"), ("finished", "request_0", True)]
-
-
-def test_a_run_sent_by_a_request_whose_client_is_gone_is_still_sent(sending):
-    async def hung_up(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            raise OSError("the client hung up")
-
-    with pytest.raises(OSError, match="hung up"):
-        _request(sending.app, "GET", "/send/", query=sending.query, as_sent=hung_up)
-
-    assert sending.queued()
-
-
-def test_a_streaming_response_sends_its_requests_runs_before_it_streams(sending):
-    status, _, body = _request(sending.app, "GET", "/stream/", query=sending.query)
-
-    assert (status, body) == (200, b"one two")
-    assert queued_when_streamed == [True]

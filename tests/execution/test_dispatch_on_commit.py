@@ -1,9 +1,11 @@
 """Dispatch happens only after the transaction commits, and never for rolled-back work."""
 
+import json
 from types import SimpleNamespace
 from uuid import uuid4
 
 import pytest
+import redis
 from celery import chain
 from celery.app.defaults import DEFAULTS
 from django.conf import LazySettings, settings
@@ -78,36 +80,6 @@ def test_runs_sent_while_held_go_out_together_when_the_hold_ends(monkeypatch):
     assert len(published) == 3
 
 
-@pytest.fixture
-def deliveries(monkeypatch) -> list[int]:
-    """The events whose webhook deliveries are published, in order, instead of publishing them."""
-    published: list[int] = []
-
-    def signature(name, *, kwargs, **options):
-        return SimpleNamespace(apply_async=lambda **sent: published.append(kwargs["seq"]))
-
-    monkeypatch.setattr(canvas, "signature", signature)
-    return published
-
-
-def test_webhook_deliveries_sent_while_held_go_out_when_the_hold_ends(deliveries):
-    with canvas.sends_held():
-        canvas.send_webhooks(uuid4(), [3, 4])
-        assert deliveries == []
-    assert deliveries == [3, 4]
-
-
-def test_a_hold_inside_another_leaves_what_it_holds_to_the_outer_one(deliveries):
-    kept: list = []
-    with canvas.sends_kept(kept):
-        with canvas.sends_held():  # a bulk decision's, inside its request's
-            canvas.send_webhooks(uuid4(), [5])
-        assert deliveries == []
-    assert len(kept) == 1
-    canvas.sends_release(kept)
-    assert (deliveries, kept) == ([5], [])
-
-
 def test_a_single_run_goes_out_as_the_message_of_its_chain_with_the_advance(monkeypatch):
     # send_runs gives Celery the run with its advance in the "chain" option rather than a canvas
     # to build: the message must be the one chain(run, advance) sends, with the limits and queues.
@@ -137,6 +109,26 @@ def test_a_single_run_goes_out_as_the_message_of_its_chain_with_the_advance(monk
             "control",
         )
         assert advance["immutable"]
+
+
+@pytest.fixture
+def subtasks_queue():
+    """The broker's lists of the "subtasks" queue (one per priority step); what a test leaves there is taken out."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    taken: set[str] = set()
+
+    def queued() -> dict[str, tuple[bytes, bytes]]:
+        found = {}
+        for key in client.scan_iter(match="subtasks*"):
+            for raw in client.lrange(key, 0, -1):
+                found[json.loads(raw)["headers"]["id"]] = (key, raw)
+        return found
+
+    yield SimpleNamespace(queued=queued, taken=taken)
+    for task_id, (key, raw) in queued().items():
+        if task_id in taken:
+            client.lrem(key, 1, raw)
+    client.close()
 
 
 def test_the_messages_of_one_publishing_block_reach_the_broker_together_as_it_ends(subtasks_queue):
