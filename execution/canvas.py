@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 from celery import chord, current_app, group, signature
@@ -145,6 +146,19 @@ def send_runs(plan_id: UUID, runs: list[Run], *, countdown: float | None = None)
 
 def send_advance(plan_id: UUID) -> None:
     advance_signature(plan_id).apply_async()
+
+
+def advance_taken(chain: list[dict[str, Any]] | None) -> UUID | None:
+    """Take a run's advance off its chain when it is the chain's last step; return the advance's plan id.
+
+    `chain` is the running task's (request.chain, the steps still to send, the next one
+    last): the step taken is not sent, and the worker that ran the subtask advances the plan
+    itself, without a message to the control queue and a second task. Anything else on the
+    chain is left for Celery to send.
+    """
+    if not chain or len(chain) != 1 or chain[-1].get("task") != ADVANCE_PLAN:
+        return None
+    return UUID(chain.pop()["kwargs"]["plan_id"])
 
 
 def send_webhooks(plan_id: UUID, seqs: list[int]) -> None:

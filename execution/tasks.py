@@ -1,4 +1,4 @@
-"""Celery entry points of the engine: ids in, one service call, nothing else."""
+"""Celery entry points of the engine: ids in, service calls, nothing else."""
 
 import os
 from typing import Any
@@ -9,8 +9,9 @@ from celery.exceptions import TimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from execution import canvas
 from execution.engine import reconciler
-from execution.engine.plan_flow import plan_advance
+from execution.engine.plan_flow import plan_advance, plan_advance_after_run
 from execution.engine.runs import RunDeferred, subtask_hard_timeout, subtask_run
 from execution.webhooks import WebhookFailed, webhook_deliver
 
@@ -42,6 +43,8 @@ def run_subtask(self, *, subtask_id: str, attempt: int, agent: str = "") -> None
     """Run one attempt of a subtask; on an agent error, retry as the next attempt after a backoff.
 
     A run over its agent's limits is sent again as the same attempt, after a delay (no worker waits).
+    A run sent on its own carries the plan's advance as its chain's next step: this worker
+    takes it and advances the plan itself, rather than sending it to another task.
     """
     worker = f"{self.request.hostname}:{os.getpid()}"
     named = {"agent": agent} if agent else {}
@@ -53,6 +56,9 @@ def run_subtask(self, *, subtask_id: str, attempt: int, agent: str = "") -> None
         ) from None
     if delay is not None:
         raise self.retry(countdown=delay, kwargs={"subtask_id": subtask_id, "attempt": attempt + 1, **named})
+    plan_id = canvas.advance_taken(self.request.chain)
+    if plan_id is not None:
+        plan_advance_after_run(plan_id=plan_id)
 
 
 @shared_task(name="execution.advance_plan", acks_late=True, ignore_result=True)

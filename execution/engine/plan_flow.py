@@ -7,6 +7,7 @@ requests (execute, pause, resume, cancel, retry) come in through execution/servi
 which checks they apply and calls in here.
 """
 
+import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -27,6 +28,8 @@ from execution.transitions import TransitionNotAllowed, execution_transition, pl
 from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
 from plans.models import SubtaskStatus as S
 from plans.services import revision_changes_request
+
+logger = logging.getLogger(__name__)
 
 # --- The lock -------------------------------------------------------------------------------
 
@@ -107,6 +110,19 @@ def plan_advance(*, plan_id: UUID) -> None:
         except Plan.DoesNotExist:
             return
         advance(plan)
+
+
+def plan_advance_after_run(*, plan_id: UUID) -> None:
+    """Advance a plan in the worker whose run has just ended: the step the run's chain would have sent.
+
+    Should the advance fail here (the run's soft time limit coming during it, a lost
+    database connection), it is sent to the control queue instead, as the chain would have.
+    """
+    try:
+        plan_advance(plan_id=plan_id)
+    except Exception:
+        logger.warning("Advancing plan %s after its run failed; sending the advance instead", plan_id, exc_info=True)
+        canvas.send_advance(plan_id)
 
 
 def advance(plan: Plan) -> None:

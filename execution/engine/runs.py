@@ -493,7 +493,12 @@ def subtask_hard_timeout(*, subtask_id: UUID, attempt: int, task_id: str, hard_l
     """
     subtask = Subtask.objects.filter(pk=subtask_id, status=S.RUNNING, attempts=attempt).first()
     if subtask is None:
-        return  # settled or taken over meanwhile: nothing of this run is left to record
+        # Settled or taken over meanwhile: nothing of this run is left to record. Killed after its
+        # outcome, in the advance its worker had taken off its chain, the run leaves its plan to advance.
+        plan_id = Subtask.objects.filter(pk=subtask_id).values_list("plan_id", flat=True).first()
+        if plan_id is not None:
+            canvas.send_advance(plan_id)
+        return
     timeout = subtask.timeout_s or settings.EXECUTION_DEFAULT_TIMEOUT_S
     error = (
         f"Timed out after {timeout}s: the agent did not stop at its time limit, "

@@ -8,10 +8,12 @@ import pytest
 import redis
 from celery import chain
 from celery.app.defaults import DEFAULTS
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import LazySettings, settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from execution import canvas
+from execution.engine import plan_flow
 from execution.services import plan_submit
 from plans.models import Plan, SubtaskStatus
 from tests.support.factories import UserFactory, plan_data, subtask
@@ -109,6 +111,34 @@ def test_a_single_run_goes_out_as_the_message_of_its_chain_with_the_advance(monk
             "control",
         )
         assert advance["immutable"]
+
+
+def test_the_worker_takes_a_runs_advance_off_its_chain_only_when_it_is_the_last_step():
+    plan_id = uuid4()
+    advance = dict(canvas.advance_signature(plan_id))
+    chain_left = [json.loads(json.dumps(advance))]  # as the message carries it
+    assert canvas.advance_taken(chain_left) == plan_id
+    assert chain_left == []  # taken: Celery sends nothing more
+    for untouched in (None, [], [advance, advance], [dict(advance, task=canvas.RUN_SUBTASK)]):
+        before = json.dumps(untouched)
+        assert canvas.advance_taken(untouched) is None
+        assert json.dumps(untouched) == before
+
+
+@pytest.mark.parametrize("failure", [SoftTimeLimitExceeded(), OperationalError("the server closed the connection")])
+def test_an_advance_that_fails_in_the_runs_worker_is_sent_to_the_control_queue(monkeypatch, failure):
+    # The run's soft time limit may come during the advance; a connection may be lost: the
+    # advance then goes out as the chain would have sent it.
+    plan_id = uuid4()
+    sent_advances: list = []
+
+    def advance_fails(*, plan_id):
+        raise failure
+
+    monkeypatch.setattr(plan_flow, "plan_advance", advance_fails)
+    monkeypatch.setattr(canvas, "send_advance", sent_advances.append)
+    plan_flow.plan_advance_after_run(plan_id=plan_id)
+    assert sent_advances == [plan_id]
 
 
 @pytest.fixture

@@ -1,9 +1,15 @@
 """Human approvals: plans and tool calls pause without holding a worker, decisions resume them."""
 
+import json
+import re
+import signal
 import threading
 from datetime import timedelta
 
 import pytest
+import redis
+from celery import current_app
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -17,6 +23,8 @@ from tests.support.factories import UserFactory, plan_data, subtask
 from tests.support.flows import event_types, finished, pending_approval, start, subtask_in, wait_for
 
 pytestmark = pytest.mark.usefixtures("engine")
+
+ADVANCED = re.compile(rb"Task execution\.advance_plan\[[^\]]+\] succeeded")
 
 TWO_TOOLS = {
     "result": "patched",
@@ -180,6 +188,40 @@ def test_a_decision_resumes_its_subtask_ahead_of_the_batches_queued_before_it():
     resumed_at = asking.subtasks.get().started_at
     # In order of arrival it would start after all twenty; it waits only for the runs already taken.
     assert busy.subtasks.filter(started_at__gt=resumed_at).count() >= 10
+
+
+def test_a_decision_advances_its_plan_in_the_worker_that_runs_it(engine):
+    # The decision's chain is the run, then the plan's advance: the subtask worker that ran it
+    # takes the advance itself. With the control worker consuming nothing and beat frozen (no
+    # reconciler), the plan still ends, and no advance message goes to the control queue.
+    control = engine["control"]
+    seen = control.log.stat().st_size
+    owner = UserFactory()
+    plan = start(subtask("ask", input={"tool_calls": [{"tool": "deploy"}], "result": "shipped"}), owner=owner)
+    approval = pending_approval(plan, "ask")
+    # The first batch's chord callback (the control queue's) has run: nothing of this plan is left there.
+    wait_for(lambda: ADVANCED.search(control.log.read_bytes()[seen:]), message="the first batch's callback")
+    engine["beat"].signal_group(signal.SIGSTOP)
+    current_app.control.cancel_consumer("control", destination=[control.hostname], reply=True, timeout=5)
+    seen = control.log.stat().st_size
+    try:
+        approval_decide(approval_id=approval.pk, decided_by=owner, approve=True, result="deployed")
+        plan = finished(plan, timeout=30)
+        queued = control_queue_tasks()
+    finally:
+        current_app.control.add_consumer("control", destination=[control.hostname], reply=True, timeout=5)
+        engine["beat"].signal_group(signal.SIGCONT)
+    assert plan.status == PlanStatus.COMPLETED
+    assert plan.subtasks.get().result == {"result": "shipped", "tool_results": ["deployed"]}
+    assert "execution.advance_plan" not in queued
+    assert not ADVANCED.search(control.log.read_bytes()[seen:])
+
+
+def control_queue_tasks() -> list[str]:
+    """Return the names of the tasks waiting in the broker's "control" queue (each of its priority lists)."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    keys = list(client.scan_iter(match="control*"))
+    return [json.loads(raw)["headers"]["task"] for key in keys for raw in client.lrange(key, 0, -1)]
 
 
 def test_overdue_approval_expires_as_a_rejection():

@@ -97,6 +97,20 @@ def test_a_run_killed_at_its_hard_limit_is_recorded_as_a_time_out_and_retried(wo
     assert killed.error.startswith("Timed out after 5s: the agent did not stop at its time limit")
 
 
+def test_a_run_killed_at_its_hard_limit_after_its_outcome_leaves_its_plan_an_advance(worker, outbox):
+    # Killed in the advance it had taken off its chain: the plan's next batch must still go out.
+    plan = start(subtask("a"), subtask("b", "a"))
+    run = outbox.only_run()
+    assert worker.run(run) is None
+    assert plan.subtasks.get(key="a").status == S.DONE
+
+    subtask_hard_timeout(subtask_id=run.subtask_id, attempt=1, task_id=run.task_id, hard_limit_s=7)
+
+    [advance] = outbox.take()
+    assert (advance.kind, advance.plan_id) == ("advance", plan.pk)
+    assert plan.subtasks.get(key="a").status == S.DONE  # nothing recorded against the finished run
+
+
 def test_the_late_outcome_of_a_superseded_attempt_changes_nothing(worker, outbox):
     plan = start(subtask("a", agent="python", input={"callable": "tests.support.agents.superseded_meanwhile"}))
     run = outbox.only_run()
