@@ -33,6 +33,13 @@ def plan_progress(*, plan_id: UUID) -> dict[str, Any]:
     return progress_of(dict(zip(S.values, row[1:], strict=True)), row[0])
 
 
+def plan_progress_counted(plan: Plan) -> dict[str, Any]:
+    """Return plan_progress from a plan row read in this transaction before anything moved its counters."""
+    return progress_of(
+        {status: getattr(plan, name) for status, name in zip(S.values, COUNTERS, strict=True)}, plan.subtask_count
+    )
+
+
 def current_subtask_keys(*, plan_id: UUID) -> list[str]:
     """Return the keys of the subtasks in flight (queued, running, waiting for approval)."""
     return list(

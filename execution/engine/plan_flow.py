@@ -22,7 +22,7 @@ from execution import canvas
 from execution.engine.approval_gate import approval_gate
 from execution.events import event_append, events_batched
 from execution.models import ExecState, ExecutionState
-from execution.selectors import execution_of, plan_progress
+from execution.selectors import execution_of, plan_progress, plan_progress_counted
 from execution.states import EXECUTION_FINISHED, SUBTASK_IN_FLIGHT, SUBTASK_UNSETTLED
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
@@ -109,7 +109,7 @@ def plan_advance(*, plan_id: UUID) -> None:
             plan = plan_lock(plan_id)
         except Plan.DoesNotExist:
             return
-        advance(plan)
+        advance(plan, counted=True)
 
 
 def plan_advance_after_run(*, plan_id: UUID) -> None:
@@ -125,15 +125,25 @@ def plan_advance_after_run(*, plan_id: UUID) -> None:
         canvas.send_advance(plan_id)
 
 
-def advance(plan: Plan) -> None:
+def advance(plan: Plan, *, counted: bool = False) -> None:
     """Dispatch the pending subtasks of the lowest unfinished batch; finish when none is left.
 
     A batch starts only when every earlier batch has settled, so the current batch is
     the lowest batch with an unsettled subtask. Re-reading the database each time makes
     a chord callback delivered twice, or never (the reconciler calls this too), harmless.
+    `counted`: the plan's row was locked just now and nothing has written since, so its
+    counters say what its subtasks' rows would: with none pending, nothing is dispatched and
+    the subtasks are not read (a plan's last run, or one of several still in flight).
     """
     execution = execution_of(plan)
     if plan.status != PlanStatus.IN_PROGRESS or execution is None or execution.state == ExecState.PAUSED:
+        return
+    if counted and plan.pending_count == 0:
+        in_flight = (plan.queued_count, plan.running_count, plan.waiting_approval_count)
+        if any(in_flight):
+            settle_execution_state(plan, execution, counts=in_flight)
+        else:
+            plan_finish(plan, execution, progress=plan_progress_counted(plan))
         return
     while True:
         unsettled = Subtask.objects.filter(plan=plan, status__in=SUBTASK_UNSETTLED).order_by("batch_index", "position")
@@ -163,12 +173,17 @@ def advance(plan: Plan) -> None:
     settle_execution_state(plan, execution)
 
 
-def settle_execution_state(plan: Plan, execution: ExecutionState) -> None:
-    """Show waiting_approval when all the plan's work in flight waits for a person."""
+def settle_execution_state(
+    plan: Plan, execution: ExecutionState, *, counts: tuple[int, int, int] | None = None
+) -> None:
+    """Show waiting_approval when all the plan's work in flight waits for a person.
+
+    `counts`: the plan's queued, running and waiting counters when the caller knows them current.
+    """
     if execution.state not in (ExecState.RUNNING, ExecState.RESUMED):
         return
     # The counters as this transaction has moved them (the plan object holds those it locked).
-    queued, running, waiting = (
+    queued, running, waiting = counts or (
         Plan.objects.filter(pk=plan.pk).values_list("queued_count", "running_count", "waiting_approval_count").get()
     )
     if queued == running == 0 and waiting > 0:
@@ -253,9 +268,12 @@ def downstream_ids(subtask_ids: list[UUID]) -> list[UUID]:
 # --- How a plan ends ------------------------------------------------------------------------------
 
 
-def plan_finish(plan: Plan, execution: ExecutionState) -> None:
-    """End a plan none of whose subtasks is left to run: completed, or failed if one failed."""
-    progress = plan_progress(plan_id=plan.pk)
+def plan_finish(plan: Plan, execution: ExecutionState, *, progress: dict[str, Any] | None = None) -> None:
+    """End a plan none of whose subtasks is left to run: completed, or failed if one failed.
+
+    `progress`: the plan's, when the caller has it current (else it is read).
+    """
+    progress = progress or plan_progress(plan_id=plan.pk)
     failed = progress["failed"] > 0
     with events_batched(plan_id=plan.pk):  # the end's three or four events in one statement
         if execution.state == ExecState.WAITING_APPROVAL:
