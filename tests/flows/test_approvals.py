@@ -1,7 +1,6 @@
 """Human approvals: plans and tool calls pause without holding a worker, decisions resume them."""
 
 import json
-import re
 import signal
 import threading
 from datetime import timedelta
@@ -24,7 +23,6 @@ from tests.support.flows import event_types, finished, pending_approval, start, 
 
 pytestmark = pytest.mark.usefixtures("engine")
 
-ADVANCED = re.compile(rb"Task execution\.advance_plan\[[^\]]+\] succeeded")
 
 TWO_TOOLS = {
     "result": "patched",
@@ -195,16 +193,20 @@ def test_a_decision_advances_its_plan_in_the_worker_that_runs_it(engine):
     # takes the advance itself. With the control worker consuming nothing and beat frozen (no
     # reconciler), the plan still ends, and no advance message goes to the control queue.
     control = engine["control"]
-    seen = control.log.stat().st_size
     owner = UserFactory()
     plan = start(subtask("ask", input={"tool_calls": [{"tool": "deploy"}], "result": "shipped"}), owner=owner)
     approval = pending_approval(plan, "ask")
-    # The first batch's chord callback (the control queue's) has run: nothing of this plan is left there.
-    wait_for(lambda: ADVANCED.search(control.log.read_bytes()[seen:]), message="the first batch's callback")
+    first_run = plan.subtasks.get().task_id
+    # Logged once the run's chord has sent its callback to the control queue.
+    wait_for(lambda: logged(engine, f"Task execution.run_subtask[{first_run}] succeeded"), message="the first run")
     engine["beat"].signal_group(signal.SIGSTOP)
     current_app.control.cancel_consumer("control", destination=[control.hostname], reply=True, timeout=5)
-    seen = control.log.stat().st_size
     try:
+        # What the control worker had taken ends; what waits in its queue (that callback, a reconciler tick) goes.
+        wait_for(lambda: holds_nothing(control), message="the control worker to end what it had taken")
+        with current_app.connection_for_write() as broker:
+            broker.default_channel.queue_purge("control")
+        seen = control.log.stat().st_size
         approval_decide(approval_id=approval.pk, decided_by=owner, approve=True, result="deployed")
         plan = finished(plan, timeout=30)
         queued = control_queue_tasks()
@@ -213,8 +215,21 @@ def test_a_decision_advances_its_plan_in_the_worker_that_runs_it(engine):
         engine["beat"].signal_group(signal.SIGCONT)
     assert plan.status == PlanStatus.COMPLETED
     assert plan.subtasks.get().result == {"result": "shipped", "tool_results": ["deployed"]}
-    assert "execution.advance_plan" not in queued
-    assert not ADVANCED.search(control.log.read_bytes()[seen:])
+    assert queued == []
+    assert b"execution.advance_plan" not in control.log.read_bytes()[seen:]
+
+
+def logged(cluster, line: str) -> bool:
+    return any(line.encode() in worker.log.read_bytes() for worker in cluster.workers.values())
+
+
+def holds_nothing(worker) -> bool:
+    """Return whether a worker answers that it runs no task and holds none reserved."""
+    inspect = current_app.control.inspect(destination=[worker.hostname], timeout=2)
+    held = [inspect.active() or {}, inspect.reserved() or {}]
+    return all(worker.hostname in replies for replies in held) and not any(
+        tasks for replies in held for tasks in replies.values()
+    )
 
 
 def control_queue_tasks() -> list[str]:
