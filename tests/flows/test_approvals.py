@@ -23,7 +23,6 @@ from tests.support.flows import event_types, finished, pending_approval, start, 
 
 pytestmark = pytest.mark.usefixtures("engine")
 
-
 TWO_TOOLS = {
     "result": "patched",
     "tool_calls": [
