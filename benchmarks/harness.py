@@ -170,10 +170,11 @@ class Stack:
         return {name: tree_rss(self.workers[name].pid) for name in ("subtasks", "control")}
 
     def cpu_seconds(self) -> dict[str, float]:
-        """Return the CPU time the web, each worker and PostgreSQL have used so far (processes and children).
+        """Return the CPU time the web, each worker, PostgreSQL and Redis have used so far (processes and children).
 
-        PostgreSQL's is its postmaster's tree, found from this process's connection: 0 when it
-        runs on another host (or as a user whose processes this one cannot read).
+        PostgreSQL's is its postmaster's tree, found from this process's connection, and Redis's
+        the broker's server process (INFO's process_id): 0 when they run on another host (or as
+        a user whose processes this one cannot read).
         """
         assert self.web is not None
         used = {name: tree_cpu_s(self.workers[name].pid) for name in ("subtasks", "control")}
@@ -183,6 +184,8 @@ class Stack:
             (backend,) = cursor.fetchone()
         postmaster = parent_pid(backend)
         used["postgres"] = tree_cpu_s(postmaster) if postmaster else 0.0
+        server = redis_server_pid()
+        used["redis"] = tree_cpu_s(server) if server else 0.0
         return used
 
     def settle(self, timeout: float = 120) -> None:
@@ -218,6 +221,16 @@ def queued_messages(*queues: str) -> int:
 def broker() -> redis.Redis:
     """Return a client of the broker's Redis, where the raw tasks and the probes leave their marks."""
     return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+def redis_server_pid() -> int:
+    """Return the process id of the broker's Redis server when it runs on this machine; 0 else."""
+    try:
+        pid = int(broker().info("server")["process_id"])
+        name = Path(f"/proc/{pid}/comm").read_text()
+    except (redis.RedisError, KeyError, ValueError, OSError):
+        return 0
+    return pid if "redis" in name or "valkey" in name else 0
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:

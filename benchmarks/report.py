@@ -186,6 +186,8 @@ HEADLINES = [
     ("parked", "CPU per decision: the subtask worker (ms)", "cpu_ms_per_decision_subtasks", "", "", ""),
     ("parked", "CPU per decision: the control worker (ms)", "cpu_ms_per_decision_control", "", "", ""),
     ("parked", "CPU per decision: PostgreSQL (ms)", "cpu_ms_per_decision_postgres", "", "", ""),
+    ("parked", "CPU per decision: Redis (ms)", "cpu_ms_per_decision_redis", "", "", ""),
+    ("parked", "CPU per decision: the benchmark's client threads (ms)", "cpu_ms_per_decision_clients", "", "", ""),
     ("bulk", "1,000 approvals in one request: the request, per 1,000 (s)", "seconds_per_1000", "", "", "<= 3"),
     ("bulk", "same: from sending it until every plan completed (s)", "completed_s", "", "", ""),
     ("inbox", "10,000 vs 100 pending: the slowest list's latency ratio", "ratio", "", "", "<= 2"),

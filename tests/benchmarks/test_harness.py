@@ -48,6 +48,8 @@ REQUIRED = {
         "cpu_ms_per_decision_subtasks",
         "cpu_ms_per_decision_control",
         "cpu_ms_per_decision_postgres",
+        "cpu_ms_per_decision_redis",
+        "cpu_ms_per_decision_clients",
     },
     "bulk": {"request_s", "seconds_per_1000", "completed_s"},
     "inbox": {
