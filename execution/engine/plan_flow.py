@@ -183,9 +183,11 @@ def settle_execution_state(
     if execution.state not in (ExecState.RUNNING, ExecState.RESUMED):
         return
     # The counters as this transaction has moved them (the plan object holds those it locked).
-    queued, running, waiting = counts or (
-        Plan.objects.filter(pk=plan.pk).values_list("queued_count", "running_count", "waiting_approval_count").get()
-    )
+    if counts is None:
+        counts = (
+            Plan.objects.filter(pk=plan.pk).values_list("queued_count", "running_count", "waiting_approval_count").get()
+        )
+    queued, running, waiting = counts
     if queued == running == 0 and waiting > 0:
         execution_transition(execution=execution, to=ExecState.WAITING_APPROVAL, reason="waiting for approval")
 
@@ -273,7 +275,8 @@ def plan_finish(plan: Plan, execution: ExecutionState, *, progress: dict[str, An
 
     `progress`: the plan's, when the caller has it current (else it is read).
     """
-    progress = progress or plan_progress(plan_id=plan.pk)
+    if progress is None:
+        progress = plan_progress(plan_id=plan.pk)
     failed = progress["failed"] > 0
     with events_batched(plan_id=plan.pk):  # the end's three or four events in one statement
         if execution.state == ExecState.WAITING_APPROVAL:

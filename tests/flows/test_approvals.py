@@ -18,6 +18,7 @@ from approvals.services import approval_decide, plan_approve
 from execution.models import ExecState, ExecutionState
 from execution.services import plan_submit
 from plans.models import PlanStatus, SubtaskStatus
+from tests.support.cluster import holding_nothing
 from tests.support.factories import UserFactory, plan_data, subtask
 from tests.support.flows import event_types, finished, pending_approval, start, subtask_in, wait_for
 
@@ -202,7 +203,7 @@ def test_a_decision_advances_its_plan_in_the_worker_that_runs_it(engine):
     current_app.control.cancel_consumer("control", destination=[control.hostname], reply=True, timeout=5)
     try:
         # What the control worker had taken ends; what waits in its queue (that callback, a reconciler tick) goes.
-        wait_for(lambda: holds_nothing(control), message="the control worker to end what it had taken")
+        wait_for(lambda: holding_nothing([control.hostname]), message="the control worker to end what it had taken")
         with current_app.connection_for_write() as broker:
             broker.default_channel.queue_purge("control")
         seen = control.log.stat().st_size
@@ -220,15 +221,6 @@ def test_a_decision_advances_its_plan_in_the_worker_that_runs_it(engine):
 
 def logged(cluster, line: str) -> bool:
     return any(line.encode() in worker.log.read_bytes() for worker in cluster.workers.values())
-
-
-def holds_nothing(worker) -> bool:
-    """Return whether a worker answers that it runs no task and holds none reserved."""
-    inspect = current_app.control.inspect(destination=[worker.hostname], timeout=2)
-    held = [inspect.active() or {}, inspect.reserved() or {}]
-    return all(worker.hostname in replies for replies in held) and not any(
-        tasks for replies in held for tasks in replies.values()
-    )
 
 
 def control_queue_tasks() -> list[str]:

@@ -68,10 +68,7 @@ class Cluster:
         hostnames = [worker.hostname for worker in self.workers.values() if worker.queues]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            inspect = current_app.control.inspect(destination=hostnames, timeout=2, limit=len(hostnames))
-            held = [inspect.active() or {}, inspect.reserved() or {}]
-            answered = all(len(replies) == len(hostnames) for replies in held)
-            if answered and not any(tasks for replies in held for tasks in replies.values()):
+            if holding_nothing(hostnames):
                 return
             time.sleep(0.05)
 
@@ -81,3 +78,11 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{worker.tail()}" for name, worker in self.workers.items())
+
+
+def holding_nothing(hostnames: list[str]) -> bool:
+    """Return whether every one of these workers answers that it runs no task and holds none reserved."""
+    inspect = current_app.control.inspect(destination=hostnames, timeout=2, limit=len(hostnames))
+    held = [inspect.active() or {}, inspect.reserved() or {}]
+    answered = all(len(replies) == len(hostnames) for replies in held)
+    return answered and not any(tasks for replies in held for tasks in replies.values())
