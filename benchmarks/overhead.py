@@ -8,7 +8,7 @@ uneven: seeded random 0-50 ms sleeps, so the makespan can be set against its ide
 without the barrier between batches.
 """
 
-import httpx
+from http import HTTPStatus
 
 from benchmarks.bench import Bench, engine_run, raw_in_app_run, scenario_result
 from benchmarks.client import Api
@@ -23,9 +23,9 @@ SEED = 10
 def check_max_parallel(api: Api, result: Result) -> None:
     """Record that 100 is refused: the largest max_parallel a plan may ask for is used instead."""
     plan = layered_plan(no_ops(1, 1))
-    response = api.http.post("/plans/", json={**plan, "max_parallel": 100})
+    response = api.send("POST", "/plans/", json={**plan, "max_parallel": 100})
     result.fact("max_parallel", MAX_PARALLEL)
-    if response.status_code == httpx.codes.BAD_REQUEST:
+    if response.status_code == HTTPStatus.BAD_REQUEST:
         result.note(f"max_parallel 100 is refused (400); {MAX_PARALLEL}, the largest allowed, is used")
     else:
         result.note(f"max_parallel 100 answered {response.status_code}; {MAX_PARALLEL} is used all the same")
