@@ -1,4 +1,4 @@
-"""One row of a queryset by its primary key, from SQL the ORM compiles once per database instead of on every read.
+"""One row of a queryset by its primary key (or another unique key), from SQL the ORM compiles once per database.
 
 The ORM compiles a queryset's SQL each time it is evaluated. For a read by key with a few
 select_related joins, done on every request of a hot path, compiling takes longer than
@@ -27,16 +27,17 @@ _SENTINEL = UUID("00000000-0000-4000-8000-00000000c0de")
 class _Compiled:
     """What compiling the queryset produced for one database (shared by threads: nothing in it changes)."""
 
-    def __init__(self, queryset: QuerySet[Any], using: str) -> None:
+    def __init__(self, queryset: QuerySet[Any], using: str, by: str) -> None:
         if queryset.query.where:
             raise ValueError(f"CompiledGet takes a queryset with no filter: {queryset.query}")
-        query = queryset.filter(pk=_SENTINEL).order_by().query
+        query = queryset.filter(**{by: _SENTINEL}).order_by().query
         compiler = query.get_compiler(using=using)
         sql, params = compiler.as_sql()
         connection = connections[using]
-        sentinel = queryset.model._meta.pk.get_db_prep_value(_SENTINEL, connection)
+        self.key: Any = queryset.model._meta.pk if by == "pk" else queryset.model._meta.get_field(by)
+        sentinel = self.key.get_db_prep_value(_SENTINEL, connection)
         if list(params) != [sentinel] or compiler.annotation_col_map:
-            raise ValueError(f"CompiledGet takes a queryset of a UUID-keyed model with no annotation: {queryset.query}")
+            raise ValueError(f"CompiledGet takes a UUID key and a queryset with no annotation: {queryset.query}")
         self.sql = sql
         klass_info = compiler.klass_info
         self.model: type[Model] = klass_info["model"]
@@ -55,13 +56,18 @@ class _Compiled:
 class CompiledGet(Generic[M]):
     """Get one object of `queryset` by primary key, as queryset.get(pk=key) would, with its SQL compiled once.
 
-    For a model keyed by a UUID. The queryset may select_related and select_for_update (then
-    read inside a transaction, as the ORM requires); it takes no filter of its own and no
-    annotation. Raises the model's DoesNotExist as get() does.
+    For a model keyed by a UUID; `by` names another unique field to read by instead (a
+    one-to-one relation to a UUID-keyed model, as queryset.get(plan=key)). The queryset may
+    select_related and select_for_update (then read inside a transaction, as the ORM
+    requires); it takes no filter of its own and no annotation. Raises the model's
+    DoesNotExist as get() does.
     """
 
-    def __init__(self, queryset: QuerySet[M]) -> None:
+    def __init__(self, queryset: QuerySet[M], *, by: str = "pk") -> None:
+        if by != "pk" and not getattr(queryset.model._meta.get_field(by), "unique", False):
+            raise ValueError(f"CompiledGet reads by a unique field, not {by!r}")
         self._queryset = queryset
+        self._by = by
         self._compiled: dict[str, _Compiled] = {}
 
     def get(self, key: Any, *, using: str = "default") -> M:
@@ -70,9 +76,9 @@ class CompiledGet(Generic[M]):
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         compiled = self._compiled.get(using)
         if compiled is None:  # two threads may both compile it at first: the same result
-            compiled = self._compiled[using] = _Compiled(self._queryset, using)
+            compiled = self._compiled[using] = _Compiled(self._queryset, using, self._by)
         with prepared_cursor(connection) as cursor:  # planned once per connection too (common/prepared.py)
-            cursor.execute(compiled.sql, [compiled.model._meta.pk.get_db_prep_value(key, connection)])
+            cursor.execute(compiled.sql, [compiled.key.get_db_prep_value(key, connection)])
             rows = cursor.fetchall()
         if not rows:  # a key is one row at most
             model: Any = self._queryset.model

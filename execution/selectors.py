@@ -3,12 +3,13 @@
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, cast, overload
 from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
+from common.compiled import CompiledGet
 from execution.agents.registry import agent_get, agent_mcp_servers, agents_describe, agents_limited
 from execution.events import COUNTERS, progress_of
 from execution.limits import limits_usage
@@ -18,13 +19,22 @@ from plans.models import Plan, PlanRevision, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
 from plans.revisions import event_diff
 
+# Read on every advance and every wait, with its SQL compiled once (common/compiled.py).
+EXECUTION_OF_PLAN = CompiledGet(ExecutionState.objects.all(), by="plan")
+
 
 def execution_of(plan: Plan) -> ExecutionState | None:
-    """Return the plan's execution, or None before it starts."""
-    try:
-        return plan.execution
-    except ExecutionState.DoesNotExist:
-        return None
+    """Return the plan's execution, or None before it starts (cached on the plan, as `plan.execution` caches it)."""
+    related = Plan.execution.related
+    if not related.is_cached(plan):
+        try:
+            execution = EXECUTION_OF_PLAN.get(plan.pk)
+        except ExecutionState.DoesNotExist:
+            related.set_cached_value(plan, None)  # type: ignore[arg-type]  # known to have none
+        else:
+            ExecutionState.plan.field.set_cached_value(execution, plan)
+            related.set_cached_value(plan, execution)
+    return cast(ExecutionState | None, related.get_cached_value(plan))
 
 
 def plan_progress(*, plan_id: UUID) -> dict[str, Any]:

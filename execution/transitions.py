@@ -13,6 +13,7 @@ module's tables: stamps, event types and payload keys.
 """
 
 import contextlib
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -100,7 +101,9 @@ def plan_transition(*, plan: Plan, to: str, reason: str = "", actor: str = "syst
     elif to in PLAN_FINISHED:
         fields["completed_at"] = now
     with transaction.atomic(savepoint=False):
-        changed = Plan.objects.filter(pk=plan.pk, status=current).update(**fields)
+        with prepared_cursor(connection) as cursor:
+            cursor.execute(_plan_move_sql(tuple(fields)), [*_plan_values(fields), plan.pk, current])
+            changed = cursor.rowcount
         if changed:
             event_append(
                 plan_id=plan.pk,
@@ -112,6 +115,20 @@ def plan_transition(*, plan: Plan, to: str, reason: str = "", actor: str = "syst
         raise TransitionConflict("plan", plan.status, to, expected=current)
     for name, value in fields.items():
         setattr(plan, name, value)
+
+
+_PLAN_FIELDS = {field.name: field for field in Plan._meta.concrete_fields}
+
+
+@functools.cache
+def _plan_move_sql(names: tuple[str, ...]) -> str:
+    """The plan's change, fenced on the status the caller read: a statement per set of fields, prepared once."""
+    columns = ", ".join(f"{_PLAN_FIELDS[name].column} = %s" for name in names)
+    return f"UPDATE {Plan._meta.db_table} SET {columns} WHERE id = %s AND status = %s"  # nosec B608: the model's names
+
+
+def _plan_values(fields: Mapping[str, Any]) -> list[Any]:
+    return [_PLAN_FIELDS[name].get_db_prep_save(value, connection) for name, value in fields.items()]
 
 
 def execution_transition(

@@ -15,6 +15,7 @@ from approvals.services import APPROVAL_LOCKED
 from common.compiled import CompiledGet
 from common.prepared import PREPARE_THRESHOLD, prepared_cursor
 from execution.models import ExecutionState
+from execution.selectors import execution_of
 from execution.services import plan_submit
 from plans.models import Plan
 from tests.api.test_approvals import waiting_tool_call
@@ -84,6 +85,32 @@ def test_a_filtered_or_annotated_queryset_is_refused():
         CompiledGet(Approval.objects.filter(tool="x")).get(uuid.uuid4())
     with pytest.raises(ValueError, match="no annotation"):
         CompiledGet(Approval.objects.annotate(one=Value(1))).get(uuid.uuid4())
+
+
+def test_a_read_by_a_one_to_one_relation_is_the_orms_and_a_field_not_unique_is_refused(approval):
+    read = CompiledGet(ExecutionState.objects.all(), by="plan")
+    assert values(read.get(approval.plan_id)) == values(ExecutionState.objects.get(plan_id=approval.plan_id))
+    with pytest.raises(ExecutionState.DoesNotExist):
+        read.get(uuid.uuid4())
+    with pytest.raises(ValueError, match="unique"):
+        CompiledGet(Approval.objects.all(), by="plan")
+
+
+def test_a_plans_execution_is_read_once_and_cached_as_the_relation_caches_it(approval):
+    plan = Plan.objects.get(pk=approval.plan_id)
+    with CaptureQueriesContext(connection) as queries:
+        execution = execution_of(plan)
+        assert execution is not None
+        assert (execution_of(plan), plan.execution, execution.plan) == (execution, execution, plan)
+    assert len(queries) == 1
+    ExecutionState.objects.filter(plan=plan).delete()
+    plan = Plan.objects.get(pk=approval.plan_id)
+    with CaptureQueriesContext(connection) as queries:
+        assert execution_of(plan) is None
+        assert execution_of(plan) is None
+        with pytest.raises(Plan.execution.RelatedObjectDoesNotExist):
+            plan.execution  # noqa: B018
+    assert len(queries) == 1
 
 
 @pytest.mark.django_db(transaction=True)
