@@ -8,7 +8,7 @@ written from them without counting the plan's subtasks again.
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from common.context import context_bound
 from common.prepared import prepared_cursor
 from execution import canvas
+from execution.models import ExecutionState, StateTransition
 from plans.models import SubtaskStatus as S
 
 # Listeners (the live event stream, the command line) LISTEN on this channel; the payload is the plan id.
@@ -103,11 +104,29 @@ def progress_sql(row: str, plan_id: str) -> str:
 _COUNTERS = ", ".join(f"{name} = {name} + %({name})s" for name in COUNTERS)
 
 
+@dataclass(frozen=True)
+class ExecutionMove:
+    """An execution's change of state and its StateTransition row, written with its plan's batched events.
+
+    `values`: the StateTransition's columns by field name (`execution` the execution's id),
+    ready for the database; `conflict` raises TransitionConflict, called when the change's
+    fence (the state the caller read) held nothing.
+    """
+
+    values: Mapping[str, Any]
+    conflict: Callable[[], None]
+
+
+_RECORDED = [f for f in StateTransition._meta.concrete_fields if not f.primary_key]
+_MOVE_PARAMS = {f.name: f"%(move_{f.name})s::{f.db_type(connection)}" for f in _RECORDED}
+
+
 # One round trip: number the events from the plan's counter (its row stays locked until
 # commit), move the subtask counters, insert the events (and, when asked, a progress event
-# built from the counters just moved), and queue the NOTIFY (PostgreSQL sends it at
-# commit, once per plan and transaction). Column names and statuses are constants; values go
-# as parameters (hence the bandit exemption at its end).
+# built from the counters just moved), queue the NOTIFY (PostgreSQL sends it at commit,
+# once per plan and transaction) and, when a batch holds one, make an execution's change of
+# state with its StateTransition row (fenced on the state its caller read). Column names and
+# statuses are constants; values go as parameters (hence the bandit exemption at its end).
 APPEND_SQL = f"""
 WITH counter AS (
     UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s, {_COUNTERS}
@@ -126,8 +145,17 @@ WITH counter AS (
     FROM counter, listed
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(plan_text)s) FROM counter
+), moved AS (
+    UPDATE {ExecutionState._meta.db_table}
+    SET state = {_MOVE_PARAMS["to_state"]}, updated_at = {_MOVE_PARAMS["created_at"]}
+    WHERE id = {_MOVE_PARAMS["execution"]} AND state = {_MOVE_PARAMS["from_state"]}
+    RETURNING id
+), recorded AS (
+    INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in _RECORDED)})
+    SELECT {", ".join("moved.id" if f.name == "execution" else _MOVE_PARAMS[f.name] for f in _RECORDED)} FROM moved
+    RETURNING id
 )
-SELECT last_event_seq, callback_url FROM counter, notified
+SELECT last_event_seq, callback_url, (SELECT id FROM recorded) FROM counter, notified
 """  # nosec
 
 
@@ -164,6 +192,7 @@ def _append(
     events: Sequence[tuple[str, dict[str, Any]]],
     counts: Mapping[str, int] | None,
     progress: bool,
+    move: ExecutionMove | None = None,
 ) -> list[int]:
     total = len(events) + (1 if progress else 0)
     params: dict[str, Any] = {
@@ -178,9 +207,13 @@ def _append(
     }
     for status in S.values:
         params[counter(status)] = (counts or {}).get(status, 0)
+    for f in _RECORDED:
+        params[f"move_{f.name}"] = move.values[f.name] if move is not None else None
     with prepared_cursor(connection) as cursor:
         cursor.execute(APPEND_SQL, params)
-        last, callback_url = cursor.fetchone()
+        last, callback_url, recorded = cursor.fetchone()
+    if move is not None and recorded is None:
+        move.conflict()
     seqs = list(range(last - total + 1, last + 1))
     if callback_url:
         transaction.on_commit(partial(canvas.send_webhooks, plan_id, seqs), robust=True)
@@ -199,6 +232,7 @@ class _Events:
 
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    move: ExecutionMove | None = None
 
 
 @dataclass
@@ -258,9 +292,26 @@ def _batched(batch: _Batch) -> Iterator[None]:
         yield
     if len(batch.plans) == 1:
         ((plan_id, waiting),) = batch.plans.items()
-        _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False)
+        _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False, move=waiting.move)
     elif batch.plans:
         _append_across(batch.plans)
+
+
+def execution_move_batched(plan_id: UUID, move: ExecutionMove) -> bool:
+    """Hold an execution's change of state for the statement that writes its plan's batched events.
+
+    Only in a batch of this plan's events (events_batched): return False elsewhere, for
+    the caller to make the change at once. A second change of the same batch writes the
+    first (with the events so far) before it is held in turn, so changes are made in order.
+    """
+    batch = _batch.get()
+    if batch is None or batch.plan_id != plan_id:
+        return False
+    waiting = batch.plans.get(plan_id)
+    if waiting is not None and waiting.move is not None:
+        events_flush(plan_id)
+    batch.plans.setdefault(plan_id, _Events()).move = move
+    return True
 
 
 def events_flush(plan_id: UUID) -> None:
@@ -268,7 +319,7 @@ def events_flush(plan_id: UUID) -> None:
     batch = _batch.get()
     waiting = batch.plans.pop(plan_id, None) if batch is not None else None
     if waiting is not None:
-        _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False)
+        _append(plan_id=plan_id, events=waiting.events, counts=waiting.counts, progress=False, move=waiting.move)
 
 
 @contextlib.contextmanager

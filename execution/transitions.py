@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -29,8 +30,10 @@ from common.context import context_bound
 from common.errors import DomainError
 from common.prepared import prepared_cursor
 from execution.events import (
+    ExecutionMove,
     event_append,
     events_append,
+    execution_move_batched,
 )
 from execution.models import ExecutionState, StateTransition
 from execution.states import (
@@ -162,6 +165,14 @@ def execution_transition(
         metadata=metadata or {},
         created_at=timezone.now(),
     )
+    # In a batch of the plan's events (a decision, a plan's end), made by the statement that writes them.
+    if execution_move_batched(
+        execution.plan_id,
+        ExecutionMove(values=_move_params(record), conflict=partial(_execution_conflict, execution, current, to)),
+    ):
+        _execution_event(execution, current=current, to=to, reason=reason, actor=actor)
+        execution.state = to
+        return record
     with transaction.atomic(savepoint=False):
         with prepared_cursor(connection) as cursor:
             cursor.execute(EXECUTION_MOVE_SQL, _move_params(record))
@@ -171,10 +182,15 @@ def execution_transition(
             record._state.adding, record._state.db = False, connection.alias
             _execution_event(execution, current=current, to=to, reason=reason, actor=actor)
     if moved is None:
-        execution.state = ExecutionState.objects.values_list("state", flat=True).get(pk=execution.pk)
-        raise TransitionConflict("execution", execution.state, to, expected=current)
+        _execution_conflict(execution, current, to)
     execution.state = to
     return record
+
+
+def _execution_conflict(execution: ExecutionState, current: str, to: str) -> None:
+    """Raise TransitionConflict for a change whose fence held nothing, with the state the execution is in now."""
+    execution.state = ExecutionState.objects.values_list("state", flat=True).get(pk=execution.pk)
+    raise TransitionConflict("execution", execution.state, to, expected=current)
 
 
 _RECORDED = [f for f in StateTransition._meta.concrete_fields if not f.primary_key]

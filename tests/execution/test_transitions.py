@@ -4,8 +4,9 @@ import threading
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from execution.events import Sql, percentage
+from execution.events import Sql, events_batched, percentage
 from execution.models import Event, ExecState, ExecutionState, StateTransition
 from execution.selectors import plan_progress
 from execution.states import (
@@ -96,6 +97,55 @@ def test_a_conflict_inside_a_transaction_leaves_it_usable():
             execution_transition(execution=stale, to=ExecState.PAUSED)
         execution_transition(execution=execution, to=ExecState.RUNNING)
     assert list(StateTransition.objects.values_list("to_state", flat=True)) == ["paused", "running"]
+
+
+def test_in_a_batch_of_its_plans_events_a_change_is_made_by_the_statement_that_writes_them():
+    plan = draft_plan()
+    execution = ExecutionState.objects.create(plan=plan)
+    with CaptureQueriesContext(connection) as queries, events_batched(plan_id=plan.pk):
+        execution_transition(execution=execution, to=ExecState.RUNNING, reason="started", metadata={"batch": 0})
+        assert not queries, "held for the batch"
+        assert execution.state == ExecState.RUNNING
+    assert len(queries) == 1
+    record = StateTransition.objects.get(execution=execution)
+    assert (record.from_state, record.to_state, record.reason, record.actor, record.metadata) == (
+        "preparing",
+        "running",
+        "started",
+        "system",
+        {"batch": 0},
+    )
+    assert ExecutionState.objects.get(pk=execution.pk).state == ExecState.RUNNING
+    assert Event.objects.get(plan=plan).payload["new_state"] == "running"
+
+
+def test_two_changes_in_one_batch_are_made_in_their_order():
+    plan = draft_plan()
+    execution = ExecutionState.objects.create(plan=plan)
+    with events_batched(plan_id=plan.pk):
+        execution_transition(execution=execution, to=ExecState.RUNNING)
+        execution_transition(execution=execution, to=ExecState.PAUSED)
+    assert list(StateTransition.objects.order_by("id").values_list("from_state", "to_state")) == [
+        ("preparing", "running"),
+        ("running", "paused"),
+    ]
+    assert ExecutionState.objects.get(pk=execution.pk).state == ExecState.PAUSED
+    assert [event.payload["new_state"] for event in Event.objects.filter(plan=plan).order_by("seq")] == [
+        "running",
+        "paused",
+    ]
+
+
+def test_a_stale_change_in_a_batch_is_a_conflict_as_the_batch_is_written_and_nothing_stays():
+    plan = draft_plan()
+    execution = ExecutionState.objects.create(plan=plan, state=ExecState.RUNNING)
+    stale = ExecutionState.objects.get(pk=execution.pk)
+    execution_transition(execution=execution, to=ExecState.PAUSED)
+    with pytest.raises(TransitionConflict) as caught, transaction.atomic(), events_batched(plan_id=plan.pk):
+        execution_transition(execution=stale, to=ExecState.WAITING_APPROVAL)
+    assert (caught.value.current_status, stale.state) == ("paused", "paused")
+    assert list(StateTransition.objects.values_list("to_state", flat=True)) == ["paused"]
+    assert Event.objects.filter(plan=plan).count() == 1
 
 
 def _race(execution_id, targets):
