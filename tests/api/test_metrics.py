@@ -75,8 +75,10 @@ def test_the_service_metrics_come_from_the_database_and_redis():
     pending = Approval.objects.create(plan=draft_plan(owner, subtask("c")), kind=ApprovalKind.PLAN)
     Approval.objects.filter(pk=pending.pk).update(requested_at=timezone.now() - timedelta(minutes=5))
     decided_at = (timezone.now() - timedelta(seconds=0.2)).isoformat()
-    resume_observe([{"tool": "t", "approval_id": "a1", "decided_at": decided_at, "status": "approved"}])
-    resume_observe([{"tool": "t", "approval_id": "a1", "decided_at": decided_at, "status": "approved"}])  # a retry
+    # A decision of its own: its mark stays in Redis for a day, and a suite may run again before that.
+    decided = {"tool": "t", "approval_id": str(uuid.uuid4()), "decided_at": decided_at, "status": "approved"}
+    resume_observe([decided])
+    resume_observe([decided])  # a retry
 
     text = scrape().content.decode()
     assert sample(text, "plan_execution_plans", status="in_progress") == 1
