@@ -47,6 +47,24 @@ def prepared_cursor(connection: BaseDatabaseWrapper, *, prepare: bool = True) ->
     return _LoggedCursor(cursor, connection) if connection.queries_logged else connection.make_cursor(cursor)  # type: ignore[arg-type]
 
 
+# psycopg keeps its parse of a statement's text (placeholders to $n) only for texts of at most this many bytes.
+PARSE_CACHED_BYTES = 4096
+
+
+def compact(sql: str) -> str:
+    """Return a statement's text without its comment lines and indentation, so psycopg keeps its parse of it.
+
+    psycopg converts a text's placeholders once and keeps the result only for texts of at most
+    PARSE_CACHED_BYTES; a longer one is parsed again on every execution. Raises ValueError
+    when even the compact text is longer.
+    """
+    lines = [line.strip() for line in sql.strip().splitlines()]
+    text = "\n".join(line for line in lines if line and not line.startswith("--"))
+    if len(text.encode()) > PARSE_CACHED_BYTES:
+        raise ValueError(f"A statement of {len(text.encode())} bytes is parsed on every execution")
+    return text
+
+
 class _LoggedCursor(CursorDebugWrapper):
     """Logs a statement with its values written in, as Django logs its own when the server binds them."""
 

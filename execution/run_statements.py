@@ -16,7 +16,7 @@ from uuid import UUID
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 
-from common.prepared import prepared_cursor
+from common.prepared import compact, prepared_cursor
 from execution import canvas
 from execution.events import COUNTERS, NOTIFY_CHANNEL, PROGRESS_EVENT, counter, progress_sql
 from execution.models import ExecState, StateTransition
@@ -86,7 +86,7 @@ def _payload_sql(row: str, *, previous: str, to: str, extra: str = "") -> str:
 _RUNNING_REASON = "'subtask ''' || started.key || ''' running'"
 
 # Column names are constants; values go as parameters (hence the bandit exemption at its end).
-START_SQL = f"""
+START_SQL = compact(f"""
 WITH plan AS (
     SELECT p.id, p.status, p.goal, p.metadata, p.session_id FROM plans_plan p
     WHERE p.id = (SELECT plan_id FROM plans_subtask WHERE id = %(id)s)
@@ -153,7 +153,7 @@ SELECT plan.status AS plan_status, plan.goal AS plan_goal, plan.metadata AS plan
        context.bytes AS context_bytes, gathered.dependencies, started.*
 FROM plan LEFT JOIN execution ON true LEFT JOIN lease ON true LEFT JOIN started ON true LEFT JOIN counter ON true
     LEFT JOIN context ON true LEFT JOIN gathered ON true
-"""  # nosec
+""")  # nosec
 
 # Whether `done` done subtasks (out of p.subtask_count) pass a whole percent that one fewer did not.
 _PASSES_A_PERCENT = "(100 * ({done})) / p.subtask_count > (100 * ({done} - 1)) / p.subtask_count"

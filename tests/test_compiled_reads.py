@@ -13,8 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from approvals.models import Approval
 from approvals.services import APPROVAL_LOCKED
 from common.compiled import CompiledGet
-from common.prepared import PREPARE_THRESHOLD, prepared_cursor
+from common.prepared import PARSE_CACHED_BYTES, PREPARE_THRESHOLD, compact, prepared_cursor
+from execution.events import APPEND_SQL
 from execution.models import ExecutionState
+from execution.run_statements import FINISH_SQL, START_SQL
 from execution.selectors import execution_of
 from execution.services import plan_submit
 from plans.models import Plan
@@ -154,3 +156,21 @@ def test_a_statement_of_varying_text_stays_on_djangos_cursor():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%::int + 2%"])
         assert cursor.fetchone()[0] == 0
+
+
+def test_compact_drops_comment_lines_and_indentation_and_refuses_a_text_psycopg_would_parse_each_time():
+    sql = """
+    WITH a AS (
+        -- a comment
+        SELECT 1 AS one -- kept: not a line of its own
+    )
+    SELECT one FROM a
+    """
+    assert compact(sql) == "WITH a AS (\nSELECT 1 AS one -- kept: not a line of its own\n)\nSELECT one FROM a"
+    with pytest.raises(ValueError, match="parsed on every execution"):
+        compact("SELECT " + "1 + " * PARSE_CACHED_BYTES + "1")
+
+
+@pytest.mark.parametrize("sql", [START_SQL, FINISH_SQL, APPEND_SQL])
+def test_the_hot_statements_are_short_enough_for_psycopg_to_keep_their_parse(sql):
+    assert len(sql.encode()) <= PARSE_CACHED_BYTES
