@@ -125,12 +125,18 @@ _MOVE_PARAMS = {f.name: f"%(move_{f.name})s::{f.db_type(connection)}" for f in _
 # commit), move the subtask counters, insert the events (and, when asked, a progress event
 # built from the counters just moved), queue the NOTIFY (PostgreSQL sends it at commit,
 # once per plan and transaction) and, when a batch holds one, make an execution's change of
-# state with its StateTransition row (fenced on the state its caller read). Column names and
+# state with its StateTransition row (fenced on the state its caller read: when the fence
+# holds nothing, the statement writes nothing and returns no row). Column names and
 # statuses are constants; values go as parameters (hence the bandit exemption at its end).
 APPEND_SQL = f"""
-WITH counter AS (
+WITH moved AS (
+    UPDATE {ExecutionState._meta.db_table}
+    SET state = {_MOVE_PARAMS["to_state"]}, updated_at = {_MOVE_PARAMS["created_at"]}
+    WHERE id = {_MOVE_PARAMS["execution"]} AND state = {_MOVE_PARAMS["from_state"]}
+    RETURNING id
+), counter AS (
     UPDATE plans_plan SET last_event_seq = last_event_seq + %(count)s, {_COUNTERS}
-    WHERE id = %(plan)s
+    WHERE id = %(plan)s AND ({_MOVE_PARAMS["execution"]} IS NULL OR EXISTS (SELECT FROM moved))
     RETURNING last_event_seq, callback_url, subtask_count, {", ".join(COUNTERS)}
 ), listed AS (
     SELECT event.type, event.payload, event.position
@@ -145,17 +151,11 @@ WITH counter AS (
     FROM counter, listed
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(plan_text)s) FROM counter
-), moved AS (
-    UPDATE {ExecutionState._meta.db_table}
-    SET state = {_MOVE_PARAMS["to_state"]}, updated_at = {_MOVE_PARAMS["created_at"]}
-    WHERE id = {_MOVE_PARAMS["execution"]} AND state = {_MOVE_PARAMS["from_state"]}
-    RETURNING id
 ), recorded AS (
     INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in _RECORDED)})
     SELECT {", ".join("moved.id" if f.name == "execution" else _MOVE_PARAMS[f.name] for f in _RECORDED)} FROM moved
-    RETURNING id
 )
-SELECT last_event_seq, callback_url, (SELECT id FROM recorded) FROM counter, notified
+SELECT last_event_seq, callback_url FROM counter, notified
 """  # nosec
 
 
@@ -211,9 +211,12 @@ def _append(
         params[f"move_{f.name}"] = move.values[f.name] if move is not None else None
     with prepared_cursor(connection) as cursor:
         cursor.execute(APPEND_SQL, params)
-        last, callback_url, recorded = cursor.fetchone()
-    if move is not None and recorded is None:
-        move.conflict()
+        row = cursor.fetchone()
+    if row is None:
+        if move is not None:
+            move.conflict()  # its fence held nothing: nothing was written
+        raise RuntimeError(f"Plan {plan_id} has no row to number its events from")
+    last, callback_url = row
     seqs = list(range(last - total + 1, last + 1))
     if callback_url:
         transaction.on_commit(partial(canvas.send_webhooks, plan_id, seqs), robust=True)

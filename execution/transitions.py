@@ -13,13 +13,12 @@ module's tables: stamps, event types and payload keys.
 """
 
 import contextlib
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any
 from uuid import UUID
 
@@ -123,7 +122,7 @@ def plan_transition(*, plan: Plan, to: str, reason: str = "", actor: str = "syst
 _PLAN_FIELDS = {field.name: field for field in Plan._meta.concrete_fields}
 
 
-@functools.cache
+@cache
 def _plan_move_sql(names: tuple[str, ...]) -> str:
     """The plan's change, fenced on the status the caller read: a statement per set of fields, prepared once."""
     columns = ", ".join(f"{_PLAN_FIELDS[name].column} = %s" for name in names)

@@ -136,16 +136,19 @@ def test_two_changes_in_one_batch_are_made_in_their_order():
     ]
 
 
-def test_a_stale_change_in_a_batch_is_a_conflict_as_the_batch_is_written_and_nothing_stays():
+def test_a_stale_change_in_a_batch_is_a_conflict_as_the_batch_is_written_which_writes_nothing():
     plan = draft_plan()
     execution = ExecutionState.objects.create(plan=plan, state=ExecState.RUNNING)
     stale = ExecutionState.objects.get(pk=execution.pk)
     execution_transition(execution=execution, to=ExecState.PAUSED)
-    with pytest.raises(TransitionConflict) as caught, transaction.atomic(), events_batched(plan_id=plan.pk):
+    # A caller that takes the conflict and commits (as a stale run's outcome does) commits none of the batch.
+    with transaction.atomic(), pytest.raises(TransitionConflict) as caught, events_batched(plan_id=plan.pk):
         execution_transition(execution=stale, to=ExecState.WAITING_APPROVAL)
     assert (caught.value.current_status, stale.state) == ("paused", "paused")
     assert list(StateTransition.objects.values_list("to_state", flat=True)) == ["paused"]
-    assert Event.objects.filter(plan=plan).count() == 1
+    assert list(Event.objects.filter(plan=plan).values_list("seq", flat=True)) == [1]
+    plan.refresh_from_db()
+    assert plan.last_event_seq == 1
 
 
 def _race(execution_id, targets):
