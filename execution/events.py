@@ -117,8 +117,9 @@ class ExecutionMove:
     conflict: Callable[[], None]
 
 
-_RECORDED = [f for f in StateTransition._meta.concrete_fields if not f.primary_key]
-_MOVE_PARAMS = {f.name: f"%(move_{f.name})s::{f.db_type(connection)}" for f in _RECORDED}
+# The columns of an execution's StateTransition row, written here (batched) and by execution/transitions.py.
+RECORDED_FIELDS = [f for f in StateTransition._meta.concrete_fields if not f.primary_key]
+_MOVE_PARAMS = {f.name: f"%(move_{f.name})s::{f.db_type(connection)}" for f in RECORDED_FIELDS}
 
 
 # One round trip: number the events from the plan's counter (its row stays locked until
@@ -152,8 +153,9 @@ WITH moved AS (
 ), notified AS (
     SELECT pg_notify(%(channel)s, %(plan_text)s) FROM counter
 ), recorded AS (
-    INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in _RECORDED)})
-    SELECT {", ".join("moved.id" if f.name == "execution" else _MOVE_PARAMS[f.name] for f in _RECORDED)} FROM moved
+    INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in RECORDED_FIELDS)})
+    SELECT {", ".join("moved.id" if f.name == "execution" else _MOVE_PARAMS[f.name] for f in RECORDED_FIELDS)}
+    FROM moved
 )
 SELECT last_event_seq, callback_url FROM counter, notified
 """  # nosec
@@ -207,7 +209,7 @@ def _append(
     }
     for status in S.values:
         params[counter(status)] = (counts or {}).get(status, 0)
-    for f in _RECORDED:
+    for f in RECORDED_FIELDS:
         params[f"move_{f.name}"] = move.values[f.name] if move is not None else None
     with prepared_cursor(connection) as cursor:
         cursor.execute(APPEND_SQL, params)

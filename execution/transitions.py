@@ -29,6 +29,7 @@ from common.context import context_bound
 from common.errors import DomainError
 from common.prepared import prepared_cursor
 from execution.events import (
+    RECORDED_FIELDS,
     ExecutionMove,
     event_append,
     events_append,
@@ -192,8 +193,6 @@ def _execution_conflict(execution: ExecutionState, current: str, to: str) -> Non
     raise TransitionConflict("execution", execution.state, to, expected=current)
 
 
-_RECORDED = [f for f in StateTransition._meta.concrete_fields if not f.primary_key]
-
 # The change, fenced on the state the caller read, and its StateTransition row in one statement:
 # no row is inserted when the fence holds nothing. Names come from the models, values go as parameters.
 EXECUTION_MOVE_SQL = f"""
@@ -202,14 +201,14 @@ WITH moved AS (
     WHERE id = %(execution)s AND state = %(from_state)s
     RETURNING id
 )
-INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in _RECORDED)})
-SELECT {", ".join("moved.id" if f.name == "execution" else f"%({f.name})s" for f in _RECORDED)} FROM moved
+INSERT INTO {StateTransition._meta.db_table} ({", ".join(str(f.column) for f in RECORDED_FIELDS)})
+SELECT {", ".join("moved.id" if f.name == "execution" else f"%({f.name})s" for f in RECORDED_FIELDS)} FROM moved
 RETURNING id
 """  # nosec B608: the models' names only
 
 
 def _move_params(record: StateTransition) -> dict[str, Any]:
-    params = {f.name: f.get_db_prep_save(getattr(record, f.attname), connection) for f in _RECORDED}
+    params = {f.name: f.get_db_prep_save(getattr(record, f.attname), connection) for f in RECORDED_FIELDS}
     params["execution"] = record.execution_id
     return params
 
