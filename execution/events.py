@@ -140,8 +140,8 @@ WITH moved AS (
     WHERE id = %(plan)s AND ({_MOVE_PARAMS["execution"]} IS NULL OR EXISTS (SELECT FROM moved))
     RETURNING last_event_seq, callback_url, subtask_count, {", ".join(COUNTERS)}
 ), listed AS (
-    SELECT event.type, event.payload, event.position
-    FROM unnest(%(types)s::varchar[], %(payloads)s::jsonb[]) WITH ORDINALITY AS event(type, payload, position)
+    SELECT event.value ->> 0 AS type, event.value -> 1 AS payload, event.position
+    FROM jsonb_array_elements(%(events)s::jsonb) WITH ORDINALITY AS event(value, position)
     UNION ALL
     SELECT %(progress_type)s::varchar, {progress_sql("c", "%(plan_text)s::text")}, %(count)s
     FROM counter c WHERE %(progress)s
@@ -202,8 +202,10 @@ def _append(
         "plan": plan_id,
         "plan_text": str(plan_id),
         "channel": NOTIFY_CHANNEL,
-        "types": [kind for kind, _ in events],
-        "payloads": [json.dumps({"plan_id": str(plan_id), **payload}, cls=DjangoJSONEncoder) for _, payload in events],
+        # One JSON text of [type, payload] pairs: psycopg dumps a text at once, a list element by element.
+        "events": json.dumps(
+            [(kind, {"plan_id": str(plan_id), **payload}) for kind, payload in events], cls=DjangoJSONEncoder
+        ),
         "progress": progress,
         "progress_type": PROGRESS_EVENT,
     }
