@@ -20,8 +20,14 @@ from common.prepared import prepared_cursor
 
 M = TypeVar("M", bound=Model)
 
-# A key no row has, to find the key's place in the compiled statement's parameters.
+# A key no row has, to find the key's place in the compiled statement's parameters (a UUID or a text key).
 _SENTINEL = UUID("00000000-0000-4000-8000-00000000c0de")
+_TEXT_SENTINEL = "compiled-get:00000000c0de"
+
+
+def _sentinel(field: Any) -> Any:
+    target = getattr(field, "target_field", field)  # a relation reads by its target's values
+    return _TEXT_SENTINEL if target.get_internal_type() in ("CharField", "TextField") else _SENTINEL
 
 
 class _Compiled:
@@ -30,14 +36,16 @@ class _Compiled:
     def __init__(self, queryset: QuerySet[Any], using: str, by: str) -> None:
         if queryset.query.where:
             raise ValueError(f"CompiledGet takes a queryset with no filter: {queryset.query}")
-        query = queryset.filter(**{by: _SENTINEL}).order_by().query
+        self.key: Any = queryset.model._meta.pk if by == "pk" else queryset.model._meta.get_field(by)
+        query = queryset.filter(**{by: _sentinel(self.key)}).order_by().query
         compiler = query.get_compiler(using=using)
         sql, params = compiler.as_sql()
         connection = connections[using]
-        self.key: Any = queryset.model._meta.pk if by == "pk" else queryset.model._meta.get_field(by)
-        sentinel = self.key.get_db_prep_value(_SENTINEL, connection)
+        sentinel = self.key.get_db_prep_value(_sentinel(self.key), connection)
         if list(params) != [sentinel] or compiler.annotation_col_map:
-            raise ValueError(f"CompiledGet takes a UUID key and a queryset with no annotation: {queryset.query}")
+            raise ValueError(
+                f"CompiledGet takes a UUID or text key and a queryset with no annotation: {queryset.query}"
+            )
         self.sql = sql
         klass_info = compiler.klass_info
         self.model: type[Model] = klass_info["model"]
@@ -56,7 +64,7 @@ class _Compiled:
 class CompiledGet(Generic[M]):
     """Get one object of `queryset` by primary key, as queryset.get(pk=key) would, with its SQL compiled once.
 
-    For a model keyed by a UUID; `by` names another unique field to read by instead (a
+    For a model keyed by a UUID or a text; `by` names another unique field to read by instead (a
     one-to-one relation to a UUID-keyed model, as queryset.get(plan=key)). The queryset may
     select_related and select_for_update (then read inside a transaction, as the ORM
     requires); it takes no filter of its own and no annotation. Raises the model's

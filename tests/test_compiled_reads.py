@@ -98,6 +98,21 @@ def test_a_read_by_a_one_to_one_relation_is_the_orms_and_a_field_not_unique_is_r
         CompiledGet(Approval.objects.all(), by="plan")
 
 
+def test_a_read_by_a_text_key_is_the_orms():
+    from rest_framework.authtoken.models import Token
+
+    from api.authentication import TOKEN_WITH_USER
+
+    token = Token.objects.create(user=UserFactory())
+    got = TOKEN_WITH_USER.get(token.key)
+    assert values(got) == values(Token.objects.get(key=token.key))
+    with CaptureQueriesContext(connection) as queries:
+        assert values(got.user) == values(token.user)
+    assert not queries
+    with pytest.raises(Token.DoesNotExist):
+        TOKEN_WITH_USER.get("0" * 40)
+
+
 def test_a_plans_execution_is_read_once_and_cached_as_the_relation_caches_it(approval):
     plan = Plan.objects.get(pk=approval.plan_id)
     with CaptureQueriesContext(connection) as queries:

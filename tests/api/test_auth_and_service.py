@@ -7,6 +7,7 @@ import pytest
 import yaml
 from django.core.cache import cache
 from django.core.management import call_command
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -29,6 +30,19 @@ def test_a_token_from_username_and_password_authenticates():
     assert client.get("/api/v1/plans/").status_code == 200
     client.credentials(HTTP_AUTHORIZATION="Token wrong")
     assert_error(client.get("/api/v1/plans/"), 401, "not_authenticated")
+
+
+def test_a_token_of_an_inactive_user_or_deleted_authenticates_no_more():
+    user = UserFactory()
+    token = Token.objects.create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert client.get("/api/v1/agents/").status_code == 200
+    user.is_active = False
+    user.save()
+    assert "inactive" in assert_error(client.get("/api/v1/agents/"), 401, "not_authenticated")["message"]
+    token.delete()
+    assert "Invalid token" in assert_error(client.get("/api/v1/agents/"), 401, "not_authenticated")["message"]
 
 
 def test_wrong_credentials_get_no_token():
