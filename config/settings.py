@@ -15,6 +15,7 @@ from common.version import VERSION
 from config import stack
 from config.database import database_from_url
 from config.log_filters import CELERY_TASK_LOGGERS
+from config.redis_transport import broker_transport
 from config.results import is_database_backend, result_backend_default
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -422,6 +423,8 @@ APPROVALS_SEPARATE_REQUESTER = env.bool("APPROVALS_SEPARATE_REQUESTER", default=
 # --- Celery ----------------------------------------------------------------------------
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+# On Redis, kombu's transport keeping one client object per connection pool (config/redis_transport.py).
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 # The broker's Redis server by default (config/results.py); `django-db` keeps each task's result in
 # PostgreSQL, shown in the admin, at about 3 ms more per subtask.
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or result_backend_default(CELERY_BROKER_URL)

@@ -15,6 +15,8 @@ from django.core.handlers.base import BaseHandler
 from config.celery import app as celery_app
 from config.database import database_from_url
 from config.redis_results import RedisBackend
+from config.redis_transport import Channel as KeptClientChannel
+from config.redis_transport import broker_transport
 from config.results import is_database_backend, result_backend_default
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +151,33 @@ def test_sending_a_task_outside_a_worker_subscribes_to_no_result_channel():
     backend = backend_class(app=celery_app, url=url)
     backend.on_task_call(producer=None, task_id="a-task")
     assert backend.result_consumer.subscribed_to == set()
+
+
+@pytest.mark.parametrize(
+    ("broker", "transport"),
+    [
+        ("redis://127.0.0.1:6379/0", "config.redis_transport:Transport"),
+        ("rediss://u:p@cache.example:6379/4?ssl_cert_reqs=required", "config.redis_transport:Transport"),
+        ("amqp://guest@127.0.0.1:5672//", None),
+        ("sentinel://127.0.0.1:26379", None),
+    ],
+)
+def test_a_redis_broker_gets_the_transport_keeping_one_client_per_pool_and_others_kombus(broker, transport):
+    assert broker_transport(broker) == transport
+
+
+def test_a_redis_channel_keeps_one_client_per_connection_pool():
+    # kombu built a client (a tenth of a millisecond) for every publish batch, receipt and ack.
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, KeptClientChannel)
+        client = channel._create_client()
+        assert channel._create_client() is client
+        assert client.connection_pool is channel.pool
+        channel._disconnect_pools()  # as after a fork: a new pool, and a client of its own
+        assert channel._create_client() is not client
+        assert channel._create_client().connection_pool is channel.pool
+        assert channel._create_client(asynchronous=True) is not channel._create_client()
 
 
 def test_every_thread_of_a_process_shares_one_result_backend():
