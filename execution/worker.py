@@ -1,13 +1,15 @@
-"""What a worker does at start: refuse settings that would let Redis lose or duplicate work, keep its connections."""
+"""What a worker does at start (refuse settings that let Redis lose or duplicate work, keep connections), and at end."""
 
 import logging
 import time
 from typing import Any
 
 import redis
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connections
+
+from execution.metrics import resumes_write
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +100,9 @@ def database_connections_checked(sender: Any = None, **kwargs: Any) -> None:
 def task_ended(sender: Any = None, **kwargs: Any) -> None:
     global _last_task_end
     _last_task_end = time.monotonic()
+
+
+@worker_process_shutdown.connect
+def metrics_written(**kwargs: Any) -> None:
+    """Write what a pool process noted for /metrics in its last second (it ends without running atexit's handlers)."""
+    resumes_write()

@@ -1,6 +1,7 @@
 """GET /metrics: the process's HTTP and database metrics and the service's own, for METRICS_TOKEN holders only."""
 
 import re
+import time
 import uuid
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 from api import metrics
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
 from execution.limits import deferral_count
-from execution.metrics import RESUME_KEY, broker_redis, resume_observe
+from execution.metrics import RESUME_KEY, broker_redis, resume_histogram, resume_observe, resumes_write
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.support.factories import UserFactory, draft_plan, subtask
 
@@ -79,6 +80,7 @@ def test_the_service_metrics_come_from_the_database_and_redis():
     decided = {"tool": "t", "approval_id": str(uuid.uuid4()), "decided_at": decided_at, "status": "approved"}
     resume_observe([decided])
     resume_observe([decided])  # a retry
+    resumes_write()  # as the process's writer does every second
 
     text = scrape().content.decode()
     assert sample(text, "plan_execution_plans", status="in_progress") == 1
@@ -95,6 +97,35 @@ def test_the_service_metrics_come_from_the_database_and_redis():
     assert sample(text, "plan_execution_decision_to_resume_seconds_bucket", le="0.25") == 1
     for queue in ("subtasks", "control", "webhooks"):
         assert f'plan_execution_queue_messages{{queue="{queue}"}}' in text
+
+
+def decision(seconds_ago: float) -> dict:
+    decided_at = (timezone.now() - timedelta(seconds=seconds_ago)).isoformat()
+    return {"tool": "t", "approval_id": str(uuid.uuid4()), "decided_at": decided_at, "status": "approved"}
+
+
+def test_noted_resumes_are_written_by_the_processs_own_writer():
+    resume_observe([decision(0.02)])
+    resume_observe([decision(3)])
+    for _ in range(100):  # the writer thread writes every RESUME_WRITE_EVERY_S
+        if resume_histogram()["count"] == 2:
+            break
+        time.sleep(0.1)
+    histogram = resume_histogram()
+    assert histogram["count"] == 2
+    assert dict(histogram["buckets"])[0.025] == 1
+    assert dict(histogram["buckets"])[5.0] == 2
+    assert 3 < histogram["sum"] < 4
+
+
+def test_a_retry_written_after_its_first_run_is_not_counted_again():
+    first = decision(0.2)
+    resume_observe([first])
+    resumes_write()
+    resume_observe([first])  # the run's next attempt, noted in a later write
+    resume_observe([{**first, "decided_at": "not a time"}])  # unreadable: not noted
+    resumes_write()
+    assert resume_histogram()["count"] == 1
 
 
 def test_the_service_figures_are_read_once_per_period(django_assert_max_num_queries):
