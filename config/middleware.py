@@ -1,4 +1,4 @@
-"""The plan, subtask or approval a request is about, put in the log context for its log lines."""
+"""The service's own middleware: the runs a request sends go out with its answer; its subject, in its log lines."""
 
 import contextlib
 from collections.abc import Callable
@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from common.logs import log_context_pop, log_context_push
+from execution import canvas
 
 # URL names (their start) -> the id their `pk` or `object_id` is: the API's viewsets and the admin's pages.
 SUBJECTS = (
@@ -41,3 +42,24 @@ class LogContextMiddleware(MiddlewareMixin):
             with contextlib.suppress(ValueError):
                 log_context_pop(token)
         return response
+
+
+class RunsSentWithAnswerMiddleware:
+    """Send the runs a request queues (a decision's resume, a plan's first batch) once its answer is ready.
+
+    A run is sent after the transaction that queues it commits (transaction.on_commit); sent
+    from there, the worker started on it while the request still built its answer (read back
+    the approval, serialized and rendered it), and the two shared the machine's cores. Held to
+    the end of the request, every run it queued goes out in one publish batch just before the
+    answer does. What is held is sent whatever the request comes to (canvas.sends_held).
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with canvas.sends_held():
+            return self.get_response(request)

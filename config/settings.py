@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Counts and times every request (/metrics), so it wraps everything else.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The runs a request queues are sent once its answer is ready (in one publish batch).
+    "config.middleware.RunsSentWithAnswerMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -113,6 +113,21 @@ def test_an_approve_at_a_quorum_of_one_writes_its_vote_with_the_decision_and_rea
     assert (vote.user, vote.channel) == (owner, "api")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_resumed_run_is_sent_once_the_answer_is_ready(owner, tool_approval, monkeypatch):
+    # Sent as its transaction committed, the run started on a worker while the answer was still built.
+    from api.approvals import views
+    from execution import canvas
+
+    order: list[str] = []
+    shown = views._shown
+    monkeypatch.setattr(views, "_shown", lambda approval: order.append("answer") or shown(approval))
+    monkeypatch.setattr(canvas.current_app.amqp, "send_task_message", lambda *args, **kwargs: order.append("run"))
+    response = client_for(owner).post(f"{APPROVALS}{tool_approval.pk}/approve/", {}, format="json")
+    assert response.status_code == 200
+    assert order == ["answer", "run"]
+
+
 def test_a_decision_found_made_meanwhile_writes_no_vote(owner, tool_approval):
     stale = Approval.objects.select_related("subtask").get(pk=tool_approval.pk)
     Approval.objects.filter(pk=tool_approval.pk).update(status="rejected")
