@@ -46,6 +46,26 @@ def plan_lock(plan_id: UUID) -> Plan:
     return PLAN_LOCKED.get(plan_id)
 
 
+# The plan and its execution locked in one statement, the plan's row first (the one lock order:
+# PostgreSQL locks in the order FOR UPDATE OF names them). Each row locked after a wait is read as
+# it is now, so the execution is current too: for the advance, one statement fewer than
+# plan_lock and execution_of.
+PLAN_WITH_EXECUTION_LOCKED = CompiledGet(
+    ExecutionState.objects.select_for_update(of=("plan", "self")).select_related("plan"), by="plan"
+)
+
+
+def plan_lock_with_execution(plan_id: UUID) -> Plan:
+    """Lock a plan's row and its execution's and return the plan, its execution cached (see execution_of)."""
+    try:
+        execution = PLAN_WITH_EXECUTION_LOCKED.get(plan_id)
+    except ExecutionState.DoesNotExist:  # none yet: the plan alone (execution_of reads again under its lock)
+        return plan_lock(plan_id)
+    plan = execution.plan
+    Plan.execution.related.set_cached_value(plan, execution)
+    return plan
+
+
 def plan_lock_for(subtask_id: UUID) -> Plan:
     """Lock and return the plan of a subtask (see plan_lock)."""
     return Plan.objects.select_for_update(of=("self",)).get(subtasks__id=subtask_id)
@@ -106,7 +126,7 @@ def plan_advance(*, plan_id: UUID) -> None:
     """Dispatch what can run next, or finish the plan; harmless to call at any time (a chord callback)."""
     with transaction.atomic():
         try:
-            plan = plan_lock(plan_id)
+            plan = plan_lock_with_execution(plan_id)
         except Plan.DoesNotExist:
             return
         advance(plan, counted=True)

@@ -1,11 +1,15 @@
 """How a plan moves, decided in this process: batches, advancing, its end, failure policies, pause, cancel, retry."""
 
-from execution.engine.plan_flow import plan_advance
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from execution.engine.plan_flow import plan_advance, plan_lock_with_execution
 from execution.models import Event, ExecState
-from execution.services import plan_cancel, plan_pause, plan_resume, subtask_retry
+from execution.selectors import execution_of
+from execution.services import plan_cancel, plan_pause, plan_resume, plan_submit, subtask_retry
 from plans.models import Plan, PlanStatus, Subtask
 from plans.models import SubtaskStatus as S
-from tests.support.factories import subtask
+from tests.support.factories import UserFactory, plan_data, subtask
 from tests.support.flows import start
 from tests.support.invariants import counters_match
 
@@ -162,3 +166,32 @@ def test_retrying_a_failed_subtask_runs_it_from_scratch_with_what_its_failure_st
         "plan.retried",
         "plan.completed",
     ]
+
+
+def test_an_advance_locks_the_plan_then_its_execution_in_one_statement_and_reads_no_execution_again(worker, outbox):
+    plan = start(subtask("a"), subtask("b", "a"))
+    [batch] = outbox.take()
+    worker.run(batch.runs[0])
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        locked = plan_lock_with_execution(plan.pk)
+        execution = execution_of(locked)
+    [statement] = [q["sql"] for q in queries]
+    # The plan's row first: the one lock order (PostgreSQL locks in the order FOR UPDATE OF names).
+    assert statement.endswith('FOR UPDATE OF "plans_plan", "execution_executionstate"')
+    assert (locked.pk, locked.status, execution.state) == (plan.pk, PlanStatus.IN_PROGRESS, ExecState.RUNNING)
+    assert execution.plan is locked
+
+    plan_advance(plan_id=plan.pk)
+    [following] = outbox.take()
+    assert keys_of(following.runs) == ["b"]
+
+
+def test_a_plan_not_started_is_locked_alone_and_known_to_have_no_execution(db):
+    plan = plan_submit(owner=UserFactory(), data=plan_data(subtask("a")))
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        locked = plan_lock_with_execution(plan.pk)
+        assert execution_of(locked) is None
+    # Finding none, then the plan's lock and, after it, the execution read again: one could have
+    # been created while the lock was awaited.
+    assert len(queries) == 3
+    assert locked.status == PlanStatus.DRAFT
