@@ -59,6 +59,15 @@ PLAN_OF_APPROVAL_LOCK_SQL = (
 APPROVAL_LOCKED = CompiledGet(
     Approval.objects.select_for_update(of=("self",)).select_related("subtask", "plan__execution")
 )
+# A tool call's approval in one statement instead: its plan, itself, its subtask and the plan's
+# execution, all locked, the plan's row first (PostgreSQL locks in the order FOR UPDATE OF names
+# them: the one lock order). Each row locked after a wait is read as it is now, so all four are
+# current. No row: a plan's approval (no subtask), or none; read as above.
+TOOL_CALL_APPROVAL_LOCKED = CompiledGet(
+    Approval.objects.filter(subtask__isnull=False, plan__execution__isnull=False)
+    .select_for_update(of=("plan", "self", "subtask", "plan__execution"))
+    .select_related("subtask", "plan__execution")
+)
 
 
 # --- Asking, and what the engine calls ----------------------------------------------------------------
@@ -305,13 +314,7 @@ def _expire(plan: Plan, approval: Approval) -> None:
 def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> Approval:
     expired = None
     with transaction.atomic():
-        # The plan first (the one lock order), found through the approval; then, under its lock, the
-        # approval with its subtask, plan and execution in one statement: rows read after the lock are current.
-        with prepared_cursor(connection) as cursor:
-            cursor.execute(PLAN_OF_APPROVAL_LOCK_SQL, [approval_id])
-            if cursor.fetchone() is None:
-                raise ApprovalNotFound()
-        approval = APPROVAL_LOCKED.get(approval_id)
+        approval = _approval_locked(approval_id)
         plan = approval.plan
         # A tool call's vote and decision write their events in one statement (a plan approval's
         # start may read the plan's counters, so those are written as they come).
@@ -325,6 +328,21 @@ def _decide_by_id(approval_id: UUID, *, user: User | None, **decision: Any) -> A
     if expired is not None:  # committed: the expiry stands, the vote came too late
         raise AlreadyDecided(expired)
     return approval
+
+
+def _approval_locked(approval_id: UUID) -> Approval:
+    """Lock an approval's plan, then the approval, and return it read after the locks with its subtask and execution."""
+    try:
+        return TOOL_CALL_APPROVAL_LOCKED.get(approval_id)
+    except Approval.DoesNotExist:
+        pass
+    # The plan first (the one lock order), found through the approval; then, under its lock, the
+    # approval with its subtask, plan and execution in one statement: rows read after the lock are current.
+    with prepared_cursor(connection) as cursor:
+        cursor.execute(PLAN_OF_APPROVAL_LOCK_SQL, [approval_id])
+        if cursor.fetchone() is None:
+            raise ApprovalNotFound()
+    return APPROVAL_LOCKED.get(approval_id)
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,18 @@ class _Compiled:
     """What compiling the queryset produced for one database (shared by threads: nothing in it changes)."""
 
     def __init__(self, queryset: QuerySet[Any], using: str, by: str) -> None:
-        if queryset.query.where:
-            raise ValueError(f"CompiledGet takes a queryset with no filter: {queryset.query}")
         self.key: Any = queryset.model._meta.pk if by == "pk" else queryset.model._meta.get_field(by)
         query = queryset.filter(**{by: _sentinel(self.key)}).order_by().query
         compiler = query.get_compiler(using=using)
         sql, params = compiler.as_sql()
         connection = connections[using]
         sentinel = self.key.get_db_prep_value(_sentinel(self.key), connection)
-        if list(params) != [sentinel] or compiler.annotation_col_map:
+        if compiler.annotation_col_map:
             raise ValueError(
                 f"CompiledGet takes a UUID or text key and a queryset with no annotation: {queryset.query}"
             )
+        if list(params) != [sentinel]:  # the key must be the one value the statement takes
+            raise ValueError(f"CompiledGet takes a queryset with no filter on a value (isnull only): {queryset.query}")
         self.sql = sql
         klass_info = compiler.klass_info
         self.model: type[Model] = klass_info["model"]
@@ -67,7 +67,8 @@ class CompiledGet(Generic[M]):
     For a model keyed by a UUID or a text; `by` names another unique field to read by instead (a
     one-to-one relation to a UUID-keyed model, as queryset.get(plan=key)). The queryset may
     select_related and select_for_update (then read inside a transaction, as the ORM
-    requires); it takes no filter of its own and no annotation. Raises the model's
+    requires); it takes no annotation, and no filter but on whether a relation is null
+    (which makes its join an inner one: select_for_update may then lock the related rows). Raises the model's
     DoesNotExist as get() does.
     """
 

@@ -1,9 +1,11 @@
 """Approval endpoints: list and filters, decisions, conflicts, and who may see and decide."""
 
 import threading
+import time
 from datetime import timedelta
 from uuid import uuid4
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -97,13 +99,17 @@ def test_approve_with_edited_arguments_and_a_result(api, tool_approval):
 
 
 def test_an_approve_at_a_quorum_of_one_writes_its_vote_with_the_decision_and_reads_no_vote_back(owner, tool_approval):
-    # The plan's lock, the approval read, then three writes (decision and vote, subtask, the events
-    # with the execution's change and its record); the answer shows the vote without reading it again.
+    # The plan's, the approval's, the subtask's and the execution's locks with their read in one
+    # statement, then three writes (decision and vote, subtask, the events with the execution's
+    # change and its record); the answer shows the vote without reading it again.
     ExecutionState.objects.filter(plan_id=tool_approval.plan_id).update(state=ExecState.WAITING_APPROVAL)
     with CaptureQueriesContext(connection) as queries:
         body = client_for(owner).post(f"{APPROVALS}{tool_approval.pk}/approve/", {"reason": "ok"}, format="json").json()
     statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"] and "authtoken" not in q["sql"]]
-    assert len(statements) == 5, "\n".join(statements)
+    assert len(statements) == 4, "\n".join(statements)
+    assert statements[0].endswith(
+        'FOR UPDATE OF "plans_plan", "approvals_approval", "plans_subtask", "execution_executionstate"'
+    ), "the plan's row first: the one lock order"
     last = ExecutionState.objects.get(plan_id=tool_approval.plan_id).transitions.last()
     assert (last.from_state, last.to_state) == (ExecState.WAITING_APPROVAL, ExecState.RESUMED)
     assert not [sql for sql in statements if sql.startswith("SELECT") and "approvals_vote" in sql]
@@ -178,6 +184,50 @@ def test_concurrent_decisions_through_the_api_have_one_winner(owner, plan):
         thread.join()
     assert sorted(statuses) == [200, 409]
     assert plan.events.filter(type="approval.resolved").count() == 1
+
+
+def _waits_for_a_lock() -> bool:
+    """Wait until another session waits for a row lock; return whether one did."""
+    waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as watcher:
+        for _ in range(500):
+            if watcher.execute(waiting).fetchall():
+                return True
+            time.sleep(0.01)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_approve_that_waited_for_the_plans_lock_reads_the_rows_as_their_holder_left_them(owner, plan):
+    # One statement locks the plan, the approval, the subtask and the execution: after its wait for
+    # the plan's lock, each row is read as committed meanwhile (the execution paused here), not as
+    # the statement first saw it.
+    approval = waiting_tool_call(plan)
+    ExecutionState.objects.filter(plan=plan).update(state=ExecState.WAITING_APPROVAL)
+    holder = psycopg.connect(**connection.get_connection_params())
+    holder.execute("SELECT id FROM plans_plan WHERE id = %s FOR UPDATE", [plan.pk])
+    statuses: list[int] = []
+
+    def approve() -> None:
+        try:
+            statuses.append(client_for(owner).post(f"{APPROVALS}{approval.pk}/approve/", {}, format="json").status_code)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=approve)
+    thread.start()
+    try:
+        assert _waits_for_a_lock(), "the approve never waited for the plan's lock"
+        holder.execute("UPDATE execution_executionstate SET state = %s WHERE plan_id = %s", [ExecState.PAUSED, plan.pk])
+        holder.commit()
+    finally:
+        holder.close()  # a lock still held would keep the test's database from being emptied
+        thread.join()
+
+    assert statuses == [200]
+    assert ExecutionState.objects.get(plan=plan).state == ExecState.PAUSED  # not resumed over the pause
+    resumed = Subtask.objects.get(pk=approval.subtask_id)
+    assert (resumed.status, resumed.task_id) == ("queued", "")  # queued, and held while the plan is paused
 
 
 def test_bad_decision_bodies(api, tool_approval):
