@@ -19,6 +19,16 @@ from psycopg.pq import Format
 
 PREPARE_THRESHOLD = 5
 
+# The class of the cursors made here: psycopg's, or one that also traces each statement (set
+# by config/telemetry.py when traces are on, as OpenTelemetry traces Django's own cursors).
+_cursor_class: type[psycopg.Cursor] = psycopg.Cursor  # type: ignore[type-arg]
+
+
+def prepared_cursor_class_set(cursor_class: type[psycopg.Cursor]) -> None:  # type: ignore[type-arg]
+    """Make the prepared cursors instances of `cursor_class` (a subclass of psycopg.Cursor)."""
+    global _cursor_class
+    _cursor_class = cursor_class
+
 
 def prepared_cursor(connection: BaseDatabaseWrapper, *, prepare: bool = True) -> CursorWrapper:
     """Return a cursor on `connection` (PostgreSQL) that prepares the statements it runs often; use it as Django's.
@@ -39,7 +49,7 @@ def prepared_cursor(connection: BaseDatabaseWrapper, *, prepare: bool = True) ->
         raw.prepare_threshold = PREPARE_THRESHOLD
     connection.validate_thread_sharing()
     with connection.wrap_database_errors:
-        cursor = psycopg.Cursor(raw)
+        cursor = _cursor_class(raw)
     # Datetimes in the connection's time zone, as Django's create_cursor() gives its cursors.
     loader = raw.adapters.get_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT)
     if connection.timezone != loader.timezone:

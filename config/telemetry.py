@@ -10,6 +10,7 @@ OTEL_TRACES_SAMPLER, OTEL_BSP_SCHEDULE_DELAY...). The packages are optional
 
 import os
 
+from common.prepared import prepared_cursor_class_set
 from common.version import VERSION
 
 _configured_in: int | None = None
@@ -43,6 +44,11 @@ def configure(service: str) -> None:
     trace.set_tracer_provider(provider)
     CeleryInstrumentor().instrument(tracer_provider=provider)
     PsycopgInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+    # The hot path's statements go through cursors of their own (common/prepared.py), which the
+    # instrumentor does not reach: they get its traced cursor class, on psycopg's own Cursor.
+    from opentelemetry.instrumentation.psycopg import _new_cursor_factory
+
+    prepared_cursor_class_set(_new_cursor_factory(tracer_provider=provider))
     RequestsInstrumentor().instrument(tracer_provider=provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     if service == "web":

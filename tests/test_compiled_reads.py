@@ -3,6 +3,7 @@
 import threading
 import uuid
 
+import psycopg
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -12,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from approvals.models import Approval
 from approvals.services import APPROVAL_LOCKED
+from common import prepared
 from common.compiled import CompiledGet
 from common.prepared import PARSE_CACHED_BYTES, PREPARE_THRESHOLD, compact, prepared_cursor
 from execution.events import APPEND_SQL
@@ -161,6 +163,23 @@ def test_a_statement_run_often_is_prepared_on_the_connection():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%$1::int + 1%"])
         assert cursor.fetchone()[0] == 1
+
+
+def test_prepared_cursors_are_of_the_class_set_for_them(monkeypatch):
+    # OpenTelemetry's traced cursor class, when traces are on (config/telemetry.py).
+    executed: list[str] = []
+
+    class Traced(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            executed.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    monkeypatch.setattr(prepared, "_cursor_class", psycopg.Cursor)
+    prepared.prepared_cursor_class_set(Traced)
+    with prepared_cursor(connection) as cursor:
+        cursor.execute("SELECT %s::int", [1])
+        assert cursor.fetchone() == (1,)
+    assert executed == ["SELECT %s::int"]
 
 
 def test_a_statement_of_varying_text_stays_on_djangos_cursor():
