@@ -68,8 +68,8 @@ class CompiledGet(Generic[M]):
     one-to-one relation to a UUID-keyed model, as queryset.get(plan=key)). The queryset may
     select_related and select_for_update (then read inside a transaction, as the ORM
     requires); it takes no annotation, and no filter but on whether a relation is null
-    (which makes its join an inner one: select_for_update may then lock the related rows). Raises the model's
-    DoesNotExist as get() does.
+    (which makes its join an inner one: select_for_update may then lock the related rows).
+    Raises the model's DoesNotExist as get() does.
     """
 
     def __init__(self, queryset: QuerySet[M], *, by: str = "pk") -> None:
