@@ -50,6 +50,7 @@ _client: redis.Redis | None = None
 _script: Any = None
 _noted: list[tuple[str, float]] = []  # (approval id, seconds) not yet written
 _noted_lock = threading.Lock()
+_write_lock = threading.Lock()  # one write at a time: once resumes_write() returns, nothing noted is in flight
 _writer_pid: int | None = None
 
 
@@ -79,12 +80,16 @@ def resume_observe(tool_calls: list[ToolCallEntry]) -> None:
 
 def resumes_write() -> None:
     """Write the resumes this process has noted to the histogram in Redis, in one script call."""
+    with _write_lock:
+        with _noted_lock:
+            noted = _noted[:]
+            _noted.clear()
+        if noted:
+            _write(noted)
+
+
+def _write(noted: list[tuple[str, float]]) -> None:
     global _script
-    with _noted_lock:
-        noted = _noted[:]
-        _noted.clear()
-    if not noted:
-        return
     keys = [RESUME_KEY, *(RESUMED_KEY.format(approval_id=approval_id) for approval_id, _ in noted)]
     args: list[str] = []
     for _, latency in noted:
@@ -115,8 +120,9 @@ def _write_every() -> None:
 
 def _forked() -> None:
     """In a forked process: no notes of the parent's, no writer yet, and a lock nobody holds."""
-    global _noted_lock, _writer_pid
+    global _noted_lock, _write_lock, _writer_pid
     _noted_lock = threading.Lock()
+    _write_lock = threading.Lock()
     _noted.clear()
     _writer_pid = None
 

@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from api import metrics
 from approvals.models import Approval, ApprovalKind, ApprovalStatus
+from execution import metrics as execution_metrics
 from execution.limits import deferral_count
-from execution.metrics import RESUME_KEY, broker_redis, resume_histogram, resume_observe, resumes_write
+from execution.metrics import broker_redis, resume_histogram, resume_observe, resumes_write
 from plans.models import Plan, PlanStatus, Subtask, SubtaskStatus
 from tests.support.factories import UserFactory, draft_plan, subtask
 
@@ -23,11 +24,17 @@ TOKEN = "scrape-me"
 
 
 @pytest.fixture(autouse=True)
-def _fresh(settings):
+def _fresh(settings, monkeypatch):
     settings.METRICS_TOKEN = TOKEN
     cache.delete(metrics.CACHE_KEY)
-    broker_redis().delete(RESUME_KEY)
+    # A histogram of this test's own: the suite's worker processes write theirs (a second after
+    # their runs resume) to the service's key; what this process noted before goes there first.
+    resumes_write()
+    histogram = f"{execution_metrics.RESUME_KEY}:test-{uuid.uuid4().hex}"
+    monkeypatch.setattr(execution_metrics, "RESUME_KEY", histogram)
     yield
+    resumes_write()
+    broker_redis().delete(histogram)
     cache.delete(metrics.CACHE_KEY)
 
 
