@@ -56,17 +56,16 @@ PLAN_OF_APPROVAL_LOCK_SQL = (
     "WHERE a.id = %s FOR UPDATE OF p"
 )
 # Then the approval, locked, with its subtask, plan and execution (compiled once: see common/compiled.py).
-APPROVAL_LOCKED = CompiledGet(
-    Approval.objects.select_for_update(of=("self",)).select_related("subtask", "plan__execution")
-)
+_WITH_SUBTASK_AND_EXECUTION = Approval.objects.select_related("subtask", "plan__execution")
+APPROVAL_LOCKED = CompiledGet(_WITH_SUBTASK_AND_EXECUTION.select_for_update(of=("self",)))
 # A tool call's approval in one statement instead: its plan, itself, its subtask and the plan's
 # execution, all locked, the plan's row first (PostgreSQL locks in the order FOR UPDATE OF names
 # them: the one lock order). Each row locked after a wait is read as it is now, so all four are
 # current. No row: a plan's approval (no subtask), or none; read as above.
 TOOL_CALL_APPROVAL_LOCKED = CompiledGet(
-    Approval.objects.filter(subtask__isnull=False, plan__execution__isnull=False)
-    .select_for_update(of=("plan", "self", "subtask", "plan__execution"))
-    .select_related("subtask", "plan__execution")
+    _WITH_SUBTASK_AND_EXECUTION.filter(subtask__isnull=False, plan__execution__isnull=False).select_for_update(
+        of=("plan", "self", "subtask", "plan__execution")
+    )
 )
 
 

@@ -341,18 +341,18 @@ def events_unbatched() -> Iterator[None]:
 _MOVES = ", ".join(f"{name} = p.{name} + m.{name}" for name in COUNTERS)
 APPEND_ACROSS_SQL = f"""
 WITH moves AS (
-    SELECT * FROM unnest(%(plans)s::uuid[], %(added)s::int[], {", ".join(f"%({name})s::int[]" for name in COUNTERS)})
-        AS m(plan_id, added, {", ".join(COUNTERS)})
+    SELECT * FROM jsonb_to_recordset(%(moves)s::jsonb)
+        AS m(plan_id uuid, added int, {", ".join(f"{name} int" for name in COUNTERS)})
 ), counter AS (
     UPDATE plans_plan p SET last_event_seq = p.last_event_seq + m.added, {_MOVES}
     FROM moves m WHERE p.id = m.plan_id
     RETURNING p.id, p.last_event_seq, p.callback_url, m.added
 ), inserted AS (
     INSERT INTO execution_event (plan_id, seq, type, payload, created_at)
-    SELECT c.id, c.last_event_seq - c.added + event.position, event.type, event.payload, statement_timestamp()
-    FROM unnest(%(event_plans)s::uuid[], %(positions)s::int[], %(types)s::varchar[], %(payloads)s::jsonb[])
-        AS event(plan_id, position, type, payload)
-    JOIN counter c ON c.id = event.plan_id
+    SELECT c.id, c.last_event_seq - c.added + (event.value ->> 1)::int, event.value ->> 2, event.value -> 3,
+           statement_timestamp()
+    FROM jsonb_array_elements(%(events)s::jsonb) AS event(value)
+    JOIN counter c ON c.id = (event.value ->> 0)::uuid
 ), notified AS (
     SELECT c.id, pg_notify(%(channel)s, c.id::text) FROM counter c
 )
@@ -362,23 +362,23 @@ SELECT c.id, c.last_event_seq, c.callback_url FROM counter c JOIN notified USING
 
 def _append_across(plans: Mapping[UUID, _Events]) -> None:
     """Write many plans' waiting events in one statement (see APPEND_ACROSS_SQL)."""
-    params: dict[str, Any] = {
-        "plans": list(plans),
-        "added": [len(waiting.events) for waiting in plans.values()],
+    # Two JSON texts (each plan's counter moves; every event as [plan, position, type, payload]):
+    # psycopg dumps a text at once, a list element by element.
+    moves = [
+        {"plan_id": str(plan_id), "added": len(waiting.events)}
+        | {counter(status): waiting.counts.get(status, 0) for status in S.values}
+        for plan_id, waiting in plans.items()
+    ]
+    events = [
+        (str(plan_id), position, kind, {"plan_id": str(plan_id), **payload})
+        for plan_id, waiting in plans.items()
+        for position, (kind, payload) in enumerate(waiting.events, start=1)
+    ]
+    params = {
+        "moves": json.dumps(moves),
+        "events": json.dumps(events, cls=DjangoJSONEncoder),
         "channel": NOTIFY_CHANNEL,
-        "event_plans": [],
-        "positions": [],
-        "types": [],
-        "payloads": [],
     }
-    for status in S.values:
-        params[counter(status)] = [waiting.counts.get(status, 0) for waiting in plans.values()]
-    for plan_id, waiting in plans.items():
-        for position, (kind, payload) in enumerate(waiting.events, start=1):
-            params["event_plans"].append(plan_id)
-            params["positions"].append(position)
-            params["types"].append(kind)
-            params["payloads"].append(json.dumps({"plan_id": str(plan_id), **payload}, cls=DjangoJSONEncoder))
     with connection.cursor() as cursor:
         cursor.execute(APPEND_ACROSS_SQL, params)
         rows = cursor.fetchall()

@@ -32,9 +32,14 @@ def execution_of(plan: Plan) -> ExecutionState | None:
         except ExecutionState.DoesNotExist:
             related.set_cached_value(plan, None)  # type: ignore[arg-type]  # known to have none
         else:
-            ExecutionState.plan.field.set_cached_value(execution, plan)
-            related.set_cached_value(plan, execution)
+            execution_cache(plan, execution)
     return cast(ExecutionState | None, related.get_cached_value(plan))
+
+
+def execution_cache(plan: Plan, execution: ExecutionState) -> None:
+    """Cache a plan's execution read with it (execution_of and `plan.execution` then read nothing), both ways."""
+    ExecutionState.plan.field.set_cached_value(execution, plan)
+    Plan.execution.related.set_cached_value(plan, execution)
 
 
 def plan_progress(*, plan_id: UUID) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from execution import canvas
 from execution.engine.approval_gate import approval_gate
 from execution.events import event_append, events_batched
 from execution.models import ExecState, ExecutionState
-from execution.selectors import execution_of, plan_progress, plan_progress_counted
+from execution.selectors import execution_cache, execution_of, plan_progress, plan_progress_counted
 from execution.states import EXECUTION_FINISHED, SUBTASK_IN_FLIGHT, SUBTASK_UNSETTLED
 from execution.transitions import TransitionNotAllowed, execution_transition, plan_transition, subtasks_transition
 from plans.models import FailurePolicy, Plan, PlanStatus, Subtask, SubtaskDependency
@@ -62,7 +62,7 @@ def plan_lock_with_execution(plan_id: UUID) -> Plan:
     except ExecutionState.DoesNotExist:  # none yet: the plan alone (execution_of reads again under its lock)
         return plan_lock(plan_id)
     plan = execution.plan
-    Plan.execution.related.set_cached_value(plan, execution)
+    execution_cache(plan, execution)
     return plan
 
 
