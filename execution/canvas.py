@@ -105,16 +105,22 @@ def sends_held() -> Iterator[None]:
         with context_bound(_held, held):
             yield
     finally:
-        # As on_commit(robust=True): a send that fails is logged; the reconciler re-sends what stays queued.
-        try:
-            with publishing():
-                for send in held:
-                    try:
-                        send()
-                    except Exception:
-                        logger.exception("Sending held runs failed")
-        except Exception:  # the batch itself
-            logger.exception("Sending held runs failed")
+        if held:  # a block that sent nothing (a read, a refusal) takes no producer from the pool
+            _held_send(held)
+
+
+def _held_send(held: list[Callable[[], None]]) -> None:
+    """Send what a hold kept, in one publish batch."""
+    # As on_commit(robust=True): a send that fails is logged; the reconciler re-sends what stays queued.
+    try:
+        with publishing():
+            for send in held:
+                try:
+                    send()
+                except Exception:
+                    logger.exception("Sending held runs failed")
+    except Exception:  # the batch itself
+        logger.exception("Sending held runs failed")
 
 
 def _hold(send: Callable[[], None]) -> bool:

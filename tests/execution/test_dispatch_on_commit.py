@@ -192,6 +192,26 @@ def test_the_messages_of_one_publishing_block_reach_the_broker_together_as_it_en
     assert task_ids <= subtasks_queue.queued().keys()
 
 
+def test_a_request_that_sends_nothing_takes_no_producer(client, monkeypatch):
+    taken: list[object] = []
+    original = type(canvas.current_app._get_current_object()).producer_or_acquire
+
+    def counted(app, producer=None):
+        taken.append(producer)
+        return original(app, producer)
+
+    monkeypatch.setattr(type(canvas.current_app._get_current_object()), "producer_or_acquire", counted)
+    assert client.get("/api/v1/agents/").status_code == 401  # through the middleware that holds the runs
+
+    with canvas.sends_held():
+        pass
+    assert taken == []
+    monkeypatch.setattr(canvas, "run_signature", lambda run, **options: SimpleNamespace(apply_async=dict))
+    with canvas.sends_held():
+        canvas.send_runs(uuid4(), [canvas.Run(subtask_id=uuid4(), attempt=1, task_id="t", timeout_s=10)])
+    assert len(taken) == 1  # one producer for what was held
+
+
 def test_a_send_outside_any_block_reaches_the_broker_as_it_returns(subtasks_queue):
     run = canvas.Run(subtask_id=uuid4(), attempt=1, task_id=str(uuid4()), timeout_s=10)
     subtasks_queue.taken.add(run.task_id)
