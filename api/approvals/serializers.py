@@ -1,5 +1,6 @@
 """Serializers for approvals and the bodies of decisions."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -94,8 +95,20 @@ class ApproveSerializer(serializers.Serializer):
     def validate_result(self, value: Any) -> Any:
         return _storable(value)
 
-    def decision(self) -> dict[str, Any]:
-        data = self.validated_data
+    @classmethod
+    def decision_of(cls, body: Any) -> dict[str, Any]:
+        """Return the decision a request's body asks for; raise ValidationError (400) for a body that does not fit.
+
+        An empty body (the usual approve) asks for the defaults: no serializer and no fields are built for it.
+        """
+        if isinstance(body, Mapping) and not body:
+            return cls._decision({})
+        serializer = cls(data=body)
+        serializer.is_valid(raise_exception=True)
+        return cls._decision(serializer.validated_data)
+
+    @staticmethod
+    def _decision(data: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "arguments": data.get("arguments"),
             "result": data.get("result"),

@@ -117,10 +117,9 @@ class ApprovalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         with self._hidden_as_not_found():
-            body = ApproveSerializer(data=request.data)
-            body.is_valid(raise_exception=True)
+            decision = ApproveSerializer.decision_of(request.data)
             decided = approval_decide(
-                approval_id=self._url_id(), decided_by=authenticated_user(request), approve=True, **body.decision()
+                approval_id=self._url_id(), decided_by=authenticated_user(request), approve=True, **decision
             )
         return Response(_shown(decided))
 
@@ -180,7 +179,8 @@ _showing = threading.local()
 
 def _shown(approval: Approval) -> Any:
     """Return a voted-on approval as a vote answers it: as it was read and decided, with its votes."""
-    prefetch_related_objects([approval], Prefetch("votes", queryset=Vote.objects.select_related("user")))
+    if "votes" not in getattr(approval, "_prefetched_objects_cache", {}):  # a quorum of one's vote came with it
+        prefetch_related_objects([approval], Prefetch("votes", queryset=Vote.objects.select_related("user")))
     serializer = getattr(_showing, "serializer", None)
     if serializer is None:
         serializer = _showing.serializer = ApprovalSerializer()

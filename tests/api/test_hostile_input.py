@@ -281,6 +281,20 @@ def test_decisions_postgresql_cannot_store_are_validation_errors(api, body):
     assert Approval.objects.get(pk=approval.pk).status == "pending"
 
 
+@pytest.mark.parametrize("body", ["[]", "null", '"approve"', "0", '[{"reason": "x"}]'])
+def test_an_approve_whose_body_is_not_an_object_is_a_validation_error(api, body):
+    # An empty object asks for the defaults without a serializer: anything else empty is still checked.
+    plan = Plan.objects.get(pk=api.post(PLANS, one(requires_approval=False), format="json").json()["id"])
+    approval = waiting_tool_call(plan)
+    with nothing_changes():
+        assert_error(
+            api.post(f"{APPROVALS}{approval.pk}/approve/", body, content_type="application/json"),
+            400,
+            "validation_error",
+        )
+    assert api.post(f"{APPROVALS}{approval.pk}/approve/", "{}", content_type="application/json").status_code == 200
+
+
 @pytest.mark.django_db(transaction=True)
 def test_under_uvicorn_a_body_over_the_default_limit_is_413_and_a_deep_one_400(web, owner):
     """The same answers from the server as users run it (ASGI), with the configured 32 MB limit."""
