@@ -194,13 +194,14 @@ def test_the_messages_of_one_publishing_block_reach_the_broker_together_as_it_en
 
 def test_a_request_that_sends_nothing_takes_no_producer(client, monkeypatch):
     taken: list[object] = []
-    original = type(canvas.current_app._get_current_object()).producer_or_acquire
+    app_class = type(canvas.current_app._get_current_object())
+    original = app_class.producer_or_acquire
 
     def counted(app, producer=None):
         taken.append(producer)
         return original(app, producer)
 
-    monkeypatch.setattr(type(canvas.current_app._get_current_object()), "producer_or_acquire", counted)
+    monkeypatch.setattr(app_class, "producer_or_acquire", counted)
     assert client.get("/api/v1/agents/").status_code == 401  # through the middleware that holds the runs
 
     with canvas.sends_held():
